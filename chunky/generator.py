@@ -1,0 +1,511 @@
+"""StyleGAN2 generator (config-f family) in plain PyTorch, loading the public PyTorch checkpoints.
+
+The module tree mirrors the public PyTorch checkpoint layout (``style.*``, ``input.input``,
+``conv1.*``, ``to_rgb1.*``, ``convs.*``, ``to_rgbs.*``, ``noises.*``), so a checkpoint loads with
+``strict=True`` and nothing is renamed.
+
+Two choices differ from the usual port and make it fast on CPU without changing the result:
+
+* A modulated convolution is computed as ``conv(x * s, W) * d`` (scale the input channels by the style
+  ``s``, convolve with the shared weight, scale the output channels by the demodulation ``d``) instead
+  of building one weight per sample. This is the same function; the weight stays shared across the
+  batch, so there is no grouped convolution, and back-propagating to the latent codes never needs the
+  gradient of the weights.
+* ``synthesis(..., resolution=R)`` stops after the block that produces ``R`` px and returns the skip
+  RGB image there; the blocks above are never run.
+
+Conventions: images are float NCHW RGB, nominally in [-1, 1] (not clamped). ``ws`` are W+ codes
+``[N, n_latent, style_dim]`` or W codes ``[N, style_dim]``. The style space S is a list with one
+``[N, C_l]`` tensor per modulated layer (``num_styles`` of them; 26 at 1024 px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chunky.errors import CheckpointError, InvalidInputError
+
+SQRT2 = math.sqrt(2.0)
+NOISE_MODES = ("const", "random", "none")
+
+
+def config_f_channels(size: int, channel_multiplier: int = 2) -> dict[int, int]:
+    """Channel width per resolution of the official StyleGAN2 configurations (config-f: multiplier 2)."""
+    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+    return {
+        res: ch if res <= 32 else ch * channel_multiplier for res, ch in table.items() if res <= size
+    }
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, *, up: int = 1, pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Upsample by zero insertion, pad, and convolve each channel with a 2-D FIR kernel.
+
+    Args:
+        x: [N, C, H, W].
+        kernel: [kh, kw], applied as a true convolution (flipped), as the reference does.
+        up: integer upsampling factor.
+        pad: (before, after) padding, the same on both axes, after upsampling.
+
+    Returns:
+        [N, C, H*up + pad[0] + pad[1] - kh + 1, W*up + pad[0] + pad[1] - kw + 1].
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        spread = x.new_zeros(n, c, h * up, w * up)
+        spread[:, :, ::up, ::up] = x
+        x = spread
+    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
+    weight = torch.flip(kernel, (0, 1)).to(x.dtype).expand(c, 1, *kernel.shape)
+    return F.conv2d(x, weight, groups=c)
+
+
+def _fir_kernel(taps: Sequence[float], gain: float) -> torch.Tensor:
+    k = torch.tensor(taps, dtype=torch.float32)
+    k = torch.outer(k, k)
+    return k / k.sum() * gain
+
+
+class PixelNorm(nn.Module):
+    """Normalise each latent vector to unit root-mean-square."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with the equalised learning rate: runtime weight scale ``lr_mul / sqrt(in_dim)``."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, lr_mul: float = 1.0, bias_init: float = 0.0, activate: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activate = activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+        return F.leaky_relu(out, 0.2) * SQRT2 if self.activate else out
+
+
+class Blur(nn.Module):
+    """FIR low-pass filter (kernel stored as a buffer, as in the checkpoint)."""
+
+    def __init__(self, taps: Sequence[float], pad: tuple[int, int], gain: float = 1.0):
+        super().__init__()
+        self.register_buffer("kernel", _fir_kernel(taps, gain))
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """2x FIR upsampling of the skip RGB image."""
+
+    def __init__(self, taps: Sequence[float]):
+        super().__init__()
+        self.register_buffer("kernel", _fir_kernel(taps, gain=4.0))
+        p = len(taps) - 2
+        self.pad = ((p + 1) // 2 + 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=2, pad=self.pad)
+
+
+class ModulatedConv2d(nn.Module):
+    """Modulated (and optionally demodulated) convolution, optionally with 2x upsampling.
+
+    ``modulation`` maps a W code to the style ``s`` [N, in_channels]; `forward` takes ``s`` directly
+    so the same layer serves W, W+ and S.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int, *,
+                 demodulate: bool = True, upsample: bool = False, blur_taps: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
+        self.scale = 1.0 / math.sqrt(in_channels * kernel_size**2)
+        self.padding = kernel_size // 2
+        self.demodulate = demodulate
+        self.upsample = upsample
+        if upsample:
+            p = (len(blur_taps) - 2) - (kernel_size - 1)
+            self.blur = Blur(blur_taps, pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        weight = self.weight[0] * self.scale  # [out, in, k, k]
+        # Elementwise work stays in the activations' dtype: under bf16 autocast, mixing in fp32 styles
+        # would promote every full-resolution tensor back to fp32.
+        x = x * style[:, :, None, None].to(x.dtype)
+        if self.upsample:
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2))
+        else:
+            out = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
+        if self.demodulate:
+            # d[n, o] = 1 / sqrt(sum_{i,k} (W[o,i,k] * s[n,i])^2): a tiny matmul instead of a per-sample weight.
+            demod = torch.rsqrt(style.square() @ weight.square().sum((2, 3)).t() + 1e-8)
+            out = out * demod[:, :, None, None].to(out.dtype)
+        return out
+
+
+class NoiseInjection(nn.Module):
+    """Adds ``weight * noise`` (a [1, 1, H, W] or [N, 1, H, W] noise image) to its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        return x if noise is None else x + (self.weight * noise).to(x.dtype)
+
+
+class BiasedLeakyReLU(nn.Module):
+    """leaky_relu(x + bias, 0.2) * sqrt(2); the bias is the checkpoint's ``activate.bias``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x + self.bias[None, :, None, None].to(x.dtype), 0.2) * SQRT2
+
+
+class StyledConv(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int, *, upsample: bool = False,
+                 blur_taps: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, upsample=upsample, blur_taps=blur_taps)
+        self.noise = NoiseInjection()
+        self.activate = BiasedLeakyReLU(out_channels)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise))
+
+
+class ToRGB(nn.Module):
+    def __init__(self, in_channels: int, style_dim: int, *, upsample: bool = True, blur_taps: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample(blur_taps)
+        self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        # The RGB path is cheap (3 channels), so it always runs in fp32: under bf16 autocast this keeps
+        # the accumulated image accurate.
+        with torch.autocast(x.device.type, enabled=False):
+            out = self.conv(x.float(), style.float()) + self.bias
+            return out if skip is None else out + self.upsample(skip.float())
+
+
+class ConstantInput(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, 4, 4))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.expand(batch, -1, -1, -1)
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: ``mapping`` (z -> w) and ``synthesis`` (w / W+ / S -> image).
+
+    Attributes:
+        size: output resolution in px (a power of two, >= 8).
+        style_dim: width of z, w and each W+ row.
+        n_latent: number of W+ rows (``2 * log2(size) - 2``; 18 at 1024 px).
+        num_styles: number of style-space (S) vectors (``3 * log2(size) - 4``; 26 at 1024 px).
+        w_avg: [1, style_dim] mean w: the checkpoint's ``latent_avg``, else ``mean_w()``.
+    """
+
+    def __init__(self, size: int, style_dim: int, n_mlp: int, channels: Mapping[int, int], *,
+                 lr_mlp: float = 0.01, blur_taps: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        log_size = int(math.log2(size))
+        if size < 8 or 2**log_size != size:
+            raise InvalidInputError(f"Generator size must be a power of two >= 8, got {size}.")
+        missing = [2**i for i in range(2, log_size + 1) if 2**i not in channels]
+        if missing:
+            raise InvalidInputError(f"channels has no width for resolutions {missing}.")
+        self.size, self.style_dim, self.n_mlp = size, style_dim, n_mlp
+        self.channels = {2**i: int(channels[2**i]) for i in range(2, log_size + 1)}
+        self.n_latent = 2 * log_size - 2
+        self.num_styles = 3 * log_size - 4
+        self.num_noises = 2 * log_size - 3
+
+        self.style = nn.Sequential(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activate=True) for _ in range(n_mlp)])
+        ch = self.channels
+        self.input = ConstantInput(ch[4])
+        self.conv1 = StyledConv(ch[4], ch[4], style_dim, blur_taps=blur_taps)
+        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        self.noises = nn.Module()
+        for i in range(self.num_noises):
+            res = 2 ** ((i + 5) // 2)
+            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
+        in_ch = ch[4]
+        for i in range(3, log_size + 1):
+            out_ch = ch[2**i]
+            self.convs.append(StyledConv(in_ch, out_ch, style_dim, upsample=True, blur_taps=blur_taps))
+            self.convs.append(StyledConv(out_ch, out_ch, style_dim, blur_taps=blur_taps))
+            self.to_rgbs.append(ToRGB(out_ch, style_dim, blur_taps=blur_taps))
+            in_ch = out_ch
+        self.register_buffer("w_avg", torch.zeros(1, style_dim), persistent=False)
+
+    # ----------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_checkpoint(cls, source: str | Path | Mapping, *, map_location: str | torch.device = "cpu") -> "Generator":
+        """Build a generator from a public PyTorch StyleGAN2 checkpoint.
+
+        Args:
+            source: a path, or an already-loaded dict: ``{'g_ema': state_dict, ...}`` with optional
+                ``'latent_avg'`` [style_dim] or [1, style_dim], or a bare generator state dict.
+                Files are read with ``weights_only=True`` (only tensors and plain containers).
+            map_location: where to put the tensors while loading.
+
+        Returns:
+            The generator in eval mode, parameters frozen (``requires_grad=False``).
+
+        Raises:
+            CheckpointError: the file cannot be read or its tensors do not form a StyleGAN2 generator;
+                the message lists what did not match.
+        """
+        if isinstance(source, (str, Path)):
+            checkpoint = load_checkpoint_file(source, map_location=map_location)
+        elif isinstance(source, Mapping):
+            checkpoint = source
+        else:
+            raise CheckpointError(f"source must be a path or a dict, got {type(source).__name__}.")
+        state, latent_avg = _split_checkpoint(checkpoint)
+        generator = cls(**infer_architecture(state))
+        _load_strict(generator, state)
+        generator.eval().requires_grad_(False)
+        if latent_avg is not None:
+            generator.w_avg.copy_(latent_avg.reshape(1, -1).to(generator.w_avg))
+        else:
+            generator.w_avg.copy_(generator.mean_w())
+        return generator
+
+    @classmethod
+    def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
+                        map_location: str | torch.device = "cpu") -> "Generator":
+        """Fetch a registered checkpoint (see ``weights/registry.toml``) and load it with `from_checkpoint`.
+
+        Raises:
+            WeightsUnavailableError: offline or unreachable with no local copy; says how to place it by hand.
+        """
+        from chunky.weights import fetch
+
+        return cls.from_checkpoint(fetch(name, cache_dir=cache_dir), map_location=map_location)
+
+    # ----------------------------------------------------------------------------------- mapping
+    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Map z [N, style_dim] to w [N, style_dim]; ``truncation_psi < 1`` pulls w toward
+        ``truncation_latent`` ([1, style_dim], default ``w_avg``): w' = t + psi * (w - t)."""
+        if z.ndim != 2 or z.shape[1] != self.style_dim:
+            raise InvalidInputError(f"z must be [N, {self.style_dim}], got {list(z.shape)}.")
+        w = self.style(z)
+        if truncation_psi != 1.0:
+            t = self.w_avg if truncation_latent is None else truncation_latent
+            w = t + truncation_psi * (w - t)
+        return w
+
+    @torch.no_grad()
+    def mean_w(self, n: int = 10_000, seed: int = 0) -> torch.Tensor:
+        """Mean of ``mapping(z)`` over ``n`` z drawn from a local RNG seeded with ``seed``: [1, style_dim]."""
+        rng = torch.Generator().manual_seed(seed)
+        device = self.w_avg.device
+        total = torch.zeros(1, self.style_dim, dtype=torch.float64, device=device)
+        for start in range(0, n, 4096):
+            z = torch.randn(min(4096, n - start), self.style_dim, generator=rng).to(device)
+            total += self.style(z).double().sum(0, keepdim=True)
+        return (total / n).float()
+
+    # --------------------------------------------------------------------------------- synthesis
+    def num_styles_at(self, resolution: int | None = None) -> int:
+        """Number of S vectors used to render at ``resolution`` (default: full size)."""
+        return 2 + 3 * self._num_blocks(resolution)
+
+    def styles(self, ws: torch.Tensor, resolution: int | None = None) -> list[torch.Tensor]:
+        """Style-space (S) vectors of W / W+ codes: one [N, C_l] tensor per modulated layer, in
+        rendering order (conv1, to_rgb1, then per block: up-conv, conv, to_rgb)."""
+        ws = self._as_w_plus(ws)
+        layers = self._modulated_layers(resolution)
+        return [layer.modulation(ws[:, index]) for index, layer in layers]
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const", resolution: int | None = None, *,
+                  noise_generator: torch.Generator | None = None) -> torch.Tensor:
+        """Render W ([N, style_dim], broadcast to every layer) or W+ ([N, n_latent, style_dim]) codes.
+
+        Args:
+            ws: latent codes.
+            noise_mode: "const" (the checkpoint's noise buffers), "random" (needs ``noise_generator``)
+                or "none".
+            resolution: output size, a power of two in [4, size]; blocks above it are not computed.
+
+        Returns:
+            [N, 3, R, R] image, nominally in [-1, 1].
+        """
+        return self.synthesis_from_styles(self.styles(ws, resolution), noise_mode, resolution, noise_generator=noise_generator)
+
+    def synthesis_from_styles(self, styles: Sequence[torch.Tensor], noise_mode: str = "const", resolution: int | None = None, *,
+                              noise_generator: torch.Generator | None = None) -> torch.Tensor:
+        """Render from style-space vectors (as returned by `styles`); same arguments as `synthesis`."""
+        blocks = self._num_blocks(resolution)
+        expected = 2 + 3 * blocks
+        if len(styles) != expected:
+            raise InvalidInputError(f"styles must hold {expected} tensors for resolution {4 * 2**blocks}, got {len(styles)}.")
+        noises = self._noises(noise_mode, 1 + 2 * blocks, styles[0], noise_generator)
+        out = self.conv1(self.input(styles[0].shape[0]), styles[0], noises[0])
+        skip = self.to_rgb1(out, styles[1])
+        for b in range(blocks):
+            s_up, s_conv, s_rgb = styles[2 + 3 * b : 5 + 3 * b]
+            out = self.convs[2 * b](out, s_up, noises[1 + 2 * b])
+            out = self.convs[2 * b + 1](out, s_conv, noises[2 + 2 * b])
+            skip = self.to_rgbs[b](out, s_rgb, skip)
+        return skip
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", resolution: int | None = None) -> torch.Tensor:
+        return self.synthesis(ws, noise_mode, resolution)
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _num_blocks(self, resolution: int | None) -> int:
+        if resolution is None:
+            resolution = self.size
+        log_res = int(math.log2(resolution)) if resolution > 0 else -1
+        if not 4 <= resolution <= self.size or 2**log_res != resolution:
+            raise InvalidInputError(f"resolution must be a power of two in [4, {self.size}], got {resolution}.")
+        return log_res - 2
+
+    def _modulated_layers(self, resolution: int | None) -> list[tuple[int, nn.Module]]:
+        """(W+ row, layer) pairs in rendering order, up to ``resolution``."""
+        layers = [(0, self.conv1.conv), (1, self.to_rgb1.conv)]
+        for b in range(self._num_blocks(resolution)):
+            layers += [(1 + 2 * b, self.convs[2 * b].conv), (2 + 2 * b, self.convs[2 * b + 1].conv), (3 + 2 * b, self.to_rgbs[b].conv)]
+        return layers
+
+    def _as_w_plus(self, ws: torch.Tensor) -> torch.Tensor:
+        if ws.ndim == 2 and ws.shape[1] == self.style_dim:
+            return ws[:, None, :].expand(-1, self.n_latent, -1)
+        if ws.ndim == 3 and ws.shape[1:] == (self.n_latent, self.style_dim):
+            return ws
+        raise InvalidInputError(
+            f"ws must be W [N, {self.style_dim}] or W+ [N, {self.n_latent}, {self.style_dim}], got {list(ws.shape)}."
+        )
+
+    def _noises(self, mode: str, count: int, like: torch.Tensor, generator: torch.Generator | None) -> list[torch.Tensor | None]:
+        if mode == "none":
+            return [None] * count
+        buffers = [getattr(self.noises, f"noise_{i}") for i in range(count)]
+        if mode == "const":
+            return buffers
+        if mode == "random":
+            if generator is None:
+                raise InvalidInputError('noise_mode="random" needs a noise_generator (a seeded torch.Generator).')
+            n = like.shape[0]
+            return [torch.randn((n, *b.shape[1:]), generator=generator, device=generator.device).to(b.device) for b in buffers]
+        raise InvalidInputError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}.")
+
+
+def random_generator(size: int = 32, style_dim: int = 32, n_mlp: int = 2, channels: Mapping[int, int] | None = None, *,
+                     seed: int = 0) -> Generator:
+    """A generator with random tensors from a local RNG seeded with ``seed``, for tests, benchmarks and
+    the test mode: weights, constant input and noise images drawn as at initialisation, every bias and
+    noise strength moved off its initial value by N(0, 0.1) so that each term shows; FIR kernels exact.
+    ``w_avg`` is set to ``mean_w()``. ``channels`` defaults to 16 up to 16 px, then 8."""
+    if channels is None:
+        channels = {2**i: 16 if i <= 4 else 8 for i in range(2, int(math.log2(size)) + 1)}
+    generator = Generator(size, style_dim, n_mlp, channels)
+    rng = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in generator.state_dict(keep_vars=True).items():
+            noise = torch.randn(tensor.shape, generator=rng)
+            if name.endswith("kernel"):
+                continue
+            if name.endswith(("bias", "noise.weight")):
+                tensor.add_(0.1 * noise)
+            elif name.startswith("style."):
+                tensor.copy_(noise / 0.01)  # EqualLinear stores weight / lr_mul
+            else:
+                tensor.copy_(noise)
+        generator.w_avg.copy_(generator.mean_w(2048, seed=seed))
+    return generator.eval().requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------------- loading
+def load_checkpoint_file(path: str | Path, *, map_location: str | torch.device = "cpu") -> Mapping:
+    """Read a checkpoint file safely (``weights_only=True``; ``argparse.Namespace`` of training
+    checkpoints is allowed since it only holds plain values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file {str(path)!r} does not exist.")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for unreadable or unsafe files
+        raise CheckpointError(
+            f"Could not read {str(path)!r} as a PyTorch checkpoint with weights_only=True "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            "Expected the public StyleGAN2 PyTorch format {'g_ema': state_dict, 'latent_avg': tensor}."
+        ) from None
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{str(path)!r} holds a {type(checkpoint).__name__}, expected a dict of tensors.")
+    return checkpoint
+
+
+def _split_checkpoint(checkpoint: Mapping) -> tuple[Mapping[str, torch.Tensor], torch.Tensor | None]:
+    state = checkpoint.get("g_ema", checkpoint)
+    if not isinstance(state, Mapping) or "style.1.weight" not in state:
+        keys = sorted(str(k) for k in checkpoint)[:8]
+        raise CheckpointError(
+            f"Not a StyleGAN2 generator checkpoint: expected a 'g_ema' state dict or a bare generator state dict "
+            f"with 'style.1.weight'; found keys {keys}."
+        )
+    latent_avg = checkpoint.get("latent_avg")
+    return state, latent_avg if isinstance(latent_avg, torch.Tensor) else None
+
+
+def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
+    """Constructor arguments (size, style_dim, n_mlp, channels) read off a generator state dict's shapes."""
+    try:
+        style_dim = state["style.1.weight"].shape[1]
+        n_mlp = sum(1 for k in state if re.fullmatch(r"style\.\d+\.weight", k))
+        num_rgbs = sum(1 for k in state if re.fullmatch(r"to_rgbs\.\d+\.conv\.weight", k))
+        channels = {4: state["conv1.conv.weight"].shape[1]}
+        for i in range(num_rgbs):
+            channels[2 ** (i + 3)] = state[f"convs.{2 * i}.conv.weight"].shape[1]
+    except (KeyError, IndexError, AttributeError) as error:
+        raise CheckpointError(f"Not a StyleGAN2 generator state dict: cannot read its architecture (missing {error}).") from None
+    return {"size": 2 ** (num_rgbs + 2), "style_dim": int(style_dim), "n_mlp": n_mlp, "channels": channels}
+
+
+def _load_strict(generator: Generator, state: Mapping[str, torch.Tensor]) -> None:
+    expected = generator.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)):
+            if items:
+                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:4])})")
+        arch = infer_architecture(state)
+        raise CheckpointError(
+            f"Checkpoint does not match a StyleGAN2 generator of size {arch['size']}, style_dim {arch['style_dim']}, "
+            f"n_mlp {arch['n_mlp']}: " + "; ".join(parts) + "."
+        )
+    generator.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)

@@ -1,0 +1,47 @@
+"""Shared test setup: offline Hub, tiny seeded generators, the team's ../shared data (skipped when absent)."""
+
+import os
+
+# Before anything imports huggingface_hub or gradio: they read these at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.pop("CHUNKY_WEIGHTS_DIR", None)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from chunky.generator import random_generator  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared_file(relative: str) -> Path:
+    """A file from the team's ../shared folder, or skip the test when it is not there."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found: tests that read the team's shared data need ../shared beside the project")
+    return path
+
+
+@pytest.fixture(scope="session")
+def parity():
+    return torch.load(shared_file("fixtures/stylegan2_parity_64.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    """32 px, style_dim 32, 8 W+ rows; seeded. Treat as read-only."""
+    return random_generator(seed=0)
+
+
+def write_hf_cache_file(cache_dir: Path, repo: str, filename: str, data: bytes, revision: str = "a" * 40) -> Path:
+    """Place a file in the Hugging Face cache layout, as hf_hub_download would leave it."""
+    repo_dir = cache_dir / ("models--" + repo.replace("/", "--"))
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    path = repo_dir / "snapshots" / revision / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,251 @@
+import json
+import math
+import pickle
+
+import pytest
+import torch
+
+from chunky.bench import per_sample_weights
+from chunky.device import autocast
+from chunky.errors import CheckpointError, InvalidInputError
+from chunky.generator import Generator, config_f_channels, random_generator
+from tests.conftest import shared_file
+
+
+def relative_error(actual, expected):
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+# ---------------------------------------------------------------------------------- parity
+def test_parity_with_reference_implementation(parity):
+    G = Generator.from_checkpoint(parity["checkpoint"])
+    inputs, outputs = parity["inputs"], parity["outputs"]
+    assert (G.size, G.style_dim, G.n_latent) == (64, 64, parity["n_latent"])
+    with torch.no_grad():
+        w = G.mapping(inputs["z"])
+        w_truncated = G.mapping(inputs["z"], truncation_psi=inputs["truncation"], truncation_latent=inputs["truncation_latent"])
+        k = inputs["inject_index"]
+        w2 = G.mapping(inputs["z2"])
+        mixed = torch.cat([w[:, None].expand(-1, k, -1), w2[:, None].expand(-1, G.n_latent - k, -1)], dim=1)
+        ours = {
+            "w_from_z": w,
+            "img_from_z": G.synthesis(w),
+            "img_from_w": G.synthesis(outputs["w_from_z"]),
+            "img_from_w_plus": G.synthesis(inputs["w_plus"]),
+            "img_truncated": G.synthesis(w_truncated),
+            "img_style_mix": G.synthesis(mixed),
+        }
+    for name, expected in outputs.items():
+        assert relative_error(ours[name], expected) < 1e-4, name
+
+
+def test_bf16_stays_close_to_fp32_on_parity_checkpoint(parity):
+    # The parity images are unclamped (mean |x| ~ 9-24 with random weights), so the 2e-2 bound is taken
+    # relative to the image's mean magnitude, i.e. what it is for an image in [-1, 1].
+    G = Generator.from_checkpoint(parity["checkpoint"])
+    for ws in (parity["outputs"]["w_from_z"], parity["inputs"]["w_plus"]):
+        with torch.no_grad():
+            fp32 = G.synthesis(ws)
+            with autocast("bf16"):
+                bf16 = G.synthesis(ws).float()
+        assert bf16.dtype == torch.float32
+        assert (fp32 - bf16).abs().mean() / fp32.abs().mean() < 2e-2
+        assert not torch.equal(fp32, bf16)  # bf16 really ran
+
+
+@pytest.mark.parametrize("config", ["ffhq1024_config_f", "ffhq512_config_f", "ffhq256_config_f"])
+def test_loads_real_ffhq_checkpoint_schemas_strictly(config):
+    schema = json.loads(shared_file("fixtures/stylegan2_rosinality_schemas.json").read_text())[config]
+    rng = torch.Generator().manual_seed(0)
+    state = {key: torch.randn(shape, generator=rng) for key, shape in schema["state_dict"]}
+    G = Generator.from_checkpoint({"g_ema": state, "latent_avg": torch.zeros(512)})
+    constructor = schema["constructor"]
+    assert G.size == constructor["size"] and G.style_dim == constructor["style_dim"] and G.n_mlp == constructor["n_mlp"]
+    assert G.n_latent == schema["n_latent"]
+    assert G.num_noises == schema["num_layers"]
+    assert G.channels == config_f_channels(constructor["size"], constructor["channel_multiplier"])
+    assert sum(p.numel() for p in G.parameters()) == schema["num_parameters"]
+    assert G.num_styles == 3 * int(math.log2(G.size)) - 4
+    assert torch.equal(G.convs[0].conv.blur.kernel, state["convs.0.conv.blur.kernel"])
+
+
+# --------------------------------------------------------------------------------- loading
+def test_checkpoint_round_trip_through_file(tmp_path, tiny_generator):
+    path = tmp_path / "g.pt"
+    torch.save({"g_ema": tiny_generator.state_dict(), "latent_avg": tiny_generator.w_avg[0]}, path)
+    G = Generator.from_checkpoint(path)
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(G.synthesis(ws), tiny_generator.synthesis(ws))
+    assert torch.equal(G.w_avg, tiny_generator.w_avg)
+    assert not any(p.requires_grad for p in G.parameters())
+
+
+def test_bare_state_dict_loads_and_w_avg_falls_back_to_mean_w(tiny_generator):
+    G = Generator.from_checkpoint(tiny_generator.state_dict())
+    assert torch.allclose(G.w_avg, G.mean_w(), atol=1e-6)
+
+
+def test_missing_key_is_named(tiny_generator):
+    state = dict(tiny_generator.state_dict())
+    del state["convs.1.noise.weight"]
+    with pytest.raises(CheckpointError, match=r"1 missing keys \(e\.g\. convs\.1\.noise\.weight\)"):
+        Generator.from_checkpoint({"g_ema": state})
+
+
+def test_wrong_shape_is_named(tiny_generator):
+    state = dict(tiny_generator.state_dict())
+    state["to_rgbs.0.bias"] = torch.zeros(1, 4, 1, 1)
+    with pytest.raises(CheckpointError, match=r"to_rgbs\.0\.bias: file \(1, 4, 1, 1\) vs model \(1, 3, 1, 1\)"):
+        Generator.from_checkpoint(state)
+
+
+def test_unexpected_key_is_named(tiny_generator):
+    state = dict(tiny_generator.state_dict(), **{"extra.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(e\.g\. extra\.weight\)"):
+        Generator.from_checkpoint(state)
+
+
+def test_not_a_generator(tmp_path):
+    with pytest.raises(CheckpointError, match="Not a StyleGAN2 generator checkpoint.*'model'"):
+        Generator.from_checkpoint({"model": {"fc.weight": torch.zeros(2, 2)}})
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="Could not read .*notes.pt"):
+        Generator.from_checkpoint(text)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Generator.from_checkpoint(tmp_path / "absent.pt")
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_crafted_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"g_ema": _RunsCode(marker)}, f)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        Generator.from_checkpoint(path)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------- synthesis
+def test_w_is_broadcast_to_every_layer(tiny_generator):
+    G = tiny_generator
+    w = torch.randn(2, G.style_dim, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(G.synthesis(w), G.synthesis(w[:, None].repeat(1, G.n_latent, 1)))
+
+
+def test_each_w_plus_row_reaches_the_image(tiny_generator):
+    G = tiny_generator
+    ws = torch.randn(1, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(2))
+    base = G.synthesis(ws)
+    for row in range(G.n_latent):
+        moved = ws.clone()
+        moved[0, row] += 1.0
+        assert not torch.allclose(G.synthesis(moved), base), row
+
+
+def test_resolution_limited_synthesis_is_the_skip_image_and_skips_higher_blocks(tiny_generator):
+    G = tiny_generator
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(4))
+    skips = {}
+    hooks = [rgb.register_forward_hook(lambda m, i, out, b=b: skips.__setitem__(b, out)) for b, rgb in enumerate(G.to_rgbs)]
+    G.synthesis(ws)
+    calls = []
+    hooks += [conv.register_forward_hook(lambda *a, i=i: calls.append(i)) for i, conv in enumerate(G.convs)]
+    try:
+        low = G.synthesis(ws, resolution=16)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert low.shape == (2, 3, 16, 16)
+    assert torch.equal(low, skips[1])
+    assert calls == [0, 1, 2, 3]  # the 32 px block (convs 4, 5) never ran
+    assert G.synthesis(ws, resolution=4).shape == (2, 3, 4, 4)
+    for bad in (2, 12, 64):
+        with pytest.raises(InvalidInputError, match="resolution must be a power of two in \\[4, 32\\]"):
+            G.synthesis(ws, resolution=bad)
+
+
+def test_style_space_round_trip_and_edit(tiny_generator):
+    G = tiny_generator
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(5))
+    styles = G.styles(ws)
+    assert len(styles) == G.num_styles == 11
+    assert [s.shape[1] for s in styles[:5]] == [16, 16, 16, 16, 16]
+    assert torch.equal(G.synthesis_from_styles(styles), G.synthesis(ws))
+    assert len(G.styles(ws, resolution=8)) == G.num_styles_at(8) == 5
+    edited = [s.clone() for s in styles]
+    edited[6][:, 3] += 2.0
+    assert not torch.allclose(G.synthesis_from_styles(edited), G.synthesis(ws))
+    with pytest.raises(InvalidInputError, match="styles must hold 11 tensors"):
+        G.synthesis_from_styles(styles[:-1])
+
+
+def test_shared_weight_formulation_matches_per_sample_weights(tiny_generator):
+    # The textbook per-sample-weight modulated conv (grouped conv), batch 3 with different codes:
+    # same images and same gradients to the codes.
+    G = tiny_generator
+    ws = torch.randn(3, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(6))
+
+    def image_and_grad():
+        codes = ws.clone().requires_grad_(True)
+        image = G.synthesis(codes)
+        (image * torch.linspace(-1, 1, image.numel()).reshape(image.shape)).sum().backward()
+        return image.detach(), codes.grad
+
+    fast_image, fast_grad = image_and_grad()
+    with per_sample_weights():
+        ref_image, ref_grad = image_and_grad()
+    assert relative_error(fast_image, ref_image) < 1e-5
+    assert relative_error(fast_grad, ref_grad) < 1e-4
+
+
+def test_noise_modes(tiny_generator):
+    G = tiny_generator
+    ws = torch.randn(2, G.style_dim, generator=torch.Generator().manual_seed(7))
+    const = G.synthesis(ws, "const")
+    assert not torch.allclose(G.synthesis(ws, "none"), const)
+    a = G.synthesis(ws, "random", noise_generator=torch.Generator().manual_seed(1))
+    b = G.synthesis(ws, "random", noise_generator=torch.Generator().manual_seed(1))
+    c = G.synthesis(ws, "random", noise_generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    with pytest.raises(InvalidInputError, match="noise_generator"):
+        G.synthesis(ws, "random")
+    with pytest.raises(InvalidInputError, match="noise_mode must be one of"):
+        G.synthesis(ws, "fixed")
+
+
+def test_mapping_truncation_and_mean_w(tiny_generator):
+    G = tiny_generator
+    z = torch.randn(4, G.style_dim, generator=torch.Generator().manual_seed(8))
+    assert torch.allclose(G.mapping(z, truncation_psi=0.0), G.w_avg.expand(4, -1))
+    t = torch.randn(1, G.style_dim)
+    w = G.mapping(z)
+    assert torch.allclose(G.mapping(z, 0.5, t), t + 0.5 * (w - t))
+    assert torch.equal(G.mean_w(500, seed=1), G.mean_w(500, seed=1))
+    assert not torch.equal(G.mean_w(500, seed=1), G.mean_w(500, seed=2))
+    assert torch.allclose(G.mean_w(500, seed=1), G.mapping(torch.randn(500, G.style_dim, generator=torch.Generator().manual_seed(1))).mean(0, keepdim=True), atol=1e-4)
+
+
+def test_bad_latent_shapes_are_named(tiny_generator):
+    G = tiny_generator
+    with pytest.raises(InvalidInputError, match=r"ws must be W \[N, 32\] or W\+ \[N, 8, 32\], got \[1, 7, 32\]"):
+        G.synthesis(torch.zeros(1, 7, 32))
+    with pytest.raises(InvalidInputError, match=r"z must be \[N, 32\]"):
+        G.mapping(torch.zeros(3, 5))
+
+
+def test_random_generator_is_seeded():
+    a, b, c = random_generator(seed=3), random_generator(seed=3), random_generator(seed=4)
+    ws = torch.zeros(1, a.style_dim)
+    assert torch.equal(a.synthesis(ws), b.synthesis(ws))
+    assert not torch.allclose(a.synthesis(ws), c.synthesis(ws))
+    with pytest.raises(InvalidInputError, match="power of two"):
+        Generator(48, 8, 1, {4: 4, 8: 4, 16: 4, 32: 4})
