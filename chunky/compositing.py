@@ -1,0 +1,85 @@
+"""Rebuild the photo from per-segment renders: soft composite and Poisson stitching.
+
+Images: float [1, 3, H, W] / renders [K, 3, H, W] in [-1, 1]; masks [K, 1, H, W] in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from chunky.images import tensor_to_uint8, uint8_to_tensor
+
+
+def feather(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """Soften masks [K, 1, H, W] with a box blur of ``radius`` px (two passes, close to a Gaussian)."""
+    if radius <= 0:
+        return masks
+    size = 2 * radius + 1
+    for _ in range(2):
+        masks = F.avg_pool2d(F.pad(masks, (radius,) * 4, mode="replicate"), size, stride=1)
+    return masks
+
+
+def soft_composite(renders: torch.Tensor, masks: torch.Tensor, photo: torch.Tensor, *,
+                   keep: Sequence[int] = (), feather_px: int = 2) -> torch.Tensor:
+    """O = sum_i G(w_i) * s_i with normalised feathered weights s_i.
+
+    Pixels outside every mask, and every pixel of a kept segment (mask 1), are exactly the photo; kept
+    segments blend outward into their neighbours over ``feather_px``.
+
+    Args:
+        renders: [K, 3, H, W] one render per segment (a kept segment's render is ignored).
+        masks: [K, 1, H, W] the segments.
+        photo: [1, 3, H, W].
+        keep: indices of segments whose pixels come straight from the photo.
+
+    Returns:
+        [1, 3, H, W].
+    """
+    soft = feather(masks, feather_px)
+    coverage = masks.sum(dim=0, keepdim=True).clamp(max=1.0)  # [1, 1, H, W]; 0 outside every mask
+    projected = [k for k in range(masks.shape[0]) if k not in set(keep)]
+    # A kept segment feathers outward only, so every one of its own pixels is exactly the photo.
+    kept_weight = torch.maximum(masks[list(keep)], soft[list(keep)]).amax(dim=0, keepdim=True) if keep else torch.zeros_like(coverage)
+    if projected:
+        w = soft[projected]
+        total = w.sum(dim=0, keepdim=True)
+        mix = (renders[projected] * w).sum(dim=0, keepdim=True) / total.clamp(min=1e-8)
+        mix = torch.where(total > 1e-8, mix, photo)
+    else:
+        mix = photo
+    inside = kept_weight * photo + (1 - kept_weight) * mix
+    return coverage * inside + (1 - coverage) * photo
+
+
+def poisson_stitch(renders: torch.Tensor, masks: torch.Tensor, base: torch.Tensor, *,
+                   keep: Sequence[int] = (), threshold: float = 0.5) -> torch.Tensor:
+    """Paste each projected segment's render into ``base`` with Poisson (seamless) cloning, so its
+    colours match the surroundings at the seam; pixels outside ``mask > threshold`` are unchanged.
+
+    Args:
+        renders: [K, 3, H, W]; masks: [K, 1, H, W]; base: [1, 3, H, W] (usually the soft composite).
+
+    Returns:
+        [1, 3, H, W].
+    """
+    pad = 8  # OpenCV's seamlessClone misplaces masks that touch the image border
+    result = np.pad(tensor_to_uint8(base), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    for k in range(masks.shape[0]):
+        if k in set(keep):
+            continue
+        region = (masks[k, 0] > threshold).cpu().numpy().astype(np.uint8) * 255
+        if region.sum() == 0:
+            continue
+        region = np.pad(region, pad)
+        source = np.pad(tensor_to_uint8(renders[k : k + 1]), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        x, y, w, h = cv2.boundingRect(region)
+        center = (x + w // 2, y + h // 2)
+        cloned = cv2.seamlessClone(source, result, region, center, cv2.NORMAL_CLONE)
+        result = np.where(region[..., None] > 0, cloned, result)  # never touch pixels outside the mask
+    return uint8_to_tensor(result[pad:-pad, pad:-pad]).to(base.device)

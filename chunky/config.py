@@ -1,0 +1,90 @@
+"""Frozen, validated settings. Defaults follow the paper and the authors' tool (Adam, lr 0.1, W+)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from chunky.device import PRECISIONS
+from chunky.errors import InvalidInputError
+
+SPACES = ("w", "w+", "s")
+PERCEPTUAL = ("lpips-vgg", "lpips-alex", "none")
+MAX_STEPS = 5000
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """How to project a photo (or its segments) into the generator.
+
+    Attributes:
+        space: "w" (one 512-d code per segment), "w+" (one per layer) or "s" (style space).
+        steps: optimisation steps, 1..5000.
+        lr: peak Adam learning rate; it ramps up over the first ``lr_rampup`` fraction of steps and
+            down (cosine) over the last ``lr_rampdown`` fraction.
+        reg_weight: lambda of lambda * mean((w_i - w_avg)^2), averaged over layers and dimensions; 0 turns
+            it off. The paper's "reg" variants use it to trade a little reconstruction for editability.
+        perceptual: masked LPIPS backbone, or "none" (pixel loss only).
+        pixel_weight: weight of the masked mean squared error on [-1, 1] images.
+        dilate_px: how far each segment's loss region grows past its mask (in target pixels), so
+            neighbouring segments overlap and seams can be hidden.
+        resolution: output resolution used while optimising (a power of two <= the render size).
+        coarse_to_fine: optimise the first half of the steps at half ``resolution``.
+        precision: "fp32" or "bf16" (autocast) for the forward passes.
+        seed: seeds everything random in the run.
+        patience: stop early when the total loss has not improved by ``min_delta`` (relative) for this
+            many steps; 0 never stops early.
+        min_delta: relative improvement that counts for ``patience``.
+    """
+
+    space: str = "w+"
+    steps: int = 200
+    lr: float = 0.1
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    reg_weight: float = 0.0
+    perceptual: str = "lpips-vgg"
+    pixel_weight: float = 1.0
+    dilate_px: int = 8
+    resolution: int = 256
+    coarse_to_fine: bool = False
+    precision: str = "fp32"
+    seed: int = 0
+    patience: int = 0
+    min_delta: float = 1e-3
+
+    def __post_init__(self):
+        def fail(name, expected):
+            raise InvalidInputError(f"InversionConfig.{name} must be {expected}, got {getattr(self, name)!r}.")
+
+        if self.space not in SPACES:
+            fail("space", f"one of {SPACES}")
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            fail("steps", f"an integer in [1, {MAX_STEPS}]")
+        if not self.lr > 0:
+            fail("lr", "> 0")
+        for name in ("lr_rampup", "lr_rampdown"):
+            if not 0 <= getattr(self, name) <= 1:
+                fail(name, "in [0, 1]")
+        for name in ("reg_weight", "pixel_weight", "min_delta"):
+            if not getattr(self, name) >= 0:
+                fail(name, ">= 0")
+        if self.perceptual not in PERCEPTUAL:
+            fail("perceptual", f"one of {PERCEPTUAL}")
+        if self.perceptual == "none" and self.pixel_weight == 0:
+            fail("pixel_weight", "> 0 when perceptual is 'none' (otherwise there is no loss)")
+        if not isinstance(self.dilate_px, int) or self.dilate_px < 0:
+            fail("dilate_px", "an integer >= 0")
+        if not isinstance(self.resolution, int) or self.resolution < 8 or self.resolution & (self.resolution - 1):
+            fail("resolution", "a power of two >= 8")
+        if self.precision not in PRECISIONS:
+            fail("precision", f"one of {PRECISIONS}")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            fail("patience", "an integer >= 0")
+
+    def replace(self, **changes) -> "InversionConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -1,0 +1,257 @@
+"""Per-segment projection (the ChunkyGAN mechanism) and the global baseline.
+
+All segment codes are optimised together as one batch: code i is rendered once per step and judged
+only inside its own (dilated) region, so each code has few constraints to satisfy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chunky.compositing import soft_composite
+from chunky.config import InversionConfig
+from chunky.device import autocast
+from chunky.errors import InvalidInputError
+from chunky.generator import Generator
+from chunky.losses import build_perceptual, dilate, latent_regulariser, segment_losses
+
+log = logging.getLogger(__name__)
+
+# progress(step, total, info) -> optional False to cancel. info: {"loss": float, "seconds": float, "eta": float}
+ProgressCallback = Callable[[int, int, dict], "bool | None"]
+Codes = torch.Tensor | list[torch.Tensor]
+
+
+@dataclass
+class InversionResult:
+    """Everything needed to edit later without re-running.
+
+    Attributes:
+        codes: the projected segments' codes: W [P, style_dim], W+ [P, n_latent, style_dim], or S (a list
+            of [P, C_l]); P = number of projected segments, in ``projected`` order.
+        projected: indices (into ``masks``) of the projected segments.
+        keep: indices of segments taken straight from the photo.
+        masks: [K, 1, H, W] the segments.
+        target: [1, 3, H, W] the photo in [-1, 1].
+        renders: [K, 3, H, W] one render per segment at H (a kept segment's render is the photo).
+        composite: [1, 3, H, W] the soft composite.
+        segment_losses: {"lpips", "l2", "total"} -> [K] at the optimisation resolution (0 for kept).
+        loss: total loss of the best step.
+        history: total loss per step.
+        seconds: wall time of the optimisation.
+        steps_run: steps actually run (fewer on early stop or cancel).
+        cancelled: the progress callback asked to stop.
+        config: the settings used.
+    """
+
+    codes: Codes
+    projected: list[int]
+    keep: list[int]
+    masks: torch.Tensor
+    target: torch.Tensor
+    renders: torch.Tensor
+    composite: torch.Tensor
+    segment_losses: dict[str, torch.Tensor]
+    loss: float
+    history: list[float]
+    seconds: float
+    steps_run: int
+    cancelled: bool
+    config: InversionConfig
+    info: dict = field(default_factory=dict)
+
+
+def learning_rate(step: int, total: int, config: InversionConfig) -> float:
+    """Peak ``lr`` with a linear warm-up and a cosine ramp-down (the StyleGAN2 projector schedule)."""
+    t = step / max(total, 1)
+    ramp = min(1.0, (1.0 - t) / config.lr_rampdown) if config.lr_rampdown > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    if config.lr_rampup > 0:
+        ramp *= min(1.0, t / config.lr_rampup)
+    return config.lr * ramp
+
+
+def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None, *,
+           config: InversionConfig = InversionConfig(), keep: Sequence[int] = (), init: Codes | None = None,
+           progress: ProgressCallback | None = None, perceptual: nn.Module | None | str = "auto") -> InversionResult:
+    """Project ``target`` into ``G``, one code per segment (``masks``) or one for the whole image.
+
+    Args:
+        G: the generator (not modified).
+        target: [1, 3, H, W] photo in [-1, 1]; H == W, a power of two <= G.size.
+        masks: [K, 1, H, W] soft segment masks in [0, 1], or None for the global baseline (one code).
+        config: settings (space, steps, losses, resolution, precision, seed, ...).
+        keep: indices of segments not projected: their pixels come straight from the photo.
+        init: starting codes for the projected segments (default: w_avg): W [P or 1, D] or
+            W+ [P or 1, n_latent, D] (converted to S when ``config.space == "s"``), or S (a list).
+        progress: called after every step; returning False cancels (the best codes so far are kept).
+        perceptual: a prebuilt LPIPS module (or None), to share between calls; "auto" builds
+            ``config.perceptual`` with the pretrained backbone.
+
+    Returns:
+        InversionResult with the best codes seen (lowest total loss).
+    """
+    target, masks, keep = _check_inputs(G, target, masks, keep)
+    projected = [k for k in range(masks.shape[0]) if k not in keep]
+    if perceptual == "auto":
+        perceptual = build_perceptual(config.perceptual)
+    device = target.device
+    codes = _initial_codes(G, config.space, len(projected), init, device)
+    params = codes if isinstance(codes, list) else [codes]
+    for p in params:
+        p.requires_grad_(True)
+    center = _initial_codes(G, config.space, 1, None, device)
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
+    render_size = target.shape[-1]
+    loss_masks_full = dilate(masks[projected], config.dilate_px)
+
+    history: list[float] = []
+    best_loss, best_codes, best_losses = math.inf, _detach(codes), None
+    since_improvement, cancelled, steps_run = 0, False, 0
+    start = time.perf_counter()
+    for step in range(config.steps):
+        resolution = _resolution_at(step, config, render_size)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config.steps, config)
+        before = _detach(codes)  # the loss below belongs to these codes, not to the stepped ones
+        with autocast(config.precision, device):
+            renders = _render(G, codes, config.space, resolution)
+            losses = segment_losses(renders, _resize(target, resolution), _resize(loss_masks_full, resolution),
+                                    perceptual=perceptual, pixel_weight=config.pixel_weight)
+        per_segment = losses["total"]
+        if config.reg_weight > 0:
+            per_segment = per_segment + config.reg_weight * latent_regulariser(codes, center)
+        total = per_segment.sum()
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        steps_run = step + 1
+
+        value = total.item()
+        if not math.isfinite(value):
+            raise InvalidInputError(f"The loss became {value} at step {steps_run}; lower config.lr or use precision='fp32'.")
+        history.append(value)
+        since_improvement = 0 if value < best_loss * (1 - config.min_delta) else since_improvement + 1
+        if value < best_loss:
+            best_loss, best_codes, best_losses = value, before, {k: v.detach().float() for k, v in losses.items()}
+        if progress is not None:
+            elapsed = time.perf_counter() - start
+            info = {"loss": value, "seconds": elapsed, "eta": elapsed / steps_run * (config.steps - steps_run)}
+            if progress(steps_run, config.steps, info) is False:
+                cancelled = True
+                break
+        if config.patience and since_improvement >= config.patience:
+            log.info("early stop after %d steps: no %.1e relative improvement in %d steps", steps_run, config.min_delta, config.patience)
+            break
+    seconds = time.perf_counter() - start
+
+    with torch.no_grad(), autocast(config.precision, device):
+        segment_renders = _render(G, best_codes, config.space, render_size).float()
+    renders = target.expand(masks.shape[0], -1, -1, -1).clone()
+    renders[projected] = segment_renders
+    all_losses = {k: torch.zeros(masks.shape[0]) for k in best_losses}
+    for k, v in best_losses.items():
+        all_losses[k][projected] = v.cpu()
+    return InversionResult(
+        codes=best_codes, projected=projected, keep=list(keep), masks=masks, target=target, renders=renders,
+        composite=soft_composite(renders, masks, target, keep=keep), segment_losses=all_losses, loss=best_loss,
+        history=history, seconds=seconds, steps_run=steps_run, cancelled=cancelled, config=config,
+    )
+
+
+def render_codes(G: Generator, codes: Codes, space: str, resolution: int) -> torch.Tensor:
+    """Render codes of ``space`` ("w", "w+", "s") at ``resolution``: [P, 3, R, R]."""
+    return _render(G, codes, space, resolution)
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _check_inputs(G: Generator, target, masks, keep) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    if not isinstance(target, torch.Tensor) or target.ndim != 4 or target.shape[:2] != (1, 3):
+        shape = list(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+        raise InvalidInputError(f"target must be a [1, 3, H, W] tensor in [-1, 1], got {shape}.")
+    size = target.shape[-1]
+    if target.shape[-2] != size or size < 8 or size & (size - 1) or size > G.size:
+        raise InvalidInputError(f"target must be square with a power-of-two side in [8, {G.size}], got {list(target.shape[-2:])}.")
+    if not torch.isfinite(target).all():
+        raise InvalidInputError("target contains NaN or infinite values.")
+    target = target.float()
+    if masks is None:
+        if keep:
+            raise InvalidInputError("keep needs masks: the global baseline has a single segment.")
+        return target, torch.ones(1, 1, size, size, device=target.device), []
+    if not isinstance(masks, torch.Tensor) or masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] < 1:
+        shape = list(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
+        raise InvalidInputError(f"masks must be a [K, 1, H, W] tensor, got {shape}.")
+    if masks.shape[-2:] != target.shape[-2:]:
+        raise InvalidInputError(f"masks are {list(masks.shape[-2:])} but target is {list(target.shape[-2:])}; they must match.")
+    if not torch.isfinite(masks).all() or masks.min() < 0 or masks.max() > 1:
+        raise InvalidInputError("masks must hold finite values in [0, 1].")
+    empty = [k for k in range(masks.shape[0]) if masks[k].max() == 0]
+    if empty:
+        raise InvalidInputError(f"masks {empty} are empty; drop them or paint them before inverting.")
+    keep = sorted(set(int(k) for k in keep))
+    if any(not 0 <= k < masks.shape[0] for k in keep):
+        raise InvalidInputError(f"keep holds indices outside [0, {masks.shape[0] - 1}]: {keep}.")
+    if len(keep) == masks.shape[0]:
+        raise InvalidInputError("keep lists every segment: there is nothing to project.")
+    return target, masks.float().to(target.device), keep
+
+
+def _initial_codes(G: Generator, space: str, count: int, init: Codes | None, device) -> Codes:
+    w = G.w_avg.to(device) if init is None else None
+    if space == "s":
+        if isinstance(init, list):
+            styles = init
+        else:
+            start = w if init is None else init.to(device)
+            styles = G.styles(start.float())
+        return [_broadcast(s.detach().float(), count, f"init style {i}").clone() for i, s in enumerate(styles)]
+    if init is None:
+        code = w if space == "w" else w[:, None].expand(-1, G.n_latent, -1)
+    else:
+        code = init.to(device).float()
+        expected = (G.style_dim,) if space == "w" else (G.n_latent, G.style_dim)
+        if space == "w+" and code.shape[1:] == (G.style_dim,):
+            code = code[:, None].expand(-1, G.n_latent, -1)
+        if code.shape[1:] != expected:
+            raise InvalidInputError(f"init for space {space!r} must be [P, {', '.join(map(str, expected))}], got {list(code.shape)}.")
+    return _broadcast(code.detach(), count, "init").clone()
+
+
+def _broadcast(code: torch.Tensor, count: int, name: str) -> torch.Tensor:
+    if code.shape[0] == count:
+        return code
+    if code.shape[0] == 1:
+        return code.expand(count, *code.shape[1:])
+    raise InvalidInputError(f"{name} holds {code.shape[0]} codes but {count} segments are projected.")
+
+
+def _render(G: Generator, codes: Codes, space: str, resolution: int) -> torch.Tensor:
+    if space == "s":
+        return G.synthesis_from_styles(codes[: G.num_styles_at(resolution)], resolution=resolution)
+    return G.synthesis(codes, resolution=resolution)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="area")
+
+
+def _resolution_at(step: int, config: InversionConfig, render_size: int) -> int:
+    resolution = min(config.resolution, render_size)
+    if config.coarse_to_fine and step < config.steps // 2:
+        resolution = max(8, resolution // 2)
+    return resolution
+
+
+def _detach(codes: Codes) -> Codes:
+    return [c.detach().clone() for c in codes] if isinstance(codes, list) else codes.detach().clone()
