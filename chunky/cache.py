@@ -1,0 +1,126 @@
+"""Content-addressed disk cache of inversion results, the one stateful piece of chunky.
+
+Key: sha256 of the target and mask bytes, the config, the kept segments, the initial codes and the
+generator's identity. Entries are written atomically (temp file + rename), read with
+``weights_only=True``, touched on every hit, and the least recently used are evicted past
+``max_bytes``. A corrupt entry is deleted and reported as a miss; a failed write (disk full) leaves the
+cache as it was. File names are hashes only: nothing from user input reaches a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from chunky.config import InversionConfig
+from chunky.generator import Generator
+from chunky.inversion import Codes, InversionResult, invert
+
+log = logging.getLogger(__name__)
+
+
+def generator_fingerprint(G: Generator) -> str:
+    """sha256 of the generator's tensors (computed once per generator object)."""
+    cached = getattr(G, "_chunky_fingerprint", None)
+    if cached is None:
+        digest = hashlib.sha256()
+        for name, tensor in G.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        cached = digest.hexdigest()
+        G._chunky_fingerprint = cached
+    return cached
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return str((t.dtype, tuple(t.shape))).encode() + t.detach().float().cpu().contiguous().numpy().tobytes()
+
+
+def inversion_key(G: Generator, target: torch.Tensor, masks: torch.Tensor | None, config: InversionConfig,
+                  keep: Sequence[int] = (), init: Codes | None = None) -> str:
+    """The cache key of one `invert` call (hex sha256)."""
+    digest = hashlib.sha256()
+    for part in (generator_fingerprint(G).encode(), config.to_json().encode(), repr(sorted(keep)).encode(), _tensor_bytes(target)):
+        digest.update(part)
+    digest.update(b"no masks" if masks is None else _tensor_bytes(masks))
+    for code in ([] if init is None else init if isinstance(init, list) else [init]):
+        digest.update(_tensor_bytes(code))
+    return digest.hexdigest()
+
+
+class InversionCache:
+    """Args:
+        directory: folder for the entries (created on demand).
+        max_bytes: total size kept; least recently used entries go first.
+    """
+
+    def __init__(self, directory: str | Path, *, max_bytes: int = 2 << 30):
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.pt"
+
+    def get(self, key: str) -> InversionResult | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            data["config"] = InversionConfig(**data["config"])
+            result = InversionResult(**data)
+        except Exception as error:  # any unreadable entry is a miss, never a crash
+            log.warning("discarding corrupt cache entry %s (%s)", path.name, type(error).__name__)
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # mark as recently used
+        return result
+
+    def put(self, key: str, result: InversionResult) -> None:
+        data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        data["config"] = dataclasses.asdict(result.config)
+        temp: Path | None = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, suffix=".tmp", delete=False) as f:
+                temp = Path(f.name)
+                torch.save(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, self._path(key))
+        except OSError as error:  # disk full, read-only folder: the cache stays as it was
+            log.warning("could not write cache entry (%s); continuing without caching", error)
+            if temp is not None:
+                temp.unlink(missing_ok=True)
+            return
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = sorted(self.directory.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in entries)
+        for path in entries:
+            if total <= self.max_bytes:
+                break
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+
+
+def cached_invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None, *, cache: InversionCache,
+                  config: InversionConfig = InversionConfig(), keep: Sequence[int] = (), init: Codes | None = None,
+                  **kwargs) -> InversionResult:
+    """`invert`, answered from ``cache`` when the same call was made before. Cancelled runs are not stored."""
+    key = inversion_key(G, target, masks, config, keep, init)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    result = invert(G, target, masks, config=config, keep=keep, init=init, **kwargs)
+    if not result.cancelled:
+        cache.put(key, result)
+    return result
