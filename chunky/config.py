@@ -32,7 +32,8 @@ class InversionConfig:
         resolution: output resolution used while optimising (a power of two <= the render size).
         coarse_to_fine: optimise the first half of the steps at half ``resolution``.
         precision: "fp32" or "bf16" (autocast) for the forward passes.
-        seed: seeds everything random in the run.
+        seed: for randomness in the run; today's runs have none (start at w_avg, constant noise), so
+            it only distinguishes otherwise identical runs, e.g. in the cache.
         patience: stop early when the total loss has not improved by ``min_delta`` (relative) for this
             many steps; 0 never stops early.
         min_delta: relative improvement that counts for ``patience``.

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,6 @@ class InversionResult:
     steps_run: int
     cancelled: bool
     config: InversionConfig
-    info: dict = field(default_factory=dict)
 
 
 def learning_rate(step: int, total: int, config: InversionConfig) -> float:
@@ -165,11 +164,6 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
         composite=soft_composite(renders, masks, target, keep=keep), segment_losses=all_losses, loss=best_loss,
         history=history, seconds=seconds, steps_run=steps_run, cancelled=cancelled, config=config,
     )
-
-
-def render_codes(G: Generator, codes: Codes, space: str, resolution: int) -> torch.Tensor:
-    """Render codes of ``space`` ("w", "w+", "s") at ``resolution``: [P, 3, R, R]."""
-    return _render(G, codes, space, resolution)
 
 
 # ------------------------------------------------------------------------------------ helpers
