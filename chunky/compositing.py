@@ -43,7 +43,8 @@ def soft_composite(renders: torch.Tensor, masks: torch.Tensor, photo: torch.Tens
     """
     soft = feather(masks, feather_px)
     coverage = masks.sum(dim=0, keepdim=True).clamp(max=1.0)  # [1, 1, H, W]; 0 outside every mask
-    projected = [k for k in range(masks.shape[0]) if k not in set(keep)]
+    kept = set(keep)
+    projected = [k for k in range(masks.shape[0]) if k not in kept]
     # A kept segment feathers outward only, so every one of its own pixels is exactly the photo.
     kept_weight = torch.maximum(masks[list(keep)], soft[list(keep)]).amax(dim=0, keepdim=True) if keep else torch.zeros_like(coverage)
     if projected:
@@ -70,8 +71,9 @@ def poisson_stitch(renders: torch.Tensor, masks: torch.Tensor, base: torch.Tenso
     """
     pad = 8  # OpenCV's seamlessClone misplaces masks that touch the image border
     result = np.pad(tensor_to_uint8(base), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    kept = set(keep)
     for k in range(masks.shape[0]):
-        if k in set(keep):
+        if k in kept:
             continue
         region = (masks[k, 0] > threshold).cpu().numpy().astype(np.uint8) * 255
         if region.sum() == 0:

@@ -110,7 +110,9 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     center = _initial_codes(G, config.space, 1, None, device)
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     render_size = target.shape[-1]
-    loss_masks_full = dilate(masks[projected], config.dilate_px)
+    loss_masks = dilate(masks[projected], config.dilate_px)
+    # At most two resolutions occur (coarse-to-fine), so resize the target and loss masks once for each.
+    scaled = {r: (_resize(target, r), _resize(loss_masks, r)) for r in {_resolution_at(s, config, render_size) for s in (0, config.steps - 1)}}
 
     history: list[float] = []
     best_loss, best_codes, best_losses = math.inf, _detach(codes), None
@@ -123,8 +125,7 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
         before = _detach(codes)  # the loss below belongs to these codes, not to the stepped ones
         with autocast(config.precision, device):
             renders = _render(G, codes, config.space, resolution)
-            losses = segment_losses(renders, _resize(target, resolution), _resize(loss_masks_full, resolution),
-                                    perceptual=perceptual, pixel_weight=config.pixel_weight)
+            losses = segment_losses(renders, *scaled[resolution], perceptual=perceptual, pixel_weight=config.pixel_weight)
         per_segment = losses["total"]
         if config.reg_weight > 0:
             per_segment = per_segment + config.reg_weight * latent_regulariser(codes, center)
