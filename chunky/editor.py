@@ -5,15 +5,21 @@ the algorithms live in their own modules.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from chunky.cache import InversionCache, cached_invert
+from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, random_generator
-from chunky.images import tensor_to_uint8
+from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
+from chunky.inversion import InversionResult, ProgressCallback, invert
+from chunky.losses import build_perceptual
+from chunky.segmentation import Segmentation
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +32,21 @@ class ChunkyEditor:
         device: where to compute (default: the GPU when usable, else the CPU).
         precision: "fp32" or "bf16" for rendering.
         label: a short description shown to users (e.g. which model is loaded).
+        pretrained_perceptual: LPIPS with its ImageNet backbone (False: random backbone, offline tests).
+        cache: where finished inversions are kept, so the same request is answered at once.
     """
 
     def __init__(self, generator: Generator, *, device: torch.device | str | None = None, precision: str = "fp32",
-                 label: str = ""):
+                 label: str = "", pretrained_perceptual: bool = True, cache: InversionCache | None = None):
         if precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self.device = torch.device(device) if device is not None else default_device()
         self.generator = generator.to(self.device)
         self.precision = precision
         self.label = label
+        self.pretrained_perceptual = pretrained_perceptual
+        self.cache = cache
+        self._perceptual: dict[str, torch.nn.Module | None] = {}
 
     @classmethod
     def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
@@ -48,7 +59,8 @@ class ChunkyEditor:
     def tiny(cls, seed: int = 0) -> "ChunkyEditor":
         """Test mode: a tiny random 64 px generator; no downloads. Its faces are noise, not faces."""
         generator = random_generator(64, 64, 2, seed=seed)
-        return cls(generator, device="cpu", label="TEST MODE: tiny random model (outputs are not faces)")
+        return cls(generator, device="cpu", label="TEST MODE: tiny random model (outputs are not faces)",
+                   pretrained_perceptual=False)
 
     @torch.no_grad()
     def random_face(self, seed: int, *, truncation: float = 0.7, resolution: int | None = None) -> np.ndarray:
@@ -66,3 +78,40 @@ class ChunkyEditor:
         with autocast(self.precision, self.device):
             image = G.synthesis(G.mapping(z, truncation_psi=truncation), resolution=resolution)
         return tensor_to_uint8(image.float())
+
+    def perceptual(self, kind: str) -> torch.nn.Module | None:
+        """The LPIPS module for ``kind`` ("lpips-vgg", "lpips-alex", "none"), built once and shared."""
+        if kind not in self._perceptual:
+            module = build_perceptual(kind, pretrained_backbone=self.pretrained_perceptual)
+            self._perceptual[kind] = None if module is None else module.to(self.device)
+        return self._perceptual[kind]
+
+    def invert(self, photo: np.ndarray, segmentation: Segmentation | None = None, *,
+               config: InversionConfig = InversionConfig(), keep: Sequence[str] = (), size: int | None = None,
+               progress: ProgressCallback | None = None) -> InversionResult:
+        """Project an aligned face photo, one code per segment (or one code when ``segmentation`` is None).
+
+        Args:
+            photo: [H, W, 3] uint8 square crop (FFHQ-aligned for a face generator).
+            segmentation: the segments (resized to ``size`` here), or None for the global baseline.
+            config: inversion settings.
+            keep: names of segments taken straight from the photo.
+            size: output resolution of renders and composite (power of two <= the generator's size;
+                default the generator's size). Optimisation runs at ``config.resolution``.
+            progress: ``progress(step, total, info)``; returning False cancels.
+        """
+        size = size or self.generator.size
+        if photo.ndim != 3 or photo.shape[2] != 3 or photo.shape[0] != photo.shape[1]:
+            raise InvalidInputError(f"photo must be a square [H, W, 3] image (an aligned crop), got {list(photo.shape)}.")
+        target = uint8_to_tensor(resize_uint8(photo, size)).to(self.device)
+        masks = None
+        keep_indices: list[int] = []
+        if segmentation is not None:
+            masks = segmentation.resized(size).masks.to(self.device)
+            keep_indices = [segmentation.index(name) for name in keep]
+        elif keep:
+            raise InvalidInputError("keep needs a segmentation: the global baseline has a single segment.")
+        kwargs = dict(config=config, keep=keep_indices, progress=progress, perceptual=self.perceptual(config.perceptual))
+        if self.cache is not None:
+            return cached_invert(self.generator, target, masks, cache=self.cache, **kwargs)
+        return invert(self.generator, target, masks, **kwargs)

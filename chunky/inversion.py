@@ -21,7 +21,7 @@ from chunky.config import InversionConfig
 from chunky.device import autocast
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator
-from chunky.losses import build_perceptual, dilate, latent_regulariser, segment_losses
+from chunky.losses import build_perceptual, dilate, latent_regulariser, lpips_features, segment_losses
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def learning_rate(step: int, total: int, config: InversionConfig) -> float:
 
 def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None, *,
            config: InversionConfig = InversionConfig(), keep: Sequence[int] = (), init: Codes | None = None,
-           progress: ProgressCallback | None = None, perceptual: nn.Module | None | str = "auto") -> InversionResult:
+           progress: ProgressCallback | None = None, perceptual: nn.Module | None | str = "auto",
+           segments_per_pass: int | None = None) -> InversionResult:
     """Project ``target`` into ``G``, one code per segment (``masks``) or one for the whole image.
 
     Args:
@@ -94,9 +95,11 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
         progress: called after every step; returning False cancels (the best codes so far are kept).
         perceptual: a prebuilt LPIPS module (or None), to share between calls; "auto" builds
             ``config.perceptual`` with the pretrained backbone.
+        segments_per_pass: how many segments share one generator pass (default: 1 on a CPU, all on a
+            GPU). Only speed and memory depend on it, not the result.
 
     Returns:
-        InversionResult with the best codes seen (lowest total loss).
+        InversionResult with the best codes seen (lowest total loss at the final resolution).
     """
     target, masks, keep = _check_inputs(G, target, masks, keep)
     projected = [k for k in range(masks.shape[0]) if k not in keep]
@@ -111,8 +114,15 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     render_size = target.shape[-1]
     loss_masks = dilate(masks[projected], config.dilate_px)
-    # At most two resolutions occur (coarse-to-fine), so resize the target and loss masks once for each.
-    scaled = {r: (_resize(target, r), _resize(loss_masks, r)) for r in {_resolution_at(s, config, render_size) for s in (0, config.steps - 1)}}
+    # At most two resolutions occur (coarse-to-fine): resize the target and loss masks, and compute the
+    # target's LPIPS features, once for each.
+    scaled = {}
+    for r in {_resolution_at(s, config, render_size) for s in (0, config.steps - 1)}:
+        target_r = _resize(target, r)
+        with torch.no_grad(), autocast(config.precision, device):
+            features = None if perceptual is None else lpips_features(perceptual, target_r)
+        scaled[r] = (target_r, _resize(loss_masks, r), features)
+    chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(device))
 
     history: list[float] = []
     best_loss, best_codes, best_losses = math.inf, _detach(codes), None
@@ -120,22 +130,34 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     start = time.perf_counter()
     for step in range(config.steps):
         resolution = _resolution_at(step, config, render_size)
+        if step and resolution != _resolution_at(step - 1, config, render_size):
+            best_loss, since_improvement = math.inf, 0  # losses at different resolutions do not compare
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.steps, config)
         before = _detach(codes)  # the loss below belongs to these codes, not to the stepped ones
-        with autocast(config.precision, device):
-            renders = _render(G, codes, config.space, resolution)
-            losses = segment_losses(renders, *scaled[resolution], perceptual=perceptual, pixel_weight=config.pixel_weight)
-        per_segment = losses["total"]
-        if config.reg_weight > 0:
-            per_segment = per_segment + config.reg_weight * latent_regulariser(codes, center)
-        total = per_segment.sum()
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        target_r, masks_r, features = scaled[resolution]
+        parts, step_total = [], 0.0
+        # Segment i's loss depends on code i only, so passes over groups of segments accumulate the exact
+        # gradient; on a CPU small passes are faster than one big batch (less memory traffic).
+        for chunk in chunks:
+            chunk_codes = _select(codes, chunk)
+            with autocast(config.precision, device):
+                renders = _render(G, chunk_codes, config.space, resolution)
+                losses = segment_losses(renders, target_r, masks_r[chunk], perceptual=perceptual,
+                                        pixel_weight=config.pixel_weight, target_features=features)
+            per_segment = losses["total"]
+            if config.reg_weight > 0:
+                per_segment = per_segment + config.reg_weight * latent_regulariser(chunk_codes, center)
+            chunk_total = per_segment.sum()
+            chunk_total.backward()
+            step_total = step_total + chunk_total.detach()
+            parts.append({k: v.detach().float() for k, v in losses.items()})
+        losses = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
         optimizer.step()
         steps_run = step + 1
 
-        value = total.item()
+        value = float(step_total)
         if not math.isfinite(value):
             raise InvalidInputError(f"The loss became {value} at step {steps_run}; lower config.lr or use precision='fp32'.")
         history.append(value)
@@ -154,7 +176,7 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     seconds = time.perf_counter() - start
 
     with torch.no_grad(), autocast(config.precision, device):
-        segment_renders = _render(G, best_codes, config.space, render_size).float()
+        segment_renders = torch.cat([_render(G, _select(best_codes, c), config.space, render_size).float() for c in chunks])
     renders = target.expand(masks.shape[0], -1, -1, -1).clone()
     renders[projected] = segment_renders
     all_losses = {k: torch.zeros(masks.shape[0]) for k in best_losses}
@@ -233,6 +255,19 @@ def _render(G: Generator, codes: Codes, space: str, resolution: int) -> torch.Te
     if space == "s":
         return G.synthesis_from_styles(codes[: G.num_styles_at(resolution)], resolution=resolution)
     return G.synthesis(codes, resolution=resolution)
+
+
+def _default_segments_per_pass(device: torch.device) -> int:
+    # Measured on a 2-core CPU, 8 segments at 256 px: one pass per segment is 1.5x faster than one batch.
+    return 1 if device.type == "cpu" else 1 << 30
+
+
+def _chunks(count: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, count)) for start in range(0, count, max(1, size))]
+
+
+def _select(codes: Codes, chunk: slice) -> Codes:
+    return [c[chunk] for c in codes] if isinstance(codes, list) else codes[chunk]
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,0 +1,7 @@
+"""`python -m chunky ...`: see `chunky.cli`."""
+
+import sys
+
+from chunky.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""Command line: `python -m chunky invert PHOTO --masks MASKS --out DIR` (and `python -m chunky bench`).
+
+The CLI parses arguments, calls the `ChunkyEditor` facade and writes files; it holds no algorithm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from chunky.cache import InversionCache
+from chunky.config import PERCEPTUAL, SPACES, InversionConfig
+from chunky.device import PRECISIONS
+from chunky.editor import ChunkyEditor
+from chunky.errors import ChunkyError
+from chunky.generator import Generator
+from chunky.images import read_image, tensor_to_uint8
+from chunky.inversion import InversionResult
+from chunky.metrics import l2_distance, lpips_distance
+from chunky.segmentation import Segmentation
+
+log = logging.getLogger("chunky.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chunky", description="ChunkyGAN: real image inversion via segments.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    inv = commands.add_parser("invert", help="project a photo, one latent code per segment",
+                              description="Project an aligned square face photo into StyleGAN2, one code per segment.")
+    inv.add_argument("photo", type=Path, help="aligned square face photo (PNG, JPEG, WebP, ...)")
+    inv.add_argument("--masks", type=Path, help="label PNG (one label index per pixel) or a folder of per-segment "
+                                                "mask images; without it, one global code (the baseline)")
+    inv.add_argument("--keep", default="", help="comma-separated segment names taken straight from the photo")
+    inv.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    defaults = InversionConfig()
+    inv.add_argument("--space", choices=SPACES, default=defaults.space)
+    inv.add_argument("--steps", type=int, default=defaults.steps)
+    inv.add_argument("--lr", type=float, default=defaults.lr)
+    inv.add_argument("--reg-weight", type=float, default=defaults.reg_weight, help="lambda of the pull toward mean w")
+    inv.add_argument("--perceptual", choices=PERCEPTUAL, default=defaults.perceptual)
+    inv.add_argument("--pixel-weight", type=float, default=defaults.pixel_weight)
+    inv.add_argument("--dilate", type=int, default=defaults.dilate_px, help="loss-region growth past each mask, pixels")
+    inv.add_argument("--resolution", type=int, default=defaults.resolution, help="optimisation resolution")
+    inv.add_argument("--coarse-to-fine", action="store_true", help="first half of the steps at half resolution")
+    inv.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
+    inv.add_argument("--patience", type=int, default=defaults.patience, help="stop after N steps without improvement")
+    inv.add_argument("--size", type=int, help="output resolution (default: the generator's)")
+    inv.add_argument("--model", default="ffhq", help="'ffhq' (downloaded from the Hub), 'tiny' (random test model) "
+                                                     "or a path to a StyleGAN2 .pt checkpoint")
+    inv.add_argument("--cache", type=Path, help="inversion cache folder (the same request is answered at once)")
+    inv.add_argument("--quiet", action="store_true", help="no progress output")
+
+    bench = commands.add_parser("bench", help="speed benchmarks (see chunky.bench)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from chunky import bench
+
+        bench.main(args.args)
+        return 0
+    try:
+        return run_invert(args)
+    except ChunkyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_invert(args: argparse.Namespace) -> int:
+    config = InversionConfig(
+        space=args.space, steps=args.steps, lr=args.lr, reg_weight=args.reg_weight, perceptual=args.perceptual,
+        pixel_weight=args.pixel_weight, dilate_px=args.dilate, resolution=args.resolution,
+        coarse_to_fine=args.coarse_to_fine, precision=args.precision, patience=args.patience)
+    photo = read_image(args.photo, name=f"photo {args.photo.name}")
+    segmentation = Segmentation.read(args.masks) if args.masks else None
+    keep = [name for name in args.keep.split(",") if name]
+    editor = _load_editor(args.model, args.cache)
+    result = editor.invert(photo, segmentation, config=config, keep=keep, size=args.size,
+                           progress=None if args.quiet else _print_progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    names = segmentation.names if segmentation else ("global",)
+    metrics = write_outputs(args.out, result, names, editor.perceptual(config.perceptual))
+    print(f"wrote {args.out}: composite LPIPS {metrics['composite']['lpips']}, L2 {metrics['composite']['l2']:.4f}, "
+          f"{metrics['seconds']:.1f} s")
+    return 0
+
+
+def _load_editor(model: str, cache_dir: Path | None) -> ChunkyEditor:
+    cache = InversionCache(cache_dir) if cache_dir else None
+    if model == "tiny":
+        editor = ChunkyEditor.tiny()
+    elif model == "ffhq":
+        editor = ChunkyEditor.from_pretrained()
+    else:
+        editor = ChunkyEditor(Generator.from_checkpoint(model), label=str(model))
+    editor.cache = cache
+    return editor
+
+
+def _print_progress(step: int, total: int, info: dict) -> None:
+    print(f"\rstep {step}/{total}  loss {info['loss']:.4f}  {info['seconds']:.0f} s, ~{info['eta']:.0f} s left",
+          end="", file=sys.stderr, flush=True)
+
+
+def write_outputs(out: Path, result: InversionResult, names: tuple[str, ...], perceptual) -> dict:
+    """Write composite.png, photo.png, masks.png, renders/<k>_<name>.png, codes.pt and metrics.json to ``out``.
+
+    Returns the metrics written: per segment {lpips, l2, total} (at the optimisation resolution, inside the
+    segment's dilated region), the composite's LPIPS/L2 against the photo (at 256 px; LPIPS is None when
+    the perceptual loss is "none"), the loss, seconds and steps.
+    """
+    (out / "renders").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(tensor_to_uint8(result.composite)).save(out / "composite.png")
+    Image.fromarray(tensor_to_uint8(result.target)).save(out / "photo.png")
+    Image.fromarray(result.masks[:, 0].argmax(0).to(torch.uint8).cpu().numpy()).save(out / "masks.png")
+    for k, name in enumerate(names):
+        Image.fromarray(tensor_to_uint8(result.renders[k])).save(out / "renders" / f"{k:02d}_{name}.png")
+    torch.save({"codes": result.codes, "projected": result.projected, "keep": result.keep, "names": list(names),
+                "config": json.loads(result.config.to_json())}, out / "codes.pt")
+    losses = {key: value.tolist() for key, value in result.segment_losses.items()}
+    metrics = {
+        "segments": {name: {key: losses[key][k] for key in losses} | {"kept": k in result.keep}
+                     for k, name in enumerate(names)},
+        "composite": {"l2": float(l2_distance(result.composite, result.target)[0]),
+                      "lpips": None if perceptual is None else float(lpips_distance(result.composite, result.target, perceptual)[0])},
+        "loss": result.loss, "seconds": result.seconds, "steps_run": result.steps_run,
+        "config": json.loads(result.config.to_json()),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(main())
