@@ -181,15 +181,94 @@ def print_inversion_table(rows: list[dict]) -> None:
         print("\n".join(lines))
 
 
+def bench_faces(repeat: int = 3, seed: int = 0) -> list[dict]:
+    """Detection + FFHQ alignment + parsing of a 1024 x 1024 photo with the real facexlib networks.
+
+    Uses the real weights when ``CHUNKY_WEIGHTS_DIR`` holds them, else random weights (the same
+    networks and cost, except that random detector scores may keep a different number of boxes)."""
+    import cv2
+    import numpy as np
+
+    from chunky.align import DETECT_MAX_SIDE, align_face, detect_faces
+    from chunky.face_models import DETECTOR_WEIGHTS, PARSER_WEIGHTS, BiSeNetParser, RetinaFaceDetector
+
+    torch.manual_seed(seed)
+    detector, parser, source = _face_models(RetinaFaceDetector, BiSeNetParser, DETECTOR_WEIGHTS, PARSER_WEIGHTS)
+    photo = (np.random.default_rng(seed).random((1024, 1024, 3)) * 255).astype(np.uint8)
+    faces = detect_faces(photo, detector)
+    landmarks = faces[0].landmarks if faces else None
+
+    class OneFace:  # detection is timed separately; alignment and parsing need one face to work on
+        def detect(self, image):
+            from chunky.align import DetectedFace, canonical_landmarks
+
+            points = canonical_landmarks(700) + 150 if landmarks is None else landmarks
+            return [DetectedFace(np.concatenate([points.min(0), points.max(0)]), 1.0, points)]
+
+    aligned = align_face(photo, OneFace(), size=1024, skip_alignment=False)
+    sizes = {"detector": _megabytes(detector.model), "parser": _megabytes(parser.model)}
+    small = cv2.resize(photo, (DETECT_MAX_SIDE, DETECT_MAX_SIDE), interpolation=cv2.INTER_AREA)
+    network_input = torch.from_numpy(small).permute(2, 0, 1)[None].float()
+
+    def detector_network():
+        with torch.no_grad():
+            detector.model(network_input)
+
+    rows = [
+        {"step": f"detect: RetinaFace R50 network ({sizes['detector']:.0f} MB) at {DETECT_MAX_SIDE} px",
+         "s": best_time(detector_network, repeat)},
+        {"step": "align (FFHQ crop, 1024 px)", "s": best_time(lambda: align_face(photo, OneFace(), size=1024, skip_alignment=False), repeat)},
+        {"step": f"parse (BiSeNet, {sizes['parser']:.0f} MB, 512 px)", "s": best_time(lambda: parser.parse(aligned.crop), repeat)},
+    ]
+    rows.append({"step": "total (detector network + align + parse)", "s": sum(r["s"] for r in rows)})
+    rows.append({"step": f"detect as run incl. box decoding and NMS of {len(faces)} boxes ({source})",
+                 "s": best_time(lambda: detect_faces(photo, detector), repeat)})
+    return rows
+
+
+def _face_models(detector_cls, parser_cls, detector_name, parser_name):
+    folder = os.environ.get("CHUNKY_WEIGHTS_DIR")
+    if folder and all(os.path.exists(os.path.join(folder, n)) for n in (detector_name, parser_name)):
+        return (detector_cls(os.path.join(folder, detector_name)), parser_cls(os.path.join(folder, parser_name)),
+                "real weights")
+    import tempfile
+    import warnings
+
+    from chunky.compat import ensure_torchvision
+
+    ensure_torchvision()
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.bisenet import BiSeNet
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        det_path, par_path = os.path.join(tmp, "d.pth"), os.path.join(tmp, "p.pth")
+        torch.save(RetinaFace(network_name="resnet50", device=torch.device("cpu")).state_dict(), det_path)
+        torch.save(BiSeNet(num_class=19).state_dict(), par_path)
+        return detector_cls(det_path), parser_cls(par_path), "random weights"
+
+
+def _megabytes(module: torch.nn.Module) -> float:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
+
+
+def print_faces_table(rows: list[dict]) -> None:
+    print(f"Faces: 1024 x 1024 photo -- {machine_description()}")
+    for r in rows:
+        print(f"  {r['step']:<66} {r['s']:>7.3f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chunky.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["all", "generator", "inversion"], nargs="?", default="all")
+    parser.add_argument("which", choices=["all", "generator", "inversion", "faces"], nargs="?", default="all")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per generator measurement (best is reported)")
     parser.add_argument("--steps", type=int, default=30, help="inversion steps per variant")
     parser.add_argument("--only", default="", help="run only the inversion variants whose label contains this")
     args = parser.parse_args(argv)
     if args.which in ("all", "generator"):
         print_generator_table(bench_generator(args.repeat))
+    if args.which in ("all", "faces"):
+        print_faces_table(bench_faces(args.repeat))
     if args.which in ("all", "inversion"):
         print_inversion_table(bench_inversion(args.steps, only=args.only))
 

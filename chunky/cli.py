@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from chunky.align import paste_back
 from chunky.cache import InversionCache
 from chunky.config import PERCEPTUAL, SPACES, InversionConfig
 from chunky.device import PRECISIONS
@@ -33,10 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     inv = commands.add_parser("invert", help="project a photo, one latent code per segment",
-                              description="Project an aligned square face photo into StyleGAN2, one code per segment.")
-    inv.add_argument("photo", type=Path, help="aligned square face photo (PNG, JPEG, WebP, ...)")
-    inv.add_argument("--masks", type=Path, help="label PNG (one label index per pixel) or a folder of per-segment "
-                                                "mask images; without it, one global code (the baseline)")
+                              description="Project a face photo into StyleGAN2, one code per segment.")
+    inv.add_argument("photo", type=Path, help="a face photo (PNG, JPEG, WebP, ...); it is aligned to the FFHQ crop")
+    inv.add_argument("--aligned", action="store_true", help="the photo is an FFHQ-aligned square crop already")
+    inv.add_argument("--face", type=int, default=0, help="which face when there are several (0 = the largest)")
+    inv.add_argument("--masks", type=Path, help="label PNG (one label index per pixel, at the crop's size) or a folder "
+                                                "of per-segment mask images; default: automatic face parsing")
+    inv.add_argument("--global", dest="global_code", action="store_true", help="one code for the whole image "
+                                                                              "(the baseline), no segments")
     inv.add_argument("--keep", default="", help="comma-separated segment names taken straight from the photo")
     inv.add_argument("--out", type=Path, required=True, help="output folder (created)")
     defaults = InversionConfig()
@@ -83,15 +88,25 @@ def run_invert(args: argparse.Namespace) -> int:
         pixel_weight=args.pixel_weight, dilate_px=args.dilate, resolution=args.resolution,
         coarse_to_fine=args.coarse_to_fine, precision=args.precision, patience=args.patience)
     photo = read_image(args.photo, name=f"photo {args.photo.name}")
-    segmentation = Segmentation.read(args.masks) if args.masks else None
-    keep = [name for name in args.keep.split(",") if name]
     editor = _load_editor(args.model, args.cache)
-    result = editor.invert(photo, segmentation, config=config, keep=keep, size=args.size,
+    aligned = editor.align(photo, face_index=args.face, skip_alignment=True if args.aligned else None)
+    if aligned.face_count > 1:
+        log.warning("%d faces found; using face %d (choose with --face)", aligned.face_count, aligned.face_index)
+    if args.global_code:
+        segmentation = None
+    elif args.masks:
+        segmentation = Segmentation.read(args.masks)
+    else:
+        segmentation = editor.segment(aligned.crop)
+    keep = [name for name in args.keep.split(",") if name]
+    result = editor.invert(aligned.crop, segmentation, config=config, keep=keep, size=args.size,
                            progress=None if args.quiet else _print_progress)
     if not args.quiet:
         print(file=sys.stderr)
     names = segmentation.names if segmentation else ("global",)
     metrics = write_outputs(args.out, result, names, editor.perceptual(config.perceptual))
+    pasted = paste_back(tensor_to_uint8(result.composite), aligned)
+    Image.fromarray(pasted).save(args.out / "pasted.png")
     print(f"wrote {args.out}: composite LPIPS {metrics['composite']['lpips']}, L2 {metrics['composite']['l2']:.4f}, "
           f"{metrics['seconds']:.1f} s")
     return 0
@@ -115,7 +130,7 @@ def _print_progress(step: int, total: int, info: dict) -> None:
 
 
 def write_outputs(out: Path, result: InversionResult, names: tuple[str, ...], perceptual) -> dict:
-    """Write composite.png, photo.png, masks.png, renders/<k>_<name>.png, codes.pt and metrics.json to ``out``.
+    """Write composite.png, photo.png (the aligned crop), masks.png, renders/<k>_<name>.png, codes.pt and metrics.json to ``out``.
 
     Returns the metrics written: per segment {lpips, l2, total} (at the optimisation resolution, inside the
     segment's dilated region), the composite's LPIPS/L2 against the photo (at 256 px; LPIPS is None when

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chunky.align import AlignedFace, FaceDetector, align_face
 from chunky.cache import InversionCache, cached_invert
 from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
@@ -19,7 +20,7 @@ from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
 from chunky.inversion import InversionResult, ProgressCallback, invert
 from chunky.losses import build_perceptual
-from chunky.segmentation import Segmentation
+from chunky.segmentation import FaceParser, Segmentation
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,15 @@ class ChunkyEditor:
         label: a short description shown to users (e.g. which model is loaded).
         pretrained_perceptual: LPIPS with its ImageNet backbone (False: random backbone, offline tests).
         cache: where finished inversions are kept, so the same request is answered at once.
+        detector, parser: face detector and parser (default: facexlib's RetinaFace and BiSeNet, built
+            on first use with weights from the Hub).
+        face_models: False means there are none (test mode): photos must be aligned crops already, and
+            segments come from the parser given, if any.
     """
 
     def __init__(self, generator: Generator, *, device: torch.device | str | None = None, precision: str = "fp32",
-                 label: str = "", pretrained_perceptual: bool = True, cache: InversionCache | None = None):
+                 label: str = "", pretrained_perceptual: bool = True, cache: InversionCache | None = None,
+                 detector: FaceDetector | None = None, parser: FaceParser | None = None, face_models: bool = True):
         if precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self.device = torch.device(device) if device is not None else default_device()
@@ -47,6 +53,7 @@ class ChunkyEditor:
         self.pretrained_perceptual = pretrained_perceptual
         self.cache = cache
         self._perceptual: dict[str, torch.nn.Module | None] = {}
+        self._detector, self._parser, self.face_models = detector, parser, face_models
 
     @classmethod
     def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
@@ -60,7 +67,7 @@ class ChunkyEditor:
         """Test mode: a tiny random 64 px generator; no downloads. Its faces are noise, not faces."""
         generator = random_generator(64, 64, 2, seed=seed)
         return cls(generator, device="cpu", label="TEST MODE: tiny random model (outputs are not faces)",
-                   pretrained_perceptual=False)
+                   pretrained_perceptual=False, face_models=False)
 
     @torch.no_grad()
     def random_face(self, seed: int, *, truncation: float = 0.7, resolution: int | None = None) -> np.ndarray:
@@ -78,6 +85,39 @@ class ChunkyEditor:
         with autocast(self.precision, self.device):
             image = G.synthesis(G.mapping(z, truncation_psi=truncation), resolution=resolution)
         return tensor_to_uint8(image.float())
+
+    def detector(self) -> FaceDetector | None:
+        """The face detector (built on first use), or None in test mode."""
+        if self._detector is None and self.face_models:
+            from chunky.face_models import RetinaFaceDetector
+
+            self._detector = RetinaFaceDetector(device=self.device)
+        return self._detector
+
+    def parser(self) -> FaceParser | None:
+        """The face parser (built on first use), or None in test mode."""
+        if self._parser is None and self.face_models:
+            from chunky.face_models import BiSeNetParser
+
+            self._parser = BiSeNetParser(device=self.device)
+        return self._parser
+
+    def align(self, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None) -> AlignedFace:
+        """The FFHQ crop of a face in ``photo`` ([H, W, 3] uint8) at the generator's size.
+
+        ``skip_alignment``: True for a photo that is an aligned crop already; None decides from the
+        detector. Without face models (test mode) photos are taken as aligned crops."""
+        detector = None if skip_alignment else self.detector()
+        if detector is None:
+            skip_alignment = True
+        return align_face(photo, detector, size=self.generator.size, face_index=face_index, skip_alignment=skip_alignment)
+
+    def segment(self, crop: np.ndarray) -> Segmentation:
+        """Named segments (skin, hair, eyes, ...) of an aligned crop [S, S, 3] uint8, by face parsing."""
+        parser = self.parser()
+        if parser is None:
+            raise InvalidInputError("This editor has no face parser (test mode): provide the segments yourself.")
+        return Segmentation.from_parsing(parser.parse(crop))
 
     def perceptual(self, kind: str) -> torch.nn.Module | None:
         """The LPIPS module for ``kind`` ("lpips-vgg", "lpips-alex", "none"), built once and shared."""

@@ -27,7 +27,7 @@ def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
     """[H, W, 3] uint8 in [0, 255] -> [1, 3, H, W] float32 in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:

@@ -21,7 +21,8 @@ from chunky.config import InversionConfig
 from chunky.device import autocast
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator
-from chunky.losses import build_perceptual, dilate, latent_regulariser, lpips_features, segment_losses
+from chunky.losses import build_perceptual, latent_regulariser, lpips_features, segment_losses
+from chunky.segmentation import dilate_masks
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     center = _initial_codes(G, config.space, 1, None, device)
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     render_size = target.shape[-1]
-    loss_masks = dilate(masks[projected], config.dilate_px)
+    loss_masks = dilate_masks(masks[projected], config.dilate_px)
     # At most two resolutions occur (coarse-to-fine): resize the target and loss masks, and compute the
     # target's LPIPS features, once for each.
     scaled = {}

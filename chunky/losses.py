@@ -105,10 +105,3 @@ def latent_regulariser(codes: torch.Tensor | list[torch.Tensor], center: torch.T
         return (codes - center).square().flatten(1).mean(dim=1)
     per_layer = [(c - m).square().mean(dim=1) for c, m in zip(codes, center)]
     return torch.stack(per_layer, dim=1).mean(dim=1)
-
-
-def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
-    """Grow soft masks [K, 1, H, W] by ``radius`` pixels (max filter with a square window)."""
-    if radius <= 0:
-        return masks
-    return F.max_pool2d(masks, kernel_size=2 * radius + 1, stride=1, padding=radius)

@@ -12,7 +12,7 @@ from chunky.cli import main
 from chunky.editor import ChunkyEditor
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--model", "tiny", "--steps", "3", "--perceptual", "lpips-alex", "--resolution", "32", "--quiet"]
+FAST = ["--model", "tiny", "--aligned", "--steps", "3", "--perceptual", "lpips-alex", "--resolution", "32", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,8 @@ def test_invert_with_a_mask_folder_names_segments_by_file(tmp_path, photo):
     assert list(metrics["segments"]) == ["hair", "skin"]
 
 
-def test_invert_without_masks_is_the_global_baseline(tmp_path, photo):
-    assert main(["invert", str(photo), "--out", str(tmp_path / "out"), "--space", "w", *FAST]) == 0
+def test_invert_global_is_the_baseline(tmp_path, photo):
+    assert main(["invert", str(photo), "--global", "--out", str(tmp_path / "out"), "--space", "w", *FAST]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(metrics["segments"]) == ["global"]
     assert torch.load(tmp_path / "out" / "codes.pt", weights_only=True)["codes"].shape == (1, 64)
@@ -83,7 +83,7 @@ def test_cached_second_run_does_not_optimise(tmp_path, photo, label_png):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: d.joinpath("x.png").write_bytes(b"not an image") and d / "x.png", "not an image in a known format"),
-    (lambda d: Image.new("RGB", (96, 64)).save(d / "wide.png") or d / "wide.png", "must be a square"),
+    (lambda d: Image.new("RGB", (96, 64)).save(d / "wide.png") or d / "wide.png", "must be square"),
     (lambda d: d / "missing.png", "does not exist"),
 ])
 def test_bad_photo_gives_a_clear_error_and_exit_code_2(tmp_path, capsys, make, message):
@@ -97,7 +97,28 @@ def test_unknown_keep_name_is_a_clear_error(tmp_path, capsys, photo, label_png):
 
 
 def test_module_entry_point_runs(tmp_path, photo):
-    done = subprocess.run([sys.executable, "-m", "chunky", "invert", str(photo), "--out", str(tmp_path / "out"), *FAST],
+    done = subprocess.run([sys.executable, "-m", "chunky", "invert", str(photo), "--global", "--out", str(tmp_path / "out"), *FAST],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "composite LPIPS" in done.stdout and (tmp_path / "out" / "composite.png").exists()
+
+
+def test_without_masks_the_photo_is_parsed_automatically(tmp_path, photo, monkeypatch):
+    labels = np.zeros((64, 64), np.int64)
+    labels[:, 32:] = 17  # hair on the right, background on the left
+
+    class FakeParser:
+        def parse(self, crop):
+            assert crop.shape == (64, 64, 3)
+            return labels
+
+    monkeypatch.setattr(ChunkyEditor, "parser", lambda self: FakeParser())
+    assert main(["invert", str(photo), "--out", str(tmp_path / "out"), *FAST]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert list(metrics["segments"]) == ["hair", "background"]
+    assert np.asarray(Image.open(tmp_path / "out" / "pasted.png")).shape == (64, 64, 3)
+
+
+def test_without_face_models_offline_parsing_is_a_clear_error(tmp_path, capsys, photo):
+    assert main(["invert", str(photo), "--out", str(tmp_path / "out"), *FAST]) == 2
+    assert "no face parser" in capsys.readouterr().err
