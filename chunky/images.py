@@ -30,6 +30,13 @@ def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, size, size] (area averaging; unchanged when already that size)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="area")
+
+
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """[1, 3, H, W] float in [-1, 1] -> RGB PIL image."""
     return Image.fromarray(tensor_to_uint8(image))

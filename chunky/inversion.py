@@ -20,6 +20,7 @@ from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import autocast
 from chunky.errors import InvalidInputError
+from chunky.images import resize_images
 from chunky.generator import Generator
 from chunky.losses import build_perceptual, latent_regulariser, lpips_features, segment_losses
 from chunky.segmentation import dilate_masks
@@ -119,10 +120,10 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     # target's LPIPS features, once for each.
     scaled = {}
     for r in {_resolution_at(s, config, render_size) for s in (0, config.steps - 1)}:
-        target_r = _resize(target, r)
+        target_r = resize_images(target, r)
         with torch.no_grad(), autocast(config.precision, device):
             features = None if perceptual is None else lpips_features(perceptual, target_r)
-        scaled[r] = (target_r, _resize(loss_masks, r), features)
+        scaled[r] = (target_r, resize_images(loss_masks, r), features)
     chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(device))
 
     history: list[float] = []
@@ -142,9 +143,9 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
         # Segment i's loss depends on code i only, so passes over groups of segments accumulate the exact
         # gradient; on a CPU small passes are faster than one big batch (less memory traffic).
         for chunk in chunks:
-            chunk_codes = _select(codes, chunk)
+            chunk_codes = select_codes(codes, chunk)
             with autocast(config.precision, device):
-                renders = _render(G, chunk_codes, config.space, resolution)
+                renders = render_codes(G, chunk_codes, config.space, resolution)
                 losses = segment_losses(renders, target_r, masks_r[chunk], perceptual=perceptual,
                                         pixel_weight=config.pixel_weight, target_features=features)
             per_segment = losses["total"]
@@ -177,7 +178,7 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     seconds = time.perf_counter() - start
 
     with torch.no_grad(), autocast(config.precision, device):
-        segment_renders = torch.cat([_render(G, _select(best_codes, c), config.space, render_size).float() for c in chunks])
+        segment_renders = torch.cat([render_codes(G, select_codes(best_codes, c), config.space, render_size).float() for c in chunks])
     renders = target.expand(masks.shape[0], -1, -1, -1).clone()
     renders[projected] = segment_renders
     all_losses = {k: torch.zeros(masks.shape[0]) for k in best_losses}
@@ -252,7 +253,8 @@ def _broadcast(code: torch.Tensor, count: int, name: str) -> torch.Tensor:
     raise InvalidInputError(f"{name} holds {code.shape[0]} codes but {count} segments are projected.")
 
 
-def _render(G: Generator, codes: Codes, space: str, resolution: int) -> torch.Tensor:
+def render_codes(G: Generator, codes: Codes, space: str, resolution: int) -> torch.Tensor:
+    """[P, 3, R, R] renders of W [P, D], W+ [P, n_latent, D] or S (list of [P, C_l]) codes at ``resolution``."""
     if space == "s":
         return G.synthesis_from_styles(codes[: G.num_styles_at(resolution)], resolution=resolution)
     return G.synthesis(codes, resolution=resolution)
@@ -267,14 +269,9 @@ def _chunks(count: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, count)) for start in range(0, count, max(1, size))]
 
 
-def _select(codes: Codes, chunk: slice) -> Codes:
+def select_codes(codes: Codes, chunk: slice) -> Codes:
+    """The codes of segments ``chunk`` (a view: gradients reach the full codes)."""
     return [c[chunk] for c in codes] if isinstance(codes, list) else codes[chunk]
-
-
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="area")
 
 
 def _resolution_at(step: int, config: InversionConfig, render_size: int) -> int:

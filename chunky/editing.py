@@ -1,0 +1,187 @@
+"""Latent directions and edits of per-segment codes.
+
+A `Direction` is a W+ offset [n_latent, style_dim] per unit of slider strength (rows outside its layer
+range are zero). Edits move the codes of chosen segments along directions and re-render only those
+segments; the others keep their renders, so pixels outside the edited segments do not change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from chunky.compositing import soft_composite
+from chunky.errors import InvalidInputError
+from chunky.generator import Generator
+from chunky.images import resize_images
+from chunky.inversion import Codes, InversionResult, render_codes, select_codes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One editable attribute.
+
+    Attributes:
+        name: shown on the slider.
+        vector: [n_latent, style_dim] W+ offset for strength 1.
+        limits: sensible slider range (min, max).
+        source: where it came from (file name, "PCA of W", ...).
+    """
+
+    name: str
+    vector: torch.Tensor
+    limits: tuple[float, float] = (-3.0, 3.0)
+    source: str = ""
+
+
+@torch.no_grad()
+def pca_directions(G: Generator, count: int = 6, *, samples: int = 4096, seed: int = 0) -> list[Direction]:
+    """GANSpace-style directions: the principal components of W (from ``samples`` seeded z), each scaled
+    by its standard deviation and applied to every layer. Always available; named "Component k"."""
+    z = torch.randn(samples, G.style_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
+    w = G.mapping(z).double().cpu()
+    centred = w - w.mean(0, keepdim=True)
+    _, singular, components = torch.linalg.svd(centred, full_matrices=False)
+    std = singular / (samples - 1) ** 0.5
+    return [Direction(f"Component {k + 1}", (components[k] * std[k]).float().expand(G.n_latent, -1).clone(),
+                      source="PCA of W") for k in range(min(count, G.style_dim))]
+
+
+def load_direction_file(path: str | Path, G: Generator) -> Direction:
+    """A direction from a file: .npy ([style_dim], [1, style_dim] or [n_latent, style_dim]) or .pt (a tensor
+    of those shapes, [1, n_latent, style_dim] included; loaded with ``weights_only=True``).
+
+    Its raw length is kept (published directions are meant for strengths of a few units)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            array = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+        elif path.suffix in (".pt", ".pth"):
+            array = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise InvalidInputError(f"{path.name}: directions are .npy or .pt files.")
+    except InvalidInputError:
+        raise
+    except Exception as error:  # any unpickling or format failure: the file is not a plain array
+        raise InvalidInputError(f"{path.name} is not a direction file this code can read safely ({error}).") from None
+    if not isinstance(array, torch.Tensor):
+        raise InvalidInputError(f"{path.name} holds a {type(array).__name__}, not one direction tensor.")
+    return Direction(path.stem.replace("_", " "), as_w_plus(array.float(), G, path.name), source=path.name)
+
+
+def load_direction_folder(folder: str | Path, G: Generator) -> list[Direction]:
+    """Every readable direction file in ``folder`` that fits ``G``; the others are logged and skipped."""
+    directions = []
+    for path in sorted(Path(folder).glob("*")):
+        if path.suffix not in (".npy", ".pt", ".pth"):
+            continue
+        try:
+            directions.append(load_direction_file(path, G))
+        except InvalidInputError as error:
+            log.warning("skipped direction %s: %s", path.name, error)
+    return directions
+
+
+def as_w_plus(vector: torch.Tensor, G: Generator, name: str = "direction") -> torch.Tensor:
+    """[style_dim], [1, style_dim], [n_latent, style_dim] or [1, n_latent, style_dim] -> [n_latent, style_dim]."""
+    v = vector.squeeze(0) if vector.ndim == 3 and vector.shape[0] == 1 else vector
+    if v.ndim == 2 and v.shape[0] == 1:
+        v = v[0]
+    if v.ndim == 1 and v.shape[0] == G.style_dim:
+        return v.expand(G.n_latent, -1).clone()
+    if v.shape == (G.n_latent, G.style_dim):
+        return v.clone()
+    raise InvalidInputError(f"{name} has shape {list(vector.shape)}; this generator needs [{G.style_dim}] or "
+                            f"[{G.n_latent}, {G.style_dim}].")
+
+
+def combined_offset(directions: Sequence[Direction], strengths: Mapping[str, float], G: Generator) -> torch.Tensor:
+    """Σ strength · direction: [n_latent, style_dim]."""
+    by_name = {d.name: d for d in directions}
+    unknown = sorted(set(strengths) - set(by_name))
+    if unknown:
+        raise InvalidInputError(f"Unknown directions {unknown}; available: {sorted(by_name)}.")
+    offset = torch.zeros(G.n_latent, G.style_dim, device=G.w_avg.device)
+    for name, strength in strengths.items():
+        if strength:
+            offset += float(strength) * by_name[name].vector.to(offset.device)
+    return offset
+
+
+def move_codes(G: Generator, codes: Codes, offset: torch.Tensor) -> Codes:
+    """Codes moved by a W+ offset [n_latent, style_dim]: W codes become W+; S codes move by the affine
+    modulation's linear part (exact, since each style is an affine function of its W+ row)."""
+    if isinstance(codes, list):
+        zero = torch.zeros(1, G.n_latent, G.style_dim, device=offset.device)
+        with torch.no_grad():
+            deltas = [a - b for a, b in zip(G.styles(offset[None]), G.styles(zero))]
+        return [c + d[:, : c.shape[1]].to(c) for c, d in zip(codes, deltas)]
+    if codes.ndim == 2:
+        codes = codes[:, None].expand(-1, G.n_latent, -1)
+    return codes + offset.to(codes)
+
+
+@dataclass
+class EditResult:
+    """An edited composite. Attributes: codes (projected segments, after the edit), renders [K, 3, R, R],
+    composite [1, 3, R, R], segments (indices that were edited)."""
+
+    codes: Codes
+    renders: torch.Tensor
+    composite: torch.Tensor
+    segments: list[int]
+
+
+@torch.no_grad()
+def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direction], strengths: Mapping[str, float],
+               segments: Sequence[int] | None = None, *, resolution: int | None = None) -> EditResult:
+    """Move the codes of ``segments`` (indices into ``result.masks``; None = every projected segment, the
+    paper's "locally global" edit) along the directions and re-render only those segments.
+
+    Args:
+        resolution: render size (default: the result's); lower for a fast preview.
+
+    Returns:
+        EditResult; pixels outside the union of the edited segments' feathered masks equal the unedited
+        composite's.
+    """
+    size = resolution or result.target.shape[-1]
+    chosen = result.projected if segments is None else sorted(set(int(k) for k in segments))
+    not_projected = [k for k in chosen if k not in result.projected]
+    if not_projected:
+        raise InvalidInputError(f"Segments {not_projected} were kept from the photo and have no code to edit.")
+    offset = combined_offset(directions, strengths, G)
+    moved = move_codes(G, result.codes, offset)
+    rows = [result.projected.index(k) for k in chosen]
+    renders = resize_images(result.renders, size).clone()
+    for row, k in zip(rows, chosen):
+        renders[k] = render_codes(G, select_codes(moved, slice(row, row + 1)), _space_of(moved), size)[0].float()
+    target, masks = resize_images(result.target, size), resize_images(result.masks, size)
+    composite = soft_composite(renders, masks, target, keep=result.keep)
+    return EditResult(codes=moved, renders=renders, composite=composite, segments=chosen)
+
+
+def freeze(result: InversionResult, edit: EditResult) -> InversionResult:
+    """The edited state as a new starting point (incremental editing): its composite becomes the target
+    and the edited codes and renders become the result's, so later edits add to this one."""
+    if edit.renders.shape[-1] != result.target.shape[-1]:
+        raise InvalidInputError("Freeze a full-resolution edit, not a preview.")
+    codes = edit.codes
+    return InversionResult(
+        codes=codes, projected=result.projected, keep=result.keep, masks=result.masks, target=edit.composite,
+        renders=edit.renders, composite=edit.composite, segment_losses=result.segment_losses, loss=result.loss,
+        history=result.history, seconds=result.seconds, steps_run=result.steps_run, cancelled=result.cancelled,
+        config=result.config.replace(space="s") if isinstance(codes, list) else result.config.replace(
+            space="w+" if codes.ndim == 3 else "w"),
+    )
+
+
+def _space_of(codes: Codes) -> str:
+    return "s" if isinstance(codes, list) else ("w+" if codes.ndim == 3 else "w")

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from chunky.config import InversionConfig
+from chunky.editing import (Direction, apply_edit, as_w_plus, freeze, load_direction_file, load_direction_folder,
+                            move_codes, pca_directions)
+from chunky.errors import InvalidInputError
+from chunky.inversion import invert
+from chunky.segmentation import dilate_masks
+from tests.conftest import shared_file
+
+FAST = InversionConfig(steps=5, perceptual="none", resolution=32, dilate_px=0, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def three_segments(tiny_generator):
+    G = tiny_generator
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    masks = torch.zeros(3, 1, 32, 32)
+    masks[0, :, :, :10], masks[1, :, :, 10:20], masks[2, :, :, 20:] = 1, 1, 1
+    return target, masks
+
+
+@pytest.fixture(scope="module")
+def directions(tiny_generator):
+    return pca_directions(tiny_generator, count=3)
+
+
+def test_pca_directions_are_ordered_orthogonal_components(tiny_generator, directions):
+    assert [d.name for d in directions] == ["Component 1", "Component 2", "Component 3"]
+    rows = torch.stack([d.vector[0] for d in directions]).double()
+    norms = rows.norm(dim=1)
+    assert norms[0] >= norms[1] >= norms[2] > 0  # scaled by the standard deviation along each
+    cosines = (rows / norms[:, None]) @ (rows / norms[:, None]).T
+    torch.testing.assert_close(cosines, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert all(torch.equal(d.vector[0], d.vector[-1]) for d in directions)  # every layer
+
+
+@pytest.mark.parametrize("space", ["w", "w+", "s"])
+def test_edit_of_some_segments_changes_nothing_outside_them(tiny_generator, three_segments, directions, space):
+    target, masks = three_segments
+    result = invert(tiny_generator, target, masks, config=FAST.replace(space=space))
+    edit = apply_edit(tiny_generator, result, directions, {"Component 1": 3.0}, segments=[1])
+    region = dilate_masks(masks[1:2], 4)[0, 0] > 0  # soft_composite feathers with two 2 px box blurs
+    assert torch.equal(edit.composite[..., ~region], result.composite[..., ~region])
+    assert (edit.composite[..., region] - result.composite[..., region]).abs().max() > 0.05
+    assert torch.equal(edit.renders[0], result.renders[0]) and torch.equal(edit.renders[2], result.renders[2])
+
+
+def test_edit_of_all_segments_matches_editing_each_code(tiny_generator, three_segments, directions):
+    target, masks = three_segments
+    result = invert(tiny_generator, target, masks, config=FAST)
+    strengths = {"Component 1": 2.0, "Component 2": -1.0}
+    edit = apply_edit(tiny_generator, result, directions, strengths)
+    offset = 2.0 * directions[0].vector - 1.0 * directions[1].vector
+    with torch.no_grad():
+        expected = tiny_generator.synthesis(result.codes + offset)
+    torch.testing.assert_close(edit.renders, expected, atol=1e-5, rtol=0)
+
+
+def test_s_space_edit_equals_the_w_plus_edit(tiny_generator, directions):
+    w = tiny_generator.w_avg[:, None].expand(1, tiny_generator.n_latent, -1).clone()
+    offset = directions[0].vector
+    s_moved = move_codes(tiny_generator, tiny_generator.styles(w), offset)
+    expected = tiny_generator.styles(w + offset)
+    for a, b in zip(s_moved, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_preview_at_lower_resolution(tiny_generator, three_segments, directions):
+    target, masks = three_segments
+    result = invert(tiny_generator, target, masks, config=FAST)
+    preview = apply_edit(tiny_generator, result, directions, {"Component 1": 1.0}, resolution=16)
+    assert preview.composite.shape == (1, 3, 16, 16)
+    with pytest.raises(InvalidInputError, match="full-resolution"):
+        freeze(result, preview)
+
+
+def test_freeze_makes_edits_incremental(tiny_generator, three_segments, directions):
+    target, masks = three_segments
+    result = invert(tiny_generator, target, masks, config=FAST)
+    once = apply_edit(tiny_generator, result, directions, {"Component 1": 1.0})
+    frozen = freeze(result, once)
+    assert torch.equal(frozen.target, once.composite)
+    twice = apply_edit(tiny_generator, frozen, directions, {"Component 1": 1.0})
+    direct = apply_edit(tiny_generator, result, directions, {"Component 1": 2.0})
+    torch.testing.assert_close(twice.renders, direct.renders, atol=1e-5, rtol=0)
+
+
+def test_kept_segments_cannot_be_edited(tiny_generator, three_segments, directions):
+    target, masks = three_segments
+    result = invert(tiny_generator, target, masks, config=FAST, keep=[0])
+    with pytest.raises(InvalidInputError, match=r"Segments \[0\] were kept"):
+        apply_edit(tiny_generator, result, directions, {"Component 1": 1.0}, segments=[0])
+    with pytest.raises(InvalidInputError, match="Unknown directions"):
+        apply_edit(tiny_generator, result, directions, {"smile": 1.0})
+
+
+def test_published_direction_formats_read_for_the_ffhq_shape():
+    class FFHQShape:  # only the shapes matter for reading
+        style_dim, n_latent = 512, 18
+
+    chunkmogrify = load_direction_file(shared_file("directions/chunkmogrify/smile_styleganv2.npy"), FFHQShape())
+    assert chunkmogrify.vector.shape == (18, 512) and chunkmogrify.name == "smile styleganv2"
+    w_only = torch.load(shared_file("directions/e4e/e4e_interfacegan_age.pt"), map_location="cpu", weights_only=True)
+    assert as_w_plus(w_only, FFHQShape()).shape == (18, 512)
+
+
+def test_direction_files_that_do_not_fit_are_skipped(tmp_path, tiny_generator):
+    np.save(tmp_path / "good.npy", np.ones((tiny_generator.n_latent, tiny_generator.style_dim), np.float32))
+    np.save(tmp_path / "wrong.npy", np.ones((18, 512), np.float32))
+    (tmp_path / "junk.pt").write_bytes(b"not a tensor")
+    names = [d.name for d in load_direction_folder(tmp_path, tiny_generator)]
+    assert names == ["good"]
+    with pytest.raises(InvalidInputError, match=r"needs \[32\] or \[8, 32\]"):
+        load_direction_file(tmp_path / "wrong.npy", tiny_generator)
