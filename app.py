@@ -1,42 +1,329 @@
-"""chunky in the browser: `python app.py` (set CHUNKY_MODEL=tiny for the test mode, no downloads)."""
+"""chunky in the browser: `python app.py` (CHUNKY_MODEL=tiny for the test mode: no downloads).
+
+This file lays out widgets and wires them to the `ChunkyEditor` facade; every algorithm lives in
+`chunky/`. Per-user state is a `chunky.session.Session` in `gr.State`; files are written to fresh
+temporary folders, never to fixed paths.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import tempfile
+from pathlib import Path
 
 import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
 
+from chunky.align import paste_back
+from chunky.config import InversionConfig
 from chunky.editor import ChunkyEditor
-from chunky.errors import ChunkyError
+from chunky.errors import ChunkyError, InvalidInputError
+from chunky.grid import comparison_grid
+from chunky.images import read_image, tensor_to_uint8
+from chunky.segmentation import segment_colour
+from chunky.session import Session
 
 log = logging.getLogger("chunky.app")
+
+PRESETS = {  # name -> (steps, optimisation resolution, coarse-to-fine)
+    "Preview": (40, 128, False),
+    "Balanced": (150, 256, False),
+    "Best": (400, 256, True),
+}
+SPACES = {"W": "w", "W+": "w+", "S": "s"}
+MAX_SLIDERS = 12
+IMAGE_HEIGHT = 320
+KEEP_BY_DEFAULT = ("background",)
+
+
+def friendly(fn):
+    """Show library errors as readable messages; log anything unexpected and show a short message."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ChunkyError as error:
+            raise gr.Error(str(error)) from None
+        except torch.OutOfMemoryError:
+            raise gr.Error("Out of memory: choose the Preview preset or fewer segments.") from None
+        except Exception as error:  # the UI must never show a traceback; the log keeps it
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(error).__name__}). Please try again.") from None
+
+    return wrapper
+
+
+def work_size(editor: ChunkyEditor) -> int:
+    """Resolution of renders in the app: full size on a GPU; at most 512 px on a CPU so edits stay quick
+    (the paste-back still lands in the photo at its full resolution)."""
+    size = editor.generator.size
+    return size if editor.device.type == "cuda" else min(size, 512)
 
 
 def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Blocks:
     """Lay out the page and wire it to ``editor``. With no editor, the page explains ``startup_error``."""
     with gr.Blocks(title="chunky: ChunkyGAN in the browser") as demo:
-        gr.Markdown("# chunky\nReal image inversion via segments (ChunkyGAN, ECCV 2022).")
+        gr.Markdown("# chunky\nReal image inversion via segments ([ChunkyGAN](https://arxiv.org/abs/2208.11727), "
+                    "ECCV 2022): every face segment gets its own StyleGAN2 code.")
         if editor is None:
             gr.Markdown(f"**The model could not be loaded.** {startup_error}")
             return demo
         if editor.label:
-            gr.Markdown(f"Model: **{editor.label}**")
-        with gr.Row():
-            with gr.Column():
-                seed = gr.Number(value=0, precision=0, label="Seed")
-                truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation")
-                button = gr.Button("Random face", variant="primary")
-            face = gr.Image(label="Synthetic face", type="numpy", format="png")
-
-        def random_face(seed_value, psi):
-            try:
-                return editor.random_face(int(seed_value or 0), truncation=float(psi))
-            except ChunkyError as error:
-                raise gr.Error(str(error)) from None
-
-        button.click(random_face, [seed, truncation], face, api_name="random_face")
+            gr.Markdown(f"Model: **{editor.label}** · device: {editor.device.type}")
+        _build_page(editor)
     return demo
+
+
+def _build_page(editor: ChunkyEditor) -> None:
+    directions = editor.directions()[:MAX_SLIDERS]
+    on_cpu = editor.device.type != "cuda"
+    session = gr.State(None)
+
+    # 1. Input ----------------------------------------------------------------------------------
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="Photo (PNG, JPEG, WebP, ...)", file_types=["image"], type="filepath",
+                             elem_id="upload")
+            with gr.Row():
+                face_index = gr.Number(value=0, precision=0, minimum=0, label="Face (0 = largest)")
+                already_aligned = gr.Checkbox(value=False, label="Already an aligned face crop")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, label="Seed")
+                random_button = gr.Button("Random face")
+            load_button = gr.Button("Load photo", variant="primary", elem_id="load")
+            status = gr.Markdown("Upload a photo or make a random face.", elem_id="status")
+        crop_view = gr.Image(label="Aligned face", type="numpy", format="png", interactive=False, elem_id="crop",
+                             height=IMAGE_HEIGHT)
+        overlay_view = gr.Image(label="Segments", type="numpy", format="png", interactive=False, elem_id="overlay",
+                                height=IMAGE_HEIGHT)
+
+    # 2. Segments -------------------------------------------------------------------------------
+    with gr.Accordion("Segments: choose what to re-project, sketch corrections", open=False):
+        legend = gr.Markdown()
+        reproject = gr.CheckboxGroup(label="Re-project (unchecked segments are taken straight from the photo)",
+                                     elem_id="reproject")
+        with gr.Row():
+            sketch = gr.ImageEditor(label="Sketch on the crop", type="numpy", layers=False,
+                                    brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"), eraser=False)
+            with gr.Column():
+                sketch_segment = gr.Dropdown(label="Segment to correct")
+                add_button = gr.Button("Add painted pixels to it")
+                remove_button = gr.Button("Remove painted pixels from it")
+                reset_button = gr.Button("Reset to automatic")
+
+    # 3. Inversion ------------------------------------------------------------------------------
+    with gr.Row():
+        space = gr.Radio(list(SPACES), value="W+", label="Latent space")
+        preset = gr.Radio(list(PRESETS), value="Preview" if on_cpu else "Balanced", label="Quality")
+        baselines = gr.Checkbox(value=False, label="Also run global W and W+ (for comparison)")
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            steps = gr.Slider(0, 1000, value=0, step=10, label="Steps (0 = from the preset)", elem_id="steps")
+            reg_weight = gr.Slider(0, 5, value=0, step=0.1, label="λ_reg (pull toward the mean face)")
+            dilate_px = gr.Slider(0, 32, value=8, step=1, label="Segment overlap (px)")
+            precision = gr.Radio(["fp32", "bf16"], value="bf16" if on_cpu else "fp32", label="Precision")
+    with gr.Row():
+        invert_button = gr.Button("Invert", variant="primary", elem_id="invert")
+        cancel_button = gr.Button("Cancel", elem_id="cancel")
+
+    # 4. Results --------------------------------------------------------------------------------
+    with gr.Row():
+        photo_view = gr.Image(label="Photo (aligned)", type="numpy", format="png", interactive=False, height=IMAGE_HEIGHT)
+        result_view = gr.Image(label="Result", type="numpy", format="png", interactive=False, elem_id="result",
+                               height=IMAGE_HEIGHT)
+    with gr.Row():
+        renders_view = gr.Gallery(label="Per-segment renders", columns=6, height=220)
+        metrics_view = gr.Dataframe(headers=["segment", "kept", "LPIPS", "L2"], label="Reconstruction", interactive=False)
+
+    # 5. Edit -----------------------------------------------------------------------------------
+    with gr.Accordion("Edit", open=True):
+        targets = gr.CheckboxGroup(label="Apply edits to (none checked = every projected segment)", elem_id="targets")
+        sliders = [gr.Slider(*d.limits, value=0.0, step=0.1, label=d.name, elem_id=f"slider-{i}")
+                   for i, d in enumerate(directions)]
+        with gr.Row():
+            freeze_button = gr.Button("Freeze (edit on top of this)", elem_id="freeze")
+            undo_button = gr.Button("Undo", elem_id="undo")
+
+    # 6. Export ---------------------------------------------------------------------------------
+    with gr.Row():
+        export_button = gr.Button("Export", elem_id="export")
+        files = gr.File(label="Downloads", file_count="multiple", elem_id="downloads")
+
+    # ------------------------------------------------------------------------------- handlers
+    def segment_outputs(s: Session):
+        names = list(s.segmentation.names)
+        chosen = [n for n in names if n not in KEEP_BY_DEFAULT]
+        legend_text = " · ".join(f"<span style='color:rgb{segment_colour(n)}'>■</span> {n} "
+                                 f"({100 * float(a):.0f}%)" for n, a in zip(names, s.segmentation.area()))
+        return (s.segmentation.overlay(s.aligned.crop), legend_text, gr.update(choices=names, value=chosen),
+                gr.update(choices=names, value=names[0]), {"background": s.aligned.crop, "layers": [], "composite": s.aligned.crop},
+                gr.update(choices=[n for n in names], value=[]))
+
+    def start_session(photo: np.ndarray, index: int, aligned_flag: bool, source: str):
+        aligned = editor.align(photo, face_index=int(index or 0), skip_alignment=True if aligned_flag else None)
+        segmentation = editor.segment(aligned.crop)
+        s = Session(aligned=aligned, automatic=segmentation, segmentation=segmentation)
+        note = f"{source}: {aligned.face_count} face(s) found, using face {aligned.face_index}." if not aligned.skipped \
+            else f"{source}: used as an aligned crop."
+        return (s, aligned.crop, note, *segment_outputs(s), aligned.crop, None, [], None)
+
+    @friendly
+    def load_photo(path, index, aligned_flag):
+        if not path:
+            raise InvalidInputError("Choose a photo to upload first.")
+        photo = read_image(Path(path), name=Path(path).name)
+        return start_session(photo, index, aligned_flag, Path(path).name)
+
+    @friendly
+    def random_face(seed_value):
+        face = editor.random_face(int(seed_value or 0), resolution=work_size(editor))
+        return start_session(face, 0, True, f"Random face #{int(seed_value or 0)}")
+
+    load_outputs = [session, crop_view, status, overlay_view, legend, reproject, sketch_segment, sketch, targets,
+                    photo_view, result_view, renders_view, metrics_view]
+    load_button.click(load_photo, [upload, face_index, already_aligned], load_outputs, api_name="load")
+    random_button.click(random_face, [seed], load_outputs, api_name="random_face")
+
+    @friendly
+    def correct(s: Session | None, value, name, erase):
+        if s is None:
+            raise InvalidInputError("Load a photo first.")
+        layers = (value or {}).get("layers") or []
+        if not layers:
+            raise InvalidInputError("Paint on the crop first.")
+        for layer in layers:
+            s.segmentation = editor.sketch(s.segmentation, name, np.asarray(layer), erase=erase)
+        return s, s.segmentation.overlay(s.aligned.crop)
+
+    add_button.click(lambda s, v, n: correct(s, v, n, False), [session, sketch, sketch_segment], [session, overlay_view])
+    remove_button.click(lambda s, v, n: correct(s, v, n, True), [session, sketch, sketch_segment], [session, overlay_view])
+
+    @friendly
+    def reset(s: Session | None):
+        if s is None:
+            raise InvalidInputError("Load a photo first.")
+        s.segmentation = s.automatic
+        return s, *segment_outputs(s)
+
+    reset_button.click(reset, [session], [session, overlay_view, legend, reproject, sketch_segment, sketch, targets])
+
+    @friendly
+    def invert(s: Session | None, space_name, preset_name, steps_value, reg, dilate, precision_name, chosen, with_baselines,
+               progress=gr.Progress()):
+        if s is None:
+            raise InvalidInputError("Load a photo first.")
+        preset_steps, resolution, coarse = PRESETS[preset_name]
+        config = InversionConfig(space=SPACES[space_name], steps=int(steps_value) or preset_steps, resolution=resolution,
+                                 coarse_to_fine=coarse, reg_weight=float(reg), dilate_px=int(dilate), precision=precision_name)
+        keep = [n for n in s.segmentation.names if n not in (chosen or [])]
+        s.cancel.clear()
+
+        def report(label):
+            def callback(step, total, info):
+                progress((step, total), desc=f"{label}: loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
+                return not s.cancel.is_set()
+            return callback
+
+        result = editor.invert(s.aligned.crop, s.segmentation, config=config, keep=keep, size=work_size(editor),
+                               progress=report("chunky"))
+        s.set_result(result)
+        s.baselines = {}
+        if with_baselines and not result.cancelled:
+            for label, baseline_space in (("W", "w"), ("W+", "w+")):
+                s.baselines[label] = editor.invert(s.aligned.crop, None, config=config.replace(space=baseline_space),
+                                                   size=work_size(editor), progress=report(f"global {label}"))
+        note = (f"Cancelled after {result.steps_run} steps; showing the best result so far." if result.cancelled
+                else f"Done: {result.steps_run} steps in {result.seconds:.1f} s.")
+        return s, *result_outputs(s), note
+
+    def result_outputs(s: Session):
+        result = s.require_result()
+        names = s.segmentation.names
+        gallery = [(tensor_to_uint8(result.renders[k]), names[k]) for k in result.projected]
+        losses = result.segment_losses
+        table = [[names[k], k in result.keep, round(float(losses["lpips"][k]), 4), round(float(losses["l2"][k]), 4)]
+                 for k in range(len(names))]
+        return tensor_to_uint8(result.target), s.current(), gallery, table
+
+    invert_event = invert_button.click(
+        invert, [session, space, preset, steps, reg_weight, dilate_px, precision, reproject, baselines],
+        [session, photo_view, result_view, renders_view, metrics_view, status], api_name="invert")
+
+    def cancel(s: Session | None):
+        if s is not None:
+            s.cancel.set()
+        return "Cancelling…"
+
+    cancel_button.click(cancel, [session], [status], queue=False)
+
+    @friendly
+    def edit(s: Session | None, chosen_targets, *values):
+        if s is None or s.result is None:
+            raise InvalidInputError("Run the inversion first.")
+        strengths = {d.name: float(v) for d, v in zip(directions, values) if v}
+        if not strengths:
+            s.edit = None
+            return s, s.current()
+        s.edit = editor.edit(s.result, strengths, chosen_targets or None, names=s.segmentation.names)
+        return s, s.current()
+
+    for i, slider in enumerate(sliders):
+        slider.release(edit, [session, targets, *sliders], [session, result_view], api_name="edit" if i == 0 else False)
+
+    @friendly
+    def freeze(s: Session | None):
+        if s is None:
+            raise InvalidInputError("Load a photo first.")
+        s.freeze()
+        return s, s.current(), *[0.0] * len(sliders)
+
+    @friendly
+    def undo(s: Session | None):
+        if s is None:
+            raise InvalidInputError("Load a photo first.")
+        s.undo()
+        return s, s.current(), *[0.0] * len(sliders)
+
+    freeze_button.click(freeze, [session], [session, result_view, *sliders], api_name="freeze")
+    undo_button.click(undo, [session], [session, result_view, *sliders], api_name="undo")
+
+    @friendly
+    def export(s: Session | None):
+        if s is None or s.result is None:
+            raise InvalidInputError("Run the inversion first.")
+        return export_files(s)
+
+    export_button.click(export, [session], [files], api_name="export")
+
+
+def export_files(s: Session) -> list[str]:
+    """Write the session's results to a fresh temporary folder: the edit pasted back into the photo (full
+    resolution), the aligned crop, a labelled comparison grid, and the codes + masks."""
+    folder = Path(tempfile.mkdtemp(prefix="chunky-export-"))
+    current = s.current()
+    pasted = folder / "pasted_back.png"
+    Image.fromarray(paste_back(current, s.aligned)).save(pasted)
+    crop = folder / "aligned_crop.png"
+    Image.fromarray(s.aligned.crop).save(crop)
+    result = s.result
+    columns = [("photo", tensor_to_uint8(result.target))]
+    columns += [(f"global {k}", tensor_to_uint8(v.composite)) for k, v in s.baselines.items()]
+    first = s.history[0] if s.history else result
+    columns.append(("chunky", tensor_to_uint8(first.composite)))
+    columns.append(("edited", current))
+    grid = folder / "comparison.png"
+    Image.fromarray(comparison_grid([[image for _, image in columns]], [label for label, _ in columns])).save(grid)
+    codes = folder / "codes_and_masks.pt"
+    torch.save({"codes": result.codes, "projected": result.projected, "keep": result.keep,
+                "names": list(s.segmentation.names), "masks": result.masks, "config": result.config.to_json()}, codes)
+    return [str(pasted), str(crop), str(grid), str(codes)]
 
 
 def load_editor() -> tuple[ChunkyEditor | None, str]:
@@ -54,7 +341,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     editor, error = load_editor()
     demo = build_demo(editor, startup_error=error)
-    demo.queue(default_concurrency_limit=1).launch(server_name=os.environ.get("CHUNKY_HOST", "127.0.0.1"))
+    demo.queue(default_concurrency_limit=int(os.environ.get("CHUNKY_CONCURRENCY", "1")), max_size=32)
+    demo.launch(server_name=os.environ.get("CHUNKY_HOST", "127.0.0.1"), max_file_size="64mb")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ the algorithms live in their own modules.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -15,12 +17,13 @@ from chunky.align import AlignedFace, FaceDetector, align_face
 from chunky.cache import InversionCache, cached_invert
 from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
+from chunky.editing import Direction, EditResult, apply_edit, load_direction_folder, pca_directions
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
 from chunky.inversion import InversionResult, ProgressCallback, invert
 from chunky.losses import build_perceptual
-from chunky.segmentation import FaceParser, Segmentation
+from chunky.segmentation import FaceParser, LayoutParser, Segmentation
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class ChunkyEditor:
         self.cache = cache
         self._perceptual: dict[str, torch.nn.Module | None] = {}
         self._detector, self._parser, self.face_models = detector, parser, face_models
+        self._directions: list[Direction] | None = None
 
     @classmethod
     def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
@@ -113,11 +117,49 @@ class ChunkyEditor:
         return align_face(photo, detector, size=self.generator.size, face_index=face_index, skip_alignment=skip_alignment)
 
     def segment(self, crop: np.ndarray) -> Segmentation:
-        """Named segments (skin, hair, eyes, ...) of an aligned crop [S, S, 3] uint8, by face parsing."""
-        parser = self.parser()
-        if parser is None:
-            raise InvalidInputError("This editor has no face parser (test mode): provide the segments yourself.")
+        """Named segments (skin, hair, eyes, ...) of an aligned crop [S, S, 3] uint8, by face parsing
+        (in test mode by `LayoutParser`, the average FFHQ layout)."""
+        parser = self.parser() or LayoutParser()
         return Segmentation.from_parsing(parser.parse(crop))
+
+    def sketch(self, segmentation: Segmentation, name: str, layer: np.ndarray, *, erase: bool = False) -> Segmentation:
+        """Apply a browser sketch layer ([h, w, 4] RGBA, any size: scaled to the segments) to segment ``name``:
+        painted pixels join it (``erase=False``) or leave it (``erase=True``)."""
+        size = segmentation.size
+        if layer.ndim == 3 and layer.shape[2] == 4 and layer.shape[:2] != (size, size):
+            layer = cv2.resize(layer, (size, size), interpolation=cv2.INTER_NEAREST)
+        return segmentation.erase_sketch(name, layer) if erase else segmentation.apply_sketch(name, layer)
+
+    def directions(self) -> list[Direction]:
+        """Every direction for this generator: files in ``CHUNKY_DIRECTIONS_DIR`` that fit it, then the
+        generator's own PCA components (always available). Computed once."""
+        if self._directions is None:
+            found = []
+            folder = os.environ.get("CHUNKY_DIRECTIONS_DIR")
+            if folder and Path(folder).is_dir():
+                found = load_direction_folder(folder, self.generator)
+            self._directions = found + pca_directions(self.generator)
+        return self._directions
+
+    def edit(self, result: InversionResult, strengths: Mapping[str, float], segments: Sequence[str] | None = None,
+             *, names: tuple[str, ...] = (), resolution: int | None = None) -> EditResult:
+        """Move the codes of the named ``segments`` (None: all projected ones) along directions.
+
+        Args:
+            strengths: direction name -> slider value.
+            segments: names of segments to edit, looked up in ``names`` (the segmentation's names).
+            resolution: render size (lower for a live preview).
+        """
+        indices = None
+        if segments:
+            missing = [n for n in segments if n not in names]
+            if missing:
+                raise InvalidInputError(f"There is no segment named {missing[0]!r}; the segments are {list(names)}.")
+            indices = [names.index(n) for n in segments if names.index(n) in result.projected]
+            if not indices:
+                raise InvalidInputError("The selected segments were all kept from the photo: there is no code to edit.")
+        with autocast(self.precision, self.device):
+            return apply_edit(self.generator, result, self.directions(), strengths, indices, resolution=resolution)
 
     def perceptual(self, kind: str) -> torch.nn.Module | None:
         """The LPIPS module for ``kind`` ("lpips-vgg", "lpips-alex", "none"), built once and shared."""
@@ -155,3 +197,4 @@ class ChunkyEditor:
         if self.cache is not None:
             return cached_invert(self.generator, target, masks, cache=self.cache, **kwargs)
         return invert(self.generator, target, masks, **kwargs)
+

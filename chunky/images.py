@@ -6,6 +6,7 @@ Internal: float32 NCHW RGB in [-1, 1]. External: uint8 HWC RGB arrays in [0, 255
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,10 @@ def read_image(source: str | Path | bytes, *, name: str = "the image") -> np.nda
     if not data:
         raise InvalidInputError(f"{name} is empty (0 bytes).")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():  # PIL warns about huge headers; _check_size refuses them below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+        with opened as image:
             _check_size(image, name)
             if getattr(image, "n_frames", 1) > 1:
                 raise InvalidInputError(f"{name} is animated ({image.n_frames} frames); upload a single still image.")

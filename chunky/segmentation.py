@@ -261,6 +261,30 @@ def _read_labels(path: Path) -> np.ndarray:
         return np.asarray(image).astype(np.int64)
 
 
+class LayoutParser:
+    """A built-in stand-in parser for the test mode: the label map of an average FFHQ-aligned face
+    (ellipses where FFHQ puts hair, skin, eyes, brows, nose, lips and neck), whatever the crop shows."""
+
+    def parse(self, crop: np.ndarray) -> np.ndarray:
+        size = crop.shape[0]
+        y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
+        labels = np.zeros((size, size), np.int64)
+
+        def ellipse(cx, cy, rx, ry):
+            return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+
+        labels[(y > 0.78) & (np.abs(x - 0.5) < 0.12)] = 14  # neck
+        labels[ellipse(0.5, 0.42, 0.34, 0.34)] = 17  # hair
+        labels[ellipse(0.5, 0.56, 0.25, 0.3)] = 1  # skin
+        for cx, eye, brow in ((0.375, 4, 2), (0.625, 5, 3)):
+            labels[ellipse(cx, 0.42, 0.07, 0.02)] = brow
+            labels[ellipse(cx, 0.475, 0.055, 0.025)] = eye
+        labels[ellipse(0.5, 0.6, 0.04, 0.07)] = 10  # nose
+        labels[ellipse(0.5, 0.71, 0.1, 0.025)] = 12  # upper lip
+        labels[ellipse(0.5, 0.745, 0.09, 0.025)] = 13  # lower lip
+        return labels
+
+
 def dilate_masks(masks: torch.Tensor, radius: int) -> torch.Tensor:
     """Grow [K, 1, H, W] masks by ``radius`` pixels (max filter, square window)."""
     if radius <= 0:

@@ -119,6 +119,8 @@ def test_without_masks_the_photo_is_parsed_automatically(tmp_path, photo, monkey
     assert np.asarray(Image.open(tmp_path / "out" / "pasted.png")).shape == (64, 64, 3)
 
 
-def test_without_face_models_offline_parsing_is_a_clear_error(tmp_path, capsys, photo):
-    assert main(["invert", str(photo), "--out", str(tmp_path / "out"), *FAST]) == 2
-    assert "no face parser" in capsys.readouterr().err
+def test_test_mode_segments_with_the_built_in_layout(tmp_path, photo):
+    assert main(["invert", str(photo), "--keep", "background", "--out", str(tmp_path / "out"), *FAST]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert {"skin", "hair", "eyes", "mouth", "background"} <= set(metrics["segments"])
+    assert metrics["segments"]["background"]["kept"]
