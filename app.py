@@ -19,15 +19,24 @@ import torch
 from PIL import Image
 
 from chunky.align import paste_back
+from chunky.cache import InversionCache
 from chunky.config import InversionConfig
 from chunky.editor import ChunkyEditor
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.grid import comparison_grid
 from chunky.images import read_image, tensor_to_uint8
-from chunky.segmentation import segment_colour
+from chunky.segmentation import Segmentation, segment_colour
 from chunky.session import Session
 
 log = logging.getLogger("chunky.app")
+
+try:  # Hugging Face ZeroGPU Spaces: borrow a GPU for the long calls; elsewhere a no-op
+    import spaces
+
+    on_gpu = spaces.GPU(duration=300)
+except ImportError:
+    def on_gpu(fn):
+        return fn
 
 PRESETS = {  # name -> (steps, optimisation resolution, coarse-to-fine)
     "Preview": (40, 128, False),
@@ -98,6 +107,9 @@ def _build_page(editor: ChunkyEditor) -> None:
                 seed = gr.Number(value=0, precision=0, label="Seed")
                 random_button = gr.Button("Random face")
             load_button = gr.Button("Load photo", variant="primary", elem_id="load")
+            with gr.Accordion("…or take a photo with the webcam", open=False):
+                webcam = gr.Image(sources=["webcam"], type="numpy", label="Webcam", format="png")
+                webcam_button = gr.Button("Use this photo")
             status = gr.Markdown("Upload a photo or make a random face.", elem_id="status")
         crop_view = gr.Image(label="Aligned face", type="numpy", format="png", interactive=False, elem_id="crop",
                              height=IMAGE_HEIGHT)
@@ -116,6 +128,8 @@ def _build_page(editor: ChunkyEditor) -> None:
                 sketch_segment = gr.Dropdown(label="Segment to correct")
                 add_button = gr.Button("Add painted pixels to it")
                 remove_button = gr.Button("Remove painted pixels from it")
+                merge_choice = gr.CheckboxGroup(label="Segments to merge into one")
+                merge_button = gr.Button("Merge")
                 reset_button = gr.Button("Reset to automatic")
 
     # 3. Inversion ------------------------------------------------------------------------------
@@ -148,6 +162,7 @@ def _build_page(editor: ChunkyEditor) -> None:
         sliders = [gr.Slider(*d.limits, value=0.0, step=0.1, label=d.name, elem_id=f"slider-{i}")
                    for i, d in enumerate(directions)]
         with gr.Row():
+            refine_button = gr.Button("Refine boundaries (level set)", elem_id="refine")
             freeze_button = gr.Button("Freeze (edit on top of this)", elem_id="freeze")
             undo_button = gr.Button("Undo", elem_id="undo")
 
@@ -164,7 +179,7 @@ def _build_page(editor: ChunkyEditor) -> None:
                                  f"({100 * float(a):.0f}%)" for n, a in zip(names, s.segmentation.area()))
         return (s.segmentation.overlay(s.aligned.crop), legend_text, gr.update(choices=names, value=chosen),
                 gr.update(choices=names, value=names[0]), {"background": s.aligned.crop, "layers": [], "composite": s.aligned.crop},
-                gr.update(choices=[n for n in names], value=[]))
+                gr.update(choices=names, value=[]), gr.update(choices=names, value=[]))
 
     def start_session(photo: np.ndarray, index: int, aligned_flag: bool, source: str):
         aligned = editor.align(photo, face_index=int(index or 0), skip_alignment=True if aligned_flag else None)
@@ -182,14 +197,21 @@ def _build_page(editor: ChunkyEditor) -> None:
         return start_session(photo, index, aligned_flag, Path(path).name)
 
     @friendly
+    def use_webcam(frame, index, aligned_flag):
+        if frame is None:
+            raise InvalidInputError("Take a photo with the webcam first.")
+        return start_session(np.asarray(frame, np.uint8)[..., :3], index, aligned_flag, "Webcam photo")
+
+    @friendly
     def random_face(seed_value):
         face = editor.random_face(int(seed_value or 0), resolution=work_size(editor))
         return start_session(face, 0, True, f"Random face #{int(seed_value or 0)}")
 
-    load_outputs = [session, crop_view, status, overlay_view, legend, reproject, sketch_segment, sketch, targets,
-                    photo_view, result_view, renders_view, metrics_view]
+    segment_views = [overlay_view, legend, reproject, sketch_segment, sketch, targets, merge_choice]
+    load_outputs = [session, crop_view, status, *segment_views, photo_view, result_view, renders_view, metrics_view]
     load_button.click(load_photo, [upload, face_index, already_aligned], load_outputs, api_name="load")
     random_button.click(random_face, [seed], load_outputs, api_name="random_face")
+    webcam_button.click(use_webcam, [webcam, face_index, already_aligned], load_outputs, api_name=False)
 
     @friendly
     def correct(s: Session | None, value, name, erase):
@@ -212,7 +234,18 @@ def _build_page(editor: ChunkyEditor) -> None:
         s.segmentation = s.automatic
         return s, *segment_outputs(s)
 
-    reset_button.click(reset, [session], [session, overlay_view, legend, reproject, sketch_segment, sketch, targets])
+    reset_button.click(reset, [session], [session, *segment_views])
+
+    @friendly
+    def merge(s: Session | None, names):
+        if s is None:
+            raise InvalidInputError("Load a photo first.")
+        if len(names or []) < 2:
+            raise InvalidInputError("Choose at least two segments to merge.")
+        s.segmentation = s.segmentation.merge(names, "+".join(names))
+        return s, *segment_outputs(s)
+
+    merge_button.click(merge, [session, merge_choice], [session, *segment_views], api_name="merge")
 
     @friendly
     def invert(s: Session | None, space_name, preset_name, steps_value, reg, dilate, precision_name, chosen, with_baselines,
@@ -252,8 +285,8 @@ def _build_page(editor: ChunkyEditor) -> None:
                  for k in range(len(names))]
         return tensor_to_uint8(result.target), s.current(), gallery, table
 
-    invert_event = invert_button.click(
-        invert, [session, space, preset, steps, reg_weight, dilate_px, precision, reproject, baselines],
+    invert_button.click(
+        on_gpu(invert), [session, space, preset, steps, reg_weight, dilate_px, precision, reproject, baselines],
         [session, photo_view, result_view, renders_view, metrics_view, status], api_name="invert")
 
     def cancel(s: Session | None):
@@ -291,6 +324,16 @@ def _build_page(editor: ChunkyEditor) -> None:
         s.undo()
         return s, s.current(), *[0.0] * len(sliders)
 
+    @friendly
+    def refine(s: Session | None):
+        if s is None or s.result is None:
+            raise InvalidInputError("Run the inversion first.")
+        if s.edit is not None and s.edit.renders.shape[-1] != s.result.target.shape[-1]:
+            raise InvalidInputError("Release the slider first (refinement works on the full-resolution edit).")
+        s.result, s.edit = editor.refine(s.result, s.edit)
+        return s, s.current(), Segmentation(s.segmentation.names, s.result.masks).overlay(s.aligned.crop)
+
+    refine_button.click(refine, [session], [session, result_view, overlay_view], api_name="refine")
     freeze_button.click(freeze, [session], [session, result_view, *sliders], api_name="freeze")
     undo_button.click(undo, [session], [session, result_view, *sliders], api_name="undo")
 
@@ -327,14 +370,16 @@ def export_files(s: Session) -> list[str]:
 
 
 def load_editor() -> tuple[ChunkyEditor | None, str]:
-    """The editor named by CHUNKY_MODEL ("ffhq" by default, "tiny" for the test mode), or the reason it failed."""
-    if os.environ.get("CHUNKY_MODEL", "ffhq") == "tiny":
-        return ChunkyEditor.tiny(), ""
+    """The editor named by CHUNKY_MODEL ("ffhq" by default, "tiny" for the test mode), or the reason it
+    failed. Finished inversions are cached in CHUNKY_CACHE_DIR (default ~/.cache/chunky/inversions)."""
     try:
-        return ChunkyEditor.from_pretrained(), ""
+        editor = ChunkyEditor.tiny() if os.environ.get("CHUNKY_MODEL", "ffhq") == "tiny" else ChunkyEditor.from_pretrained()
     except ChunkyError as error:
         log.error("%s", error)
         return None, str(error)
+    # created on demand; a failed write (read-only or full disk) only means no caching
+    editor.cache = InversionCache(os.environ.get("CHUNKY_CACHE_DIR", Path.home() / ".cache" / "chunky" / "inversions"))
+    return editor, ""
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ the algorithms live in their own modules.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ import torch
 
 from chunky.align import AlignedFace, FaceDetector, align_face
 from chunky.cache import InversionCache, cached_invert
+from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
 from chunky.editing import Direction, EditResult, apply_edit, load_direction_folder, pca_directions
@@ -23,6 +25,7 @@ from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
 from chunky.inversion import InversionResult, ProgressCallback, invert
 from chunky.losses import build_perceptual
+from chunky.refinement import refine_all
 from chunky.segmentation import FaceParser, LayoutParser, Segmentation
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,18 @@ class ChunkyEditor:
                 raise InvalidInputError("The selected segments were all kept from the photo: there is no code to edit.")
         with autocast(self.precision, self.device):
             return apply_edit(self.generator, result, self.directions(), strengths, indices, resolution=resolution)
+
+    def refine(self, result: InversionResult, edit: EditResult | None = None, segments: Sequence[int] | None = None,
+               ) -> tuple[InversionResult, EditResult | None]:
+        """Level-set refinement of the boundaries (all, or those of ``segments``) against the photo, using the
+        edited renders when there is an edit. Returns the result and edit with the refined masks."""
+        renders = edit.renders if edit is not None else result.renders
+        masks = refine_all(result.masks, result.target, renders, segments)
+        refined = dataclasses.replace(result, masks=masks,
+                                      composite=soft_composite(result.renders, masks, result.target, keep=result.keep))
+        if edit is not None:
+            edit = dataclasses.replace(edit, composite=soft_composite(edit.renders, masks, result.target, keep=result.keep))
+        return refined, edit
 
     def perceptual(self, kind: str) -> torch.nn.Module | None:
         """The LPIPS module for ``kind`` ("lpips-vgg", "lpips-alex", "none"), built once and shared."""

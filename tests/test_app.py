@@ -67,6 +67,10 @@ def test_upload_invert_edit_freeze_undo_export(server, editor, tmp_path):
     names = [choice[0] if isinstance(choice, (list, tuple)) else choice for choice in loaded[4]["choices"]]
     assert "skin" in names and "background" in names
 
+    merged = client.predict(["eyes", "brows"], api_name="/merge")
+    merged_names = [c[0] if isinstance(c, (list, tuple)) else c for c in merged[2]["choices"]]
+    assert "eyes+brows" in merged_names and "eyes" not in merged_names and len(merged_names) == len(names) - 1
+    names = merged_names
     target, composite, gallery, table, note = invert(client, [n for n in names if n != "background"])
     assert np.array_equal(read(target), read(photo)) and "Done: 10 steps" in note
     assert len(gallery) == len(names) - 1
@@ -80,6 +84,8 @@ def test_upload_invert_edit_freeze_undo_export(server, editor, tmp_path):
     assert np.array_equal(read(frozen[0]), edited) and all(v == 0 for v in frozen[1:])
     undone = client.predict(api_name="/undo")
     assert np.array_equal(read(undone[0]), before)
+    refined, overlay = client.predict(api_name="/refine")
+    assert read(refined).shape == before.shape and read(overlay).shape == read(photo).shape
 
     files = client.predict(api_name="/export")
     by_name = {p.split("/")[-1]: p for p in files}
