@@ -63,8 +63,10 @@ def test_upload_invert_edit_freeze_undo_export_in_a_browser(page_and_editor, tmp
 
     page.click("text=Advanced")
     steps = page.locator("#steps input[type=number]")
+    steps.wait_for()
     steps.fill("20")
-    steps.press("Enter")
+    steps.press("Tab")
+    wait_until(lambda: page.locator("#steps input[type=range]").input_value() == "20", timeout=20, what="steps = 20")
     page.click("#invert")
     seen_progress = []
     wait_until(lambda: seen_progress.append("s left" in page.inner_text("body")) or "Done:" in page.inner_text("#status"),
