@@ -162,6 +162,11 @@ def _build_page(editor: ChunkyEditor) -> None:
         sliders = [gr.Slider(*d.limits, value=0.0, step=0.1, label=d.name, elem_id=f"slider-{i}")
                    for i, d in enumerate(directions)]
         with gr.Row():
+            variation_segment = gr.Dropdown(label="Variations of", scale=1)
+            variation_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
+            variation_button = gr.Button("Show variations", scale=1)
+        variations_view = gr.Gallery(label="Variations (click one to use it)", columns=4, height=200)
+        with gr.Row():
             refine_button = gr.Button("Refine boundaries (level set)", elem_id="refine")
             freeze_button = gr.Button("Freeze (edit on top of this)", elem_id="freeze")
             undo_button = gr.Button("Undo", elem_id="undo")
@@ -179,7 +184,8 @@ def _build_page(editor: ChunkyEditor) -> None:
                                  f"({100 * float(a):.0f}%)" for n, a in zip(names, s.segmentation.area()))
         return (s.segmentation.overlay(s.aligned.crop), legend_text, gr.update(choices=names, value=chosen),
                 gr.update(choices=names, value=names[0]), {"background": s.aligned.crop, "layers": [], "composite": s.aligned.crop},
-                gr.update(choices=names, value=[]), gr.update(choices=names, value=[]))
+                gr.update(choices=names, value=[]), gr.update(choices=names, value=[]),
+                gr.update(choices=names, value=chosen[0] if chosen else names[0]))
 
     def start_session(photo: np.ndarray, index: int, aligned_flag: bool, source: str):
         aligned = editor.align(photo, face_index=int(index or 0), skip_alignment=True if aligned_flag else None)
@@ -207,7 +213,7 @@ def _build_page(editor: ChunkyEditor) -> None:
         face = editor.random_face(int(seed_value or 0), resolution=work_size(editor))
         return start_session(face, 0, True, f"Random face #{int(seed_value or 0)}")
 
-    segment_views = [overlay_view, legend, reproject, sketch_segment, sketch, targets, merge_choice]
+    segment_views = [overlay_view, legend, reproject, sketch_segment, sketch, targets, merge_choice, variation_segment]
     load_outputs = [session, crop_view, status, *segment_views, photo_view, result_view, renders_view, metrics_view]
     load_button.click(load_photo, [upload, face_index, already_aligned], load_outputs, api_name="load")
     random_button.click(random_face, [seed], load_outputs, api_name="random_face")
@@ -333,6 +339,22 @@ def _build_page(editor: ChunkyEditor) -> None:
         s.result, s.edit = editor.refine(s.result, s.edit)
         return s, s.current(), Segmentation(s.segmentation.names, s.result.masks).overlay(s.aligned.crop)
 
+    @friendly
+    def variations(s: Session | None, name, seed_value):
+        if s is None or s.result is None:
+            raise InvalidInputError("Run the inversion first.")
+        s.variations = editor.variations(s.result, name, s.segmentation.names, seed=int(seed_value or 0))
+        return s, [tensor_to_uint8(v.composite) for v in s.variations]
+
+    def choose_variation(s: Session | None, event: gr.SelectData):
+        if s is None or not s.variations:
+            return s, gr.update()
+        s.edit = s.variations[event.index]
+        return s, s.current()
+
+    variation_button.click(variations, [session, variation_segment, variation_seed], [session, variations_view],
+                           api_name="variations")
+    variations_view.select(choose_variation, [session], [session, result_view])
     refine_button.click(refine, [session], [session, result_view, overlay_view], api_name="refine")
     freeze_button.click(freeze, [session], [session, result_view, *sliders], api_name="freeze")
     undo_button.click(undo, [session], [session, result_view, *sliders], api_name="undo")

@@ -181,6 +181,56 @@ def print_inversion_table(rows: list[dict]) -> None:
         print("\n".join(lines))
 
 
+def bench_editing(repeat: int = 3, seed: int = 0) -> list[dict]:
+    """Slider moves on an 8-segment W+ result (config-f 1024 architecture, random weights, 256 px renders):
+    only the edited segments are re-rendered; and a full-resolution export (every segment rendered at
+    1024 px, composited, pasted back into a 2048 px photo)."""
+    import numpy as np
+
+    from chunky.align import align_face, paste_back
+    from chunky.compositing import soft_composite
+    from chunky.config import InversionConfig
+    from chunky.editing import apply_edit, pca_directions
+    from chunky.images import tensor_to_uint8
+    from chunky.inversion import invert
+
+    G = random_generator(1024, 512, 8, config_f_channels(1024), seed=seed)
+    target, masks = eight_segment_scene(256, seed)
+    result = invert(G, target, masks, config=InversionConfig(steps=1, perceptual="none", precision="bf16"))
+    directions = pca_directions(G, count=1)
+    strengths = {directions[0].name: 2.0}
+    photo = (np.random.default_rng(seed).random((2048, 2048, 3)) * 255).astype(np.uint8)
+    aligned = align_face(photo, None, size=1024, skip_alignment=True)
+    full_masks = torch.nn.functional.interpolate(masks, size=(1024, 1024), mode="nearest")
+    full_target = torch.nn.functional.interpolate(target, size=(1024, 1024), mode="bilinear", align_corners=False)
+
+    def slider(segments, precision):
+        with autocast(precision):
+            apply_edit(G, result, directions, strengths, segments)
+
+    def export():
+        with torch.no_grad(), autocast("bf16"):
+            renders = torch.cat([G.synthesis(result.codes[k:k + 1], resolution=1024).float() for k in range(8)])
+        composite = soft_composite(renders, full_masks, full_target)
+        paste_back(tensor_to_uint8(composite), aligned)
+
+    return [
+        {"step": "slider move, 1 of 8 segments re-rendered, 256 px, fp32", "s": best_time(lambda: slider([0], "fp32"), repeat)},
+        {"step": "slider move, 1 of 8 segments re-rendered, 256 px, bf16", "s": best_time(lambda: slider([0], "bf16"), repeat)},
+        {"step": "slider move, all 8 segments re-rendered, 256 px, bf16", "s": best_time(lambda: slider(None, "bf16"), repeat)},
+        {"step": "full-resolution export: 8 segments at 1024 px (bf16) + composite + paste-back into 2048 px",
+         "s": best_time(export, max(1, repeat - 2))},
+    ]
+
+
+def print_editing_table(rows: list[dict]) -> None:
+    print(f"Editing: 8-segment W+ result, config-f 1024 architecture -- {machine_description()}")
+    for r in rows:
+        print(f"  {r['step']:<92} {r['s']:>7.3f} s")
+    one, all_ = rows[1]["s"], rows[2]["s"]
+    print(f"ratio (same run): all 8 / 1 re-rendered segment, bf16: {all_ / one:.2f}x")
+
+
 def bench_faces(repeat: int = 3, seed: int = 0) -> list[dict]:
     """Detection + FFHQ alignment + parsing of a 1024 x 1024 photo with the real facexlib networks.
 
@@ -260,13 +310,15 @@ def print_faces_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chunky.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["all", "generator", "inversion", "faces"], nargs="?", default="all")
+    parser.add_argument("which", choices=["all", "generator", "inversion", "faces", "editing"], nargs="?", default="all")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per generator measurement (best is reported)")
     parser.add_argument("--steps", type=int, default=30, help="inversion steps per variant")
     parser.add_argument("--only", default="", help="run only the inversion variants whose label contains this")
     args = parser.parse_args(argv)
     if args.which in ("all", "generator"):
         print_generator_table(bench_generator(args.repeat))
+    if args.which in ("all", "editing"):
+        print_editing_table(bench_editing(args.repeat))
     if args.which in ("all", "faces"):
         print_faces_table(bench_faces(args.repeat))
     if args.which in ("all", "inversion"):

@@ -54,6 +54,32 @@ def pca_directions(G: Generator, count: int = 6, *, samples: int = 4096, seed: i
                       source="PCA of W") for k in range(min(count, G.style_dim))]
 
 
+# GANSpace's published recipes for the FFHQ generator: name -> (component, first layer, end layer, slider limit).
+# The direction adds strength * std[k] * comp[k] to W+ rows [first, end).
+GANSPACE_RECIPES: dict[str, tuple[int, int, int, float]] = {
+    "eye openness": (54, 7, 8, 20), "smile": (46, 4, 5, 20), "trimmed beard": (58, 7, 9, 20),
+    "white hair": (57, 7, 10, 24), "lipstick": (34, 10, 11, 20), "age": (20, 6, 7, 8),
+    "yaw": (1, 0, 18, 2), "gender": (0, 0, 18, 3), "glasses": (12, 0, 4, 10),
+}
+
+
+def ganspace_directions(pca: dict, G: Generator, recipes: dict = GANSPACE_RECIPES, source: str = "GANSpace") -> list[Direction]:
+    """Directions from a GANSpace PCA of W ({"comp": [C, 1, D], "std": [C], "mean": [1, D]}) and recipes;
+    recipes that do not fit ``G`` (component or layer out of range) are skipped."""
+    comp = torch.as_tensor(pca["comp"]).float().reshape(len(pca["std"]), -1)
+    std = torch.as_tensor(pca["std"]).float()
+    if comp.shape[1] != G.style_dim:
+        raise InvalidInputError(f"{source}: components are {comp.shape[1]}-d, this generator's W is {G.style_dim}-d.")
+    directions = []
+    for name, (k, first, end, limit) in recipes.items():
+        if k >= len(std) or end > G.n_latent:
+            continue
+        vector = torch.zeros(G.n_latent, G.style_dim)
+        vector[first:end] = comp[k] * std[k]
+        directions.append(Direction(name, vector, (-float(limit), float(limit)), source))
+    return directions
+
+
 def load_direction_file(path: str | Path, G: Generator) -> Direction:
     """A direction from a file: .npy ([style_dim], [1, style_dim] or [n_latent, style_dim]) or .pt (a tensor
     of those shapes, [1, n_latent, style_dim] included; loaded with ``weights_only=True``).
@@ -83,10 +109,22 @@ def load_direction_folder(folder: str | Path, G: Generator) -> list[Direction]:
         if path.suffix not in (".npy", ".pt", ".pth"):
             continue
         try:
-            directions.append(load_direction_file(path, G))
+            pca = _ganspace_pca(path)
+            directions.extend(ganspace_directions(pca, G, source=path.name) if pca else [load_direction_file(path, G)])
         except InvalidInputError as error:
             log.warning("skipped direction %s: %s", path.name, error)
     return directions
+
+
+def _ganspace_pca(path: Path) -> dict | None:
+    """The GANSpace PCA dict in a .pt file, or None when the file holds something else."""
+    if path.suffix not in (".pt", ".pth"):
+        return None
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a safe plain file: load_direction_file reports it
+        return None
+    return content if isinstance(content, dict) and {"comp", "std"} <= set(content) else None
 
 
 def as_w_plus(vector: torch.Tensor, G: Generator, name: str = "direction") -> torch.Tensor:
@@ -181,6 +219,33 @@ def freeze(result: InversionResult, edit: EditResult) -> InversionResult:
         config=result.config.replace(space="s") if isinstance(codes, list) else result.config.replace(
             space="w+" if codes.ndim == 3 else "w"),
     )
+
+
+@torch.no_grad()
+def style_variations(G: Generator, result: InversionResult, segment: int, count: int = 4, *, seed: int = 0,
+                     first_layer: int | None = None, truncation: float = 0.7) -> list[EditResult]:
+    """Local style variation: ``count`` versions of one segment whose fine layers (W+ rows from
+    ``first_layer``, default the last third) come from seeded random faces (style mixing); every other
+    segment keeps its render, so pixels outside the segment's feathered mask do not change."""
+    if segment not in result.projected:
+        raise InvalidInputError(f"Segment {segment} was kept from the photo: there is no code to vary.")
+    if isinstance(result.codes, list):
+        raise InvalidInputError("Variations mix W+ layers: invert in W or W+ for them.")
+    first = G.n_latent * 2 // 3 if first_layer is None else first_layer
+    codes = result.codes if result.codes.ndim == 3 else result.codes[:, None].expand(-1, G.n_latent, -1)
+    row = result.projected.index(segment)
+    z = torch.randn(count, G.style_dim, generator=torch.Generator().manual_seed(seed)).to(codes.device)
+    donors = G.mapping(z, truncation_psi=truncation)
+    size = result.target.shape[-1]
+    variations = []
+    for donor in donors:
+        mixed = codes.clone()
+        mixed[row, first:] = donor
+        renders = result.renders.clone()
+        renders[segment] = render_codes(G, mixed[row:row + 1], "w+", size)[0].float()
+        composite = soft_composite(renders, result.masks, result.target, keep=result.keep)
+        variations.append(EditResult(codes=mixed, renders=renders, composite=composite, segments=[segment]))
+    return variations
 
 
 def _space_of(codes: Codes) -> str:

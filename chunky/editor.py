@@ -19,7 +19,8 @@ from chunky.cache import InversionCache, cached_invert
 from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
-from chunky.editing import Direction, EditResult, apply_edit, load_direction_folder, pca_directions
+from chunky.editing import (Direction, EditResult, apply_edit, load_direction_folder, pca_directions,
+                            style_variations)
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
@@ -163,6 +164,14 @@ class ChunkyEditor:
                 raise InvalidInputError("The selected segments were all kept from the photo: there is no code to edit.")
         with autocast(self.precision, self.device):
             return apply_edit(self.generator, result, self.directions(), strengths, indices, resolution=resolution)
+
+    def variations(self, result: InversionResult, segment: str, names: tuple[str, ...], *, count: int = 4,
+                   seed: int = 0) -> list[EditResult]:
+        """``count`` seeded style variations (hair colour, texture, ...) of one named segment; the rest stays."""
+        if segment not in names:
+            raise InvalidInputError(f"There is no segment named {segment!r}; the segments are {list(names)}.")
+        with autocast(self.precision, self.device):
+            return style_variations(self.generator, result, names.index(segment), count, seed=seed)
 
     def refine(self, result: InversionResult, edit: EditResult | None = None, segments: Sequence[int] | None = None,
                ) -> tuple[InversionResult, EditResult | None]:

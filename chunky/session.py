@@ -27,6 +27,7 @@ class Session:
         edit: the current (unfrozen) edit of ``result``, if any.
         history: earlier results, for undo.
         baselines: global inversions for comparison ({"W": ..., "W+": ...}).
+        variations: the last style variations offered (choosing one makes it the current edit).
         cancel: set to stop a running inversion.
     """
 
@@ -37,6 +38,7 @@ class Session:
     edit: EditResult | None = None
     history: list[InversionResult] = field(default_factory=list)
     baselines: dict[str, InversionResult] = field(default_factory=dict)
+    variations: list[EditResult] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def require_result(self) -> InversionResult:

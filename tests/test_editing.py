@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from chunky.config import InversionConfig
-from chunky.editing import (Direction, apply_edit, as_w_plus, freeze, load_direction_file, load_direction_folder,
-                            move_codes, pca_directions)
+from chunky.editing import (GANSPACE_RECIPES, Direction, apply_edit, as_w_plus, combined_offset, freeze,
+                            ganspace_directions, load_direction_file, load_direction_folder, move_codes, pca_directions,
+                            style_variations)
 from chunky.errors import InvalidInputError
 from chunky.inversion import invert
 from chunky.segmentation import dilate_masks
@@ -98,9 +99,6 @@ def test_kept_segments_cannot_be_edited(tiny_generator, three_segments, directio
 
 
 def test_published_direction_formats_read_for_the_ffhq_shape():
-    class FFHQShape:  # only the shapes matter for reading
-        style_dim, n_latent = 512, 18
-
     chunkmogrify = load_direction_file(shared_file("directions/chunkmogrify/smile_styleganv2.npy"), FFHQShape())
     assert chunkmogrify.vector.shape == (18, 512) and chunkmogrify.name == "smile styleganv2"
     w_only = torch.load(shared_file("directions/e4e/e4e_interfacegan_age.pt"), map_location="cpu", weights_only=True)
@@ -115,3 +113,49 @@ def test_direction_files_that_do_not_fit_are_skipped(tmp_path, tiny_generator):
     assert names == ["good"]
     with pytest.raises(InvalidInputError, match=r"needs \[32\] or \[8, 32\]"):
         load_direction_file(tmp_path / "wrong.npy", tiny_generator)
+
+
+class FFHQShape:  # reading published files only needs the generator's shapes
+    style_dim, n_latent = 512, 18
+    w_avg = torch.zeros(1, 512)
+
+
+def test_published_formats_give_the_offsets_computed_by_hand():
+    # InterFaceGAN (e4e): a [1, 512] W direction, added to every layer times the strength
+    age = torch.load(shared_file("directions/e4e/e4e_interfacegan_age.pt"), map_location="cpu", weights_only=True)
+    offset = combined_offset([Direction("age", as_w_plus(age.float(), FFHQShape()))], {"age": 1.5}, FFHQShape())
+    torch.testing.assert_close(offset, 1.5 * age.float().expand(18, -1))
+    # Chunkmogrify: an [18, 512] W+ direction used as it is
+    path = shared_file("directions/chunkmogrify/smile_styleganv2.npy")
+    smile = load_direction_file(path, FFHQShape())
+    torch.testing.assert_close(-2.0 * smile.vector, -2.0 * torch.from_numpy(np.load(path)).float())
+    # GANSpace: strength * std[k] * comp[k] on the recipe's layers only
+    pca = torch.load(shared_file("directions/e4e/e4e_ganspace_ffhq_pca.pt"), map_location="cpu", weights_only=True)
+    by_name = {d.name: d for d in ganspace_directions(pca, FFHQShape())}
+    offset = combined_offset(list(by_name.values()), {"white hair": 3.0}, FFHQShape())
+    expected = torch.zeros(18, 512)
+    expected[7:10] = 3.0 * pca["std"][57].float() * pca["comp"][57, 0].float()
+    torch.testing.assert_close(offset, expected)
+    assert by_name["white hair"].limits == (-24.0, 24.0) and set(GANSPACE_RECIPES) == set(by_name)
+
+
+def test_a_ganspace_file_in_the_directions_folder_yields_its_recipes(tmp_path, tiny_generator):
+    G = tiny_generator
+    pca = {"comp": torch.randn(60, 1, G.style_dim), "std": torch.rand(60), "mean": torch.zeros(1, G.style_dim)}
+    torch.save(pca, tmp_path / "pca.pt")
+    names = {d.name for d in load_direction_folder(tmp_path, G)}
+    # only recipes whose layers exist in an 8-row W+ fit: eye openness (7-8) and smile (4-5), glasses (0-4)
+    assert names == {"eye openness", "smile", "glasses", "age"}
+
+
+def test_variations_change_only_the_chosen_segment(tiny_generator, three_segments):
+    target, masks = three_segments
+    result = invert(tiny_generator, target, masks, config=FAST)
+    variations = style_variations(tiny_generator, result, 2, count=3, seed=1)
+    region = dilate_masks(masks[2:3], 4)[0, 0] > 0
+    outputs = [v.composite for v in variations]
+    for out in outputs:
+        assert torch.equal(out[..., ~region], result.composite[..., ~region])
+    assert not torch.equal(outputs[0], outputs[1])
+    again = style_variations(tiny_generator, result, 2, count=3, seed=1)
+    assert torch.equal(again[0].composite, outputs[0])  # seeded
