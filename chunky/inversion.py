@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from chunky.compositing import soft_composite
@@ -21,7 +20,7 @@ from chunky.config import InversionConfig
 from chunky.device import autocast
 from chunky.errors import InvalidInputError
 from chunky.images import resize_images
-from chunky.generator import Generator
+from chunky.generator import Generator, Window, window_margin
 from chunky.losses import build_perceptual, latent_regulariser, lpips_features, segment_losses
 from chunky.segmentation import dilate_masks
 
@@ -116,15 +115,11 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     render_size = target.shape[-1]
     loss_masks = dilate_masks(masks[projected], config.dilate_px)
-    # At most two resolutions occur (coarse-to-fine): resize the target and loss masks, and compute the
-    # target's LPIPS features, once for each.
-    scaled = {}
-    for r in {_resolution_at(s, config, render_size) for s in (0, config.steps - 1)}:
-        target_r = resize_images(target, r)
-        with torch.no_grad(), autocast(config.precision, device):
-            features = None if perceptual is None else lpips_features(perceptual, target_r)
-        scaled[r] = (target_r, resize_images(loss_masks, r), features)
+    # At most two resolutions occur (coarse-to-fine): plan each resolution's passes once (target and
+    # loss masks resized, windows chosen, the target's LPIPS features computed).
     chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(device))
+    plans = {r: _plan_passes(chunks, resize_images(target, r), resize_images(loss_masks, r), perceptual, config)
+             for r in {_resolution_at(s, config, render_size) for s in (0, config.steps - 1)}}
 
     history: list[float] = []
     best_loss, best_codes, best_losses = math.inf, _detach(codes), None
@@ -138,16 +133,15 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
             group["lr"] = learning_rate(step, config.steps, config)
         before = _detach(codes)  # the loss below belongs to these codes, not to the stepped ones
         optimizer.zero_grad(set_to_none=True)
-        target_r, masks_r, features = scaled[resolution]
         parts, step_total = [], 0.0
         # Segment i's loss depends on code i only, so passes over groups of segments accumulate the exact
         # gradient; on a CPU small passes are faster than one big batch (less memory traffic).
-        for chunk in chunks:
-            chunk_codes = select_codes(codes, chunk)
+        for plan in plans[resolution]:
+            chunk_codes = select_codes(codes, plan.chunk)
             with autocast(config.precision, device):
-                renders = render_codes(G, chunk_codes, config.space, resolution)
-                losses = segment_losses(renders, target_r, masks_r[chunk], perceptual=perceptual,
-                                        pixel_weight=config.pixel_weight, target_features=features)
+                renders = render_codes(G, chunk_codes, config.space, resolution, window=plan.window)
+                losses = segment_losses(renders, plan.target, plan.masks, perceptual=perceptual,
+                                        pixel_weight=config.pixel_weight, target_features=plan.features)
             per_segment = losses["total"]
             if config.reg_weight > 0:
                 per_segment = per_segment + config.reg_weight * latent_regulariser(chunk_codes, center)
@@ -253,11 +247,60 @@ def _broadcast(code: torch.Tensor, count: int, name: str) -> torch.Tensor:
     raise InvalidInputError(f"{name} holds {code.shape[0]} codes but {count} segments are projected.")
 
 
-def render_codes(G: Generator, codes: Codes, space: str, resolution: int) -> torch.Tensor:
-    """[P, 3, R, R] renders of W [P, D], W+ [P, n_latent, D] or S (list of [P, C_l]) codes at ``resolution``."""
+def render_codes(G: Generator, codes: Codes, space: str, resolution: int, window: Window | None = None) -> torch.Tensor:
+    """[P, 3, R, R] renders of W [P, D], W+ [P, n_latent, D] or S (list of [P, C_l]) codes at ``resolution``
+    (only ``window`` of it when given)."""
     if space == "s":
-        return G.synthesis_from_styles(codes[: G.num_styles_at(resolution)], resolution=resolution)
-    return G.synthesis(codes, resolution=resolution)
+        return G.synthesis_from_styles(codes[: G.num_styles_at(resolution)], resolution=resolution, window=window)
+    return G.synthesis(codes, resolution=resolution, window=window)
+
+
+WINDOW_BLOCKS = 2  # windowed segments run the last two synthesis blocks on their window only
+WINDOW_MAX_SHARE = 0.75  # a window covering more of the image than this is not worth it
+
+
+@dataclass
+class _Pass:
+    """One generator pass of an optimisation step: which segments, and what they are compared with."""
+
+    chunk: slice
+    window: Window | None
+    target: torch.Tensor  # [1, 3, h, w]
+    masks: torch.Tensor  # [P, 1, h, w]
+    features: list[torch.Tensor] | None
+
+
+def _plan_passes(chunks: list[slice], target: torch.Tensor, masks: torch.Tensor, perceptual: nn.Module | None,
+                 config: InversionConfig) -> list[_Pass]:
+    plans = []
+    for chunk in chunks:
+        single = chunk.stop - chunk.start == 1
+        window = _segment_window(masks[chunk][0, 0]) if config.window_segments and single else None
+        t, m = target, masks[chunk]
+        if window is not None:
+            scale = target.shape[-1] // window.resolution
+            t, m = window.crop(target, scale), window.crop(m, scale)
+        with torch.no_grad(), autocast(config.precision, target.device):
+            features = None if perceptual is None else lpips_features(perceptual, t)
+        plans.append(_Pass(chunk, window, t, m, features))
+    return plans
+
+
+def _segment_window(mask: torch.Tensor) -> Window | None:
+    """The window holding a segment's loss region [R, R] plus the margin where a windowed render may
+    differ from the full one, or None when it would cover most of the image."""
+    size = mask.shape[-1]
+    coarse = size >> WINDOW_BLOCKS
+    if coarse < 8:
+        return None
+    scale, margin = size // coarse, window_margin(WINDOW_BLOCKS)
+    rows, cols = torch.nonzero(mask.amax(dim=1) > 0).flatten(), torch.nonzero(mask.amax(dim=0) > 0).flatten()
+    top, left = max(0, int(rows[0]) - margin) // scale, max(0, int(cols[0]) - margin) // scale
+    bottom = -(-min(size, int(rows[-1]) + 1 + margin) // scale)
+    right = -(-min(size, int(cols[-1]) + 1 + margin) // scale)
+    if (bottom - top) * (right - left) > WINDOW_MAX_SHARE * coarse * coarse:
+        return None
+    return Window(coarse, top, left, bottom - top, right - left)
 
 
 def _default_segments_per_pass(device: torch.device) -> int:

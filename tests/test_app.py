@@ -125,7 +125,7 @@ def test_two_clients_inverting_at_once_each_get_their_own_result(server, editor,
 
     def run(seed):
         client = client_for(server)
-        loaded = client.predict(handle_file(str(photo_file(tmp_path, seed, editor))), 0, True, api_name="/load")
+        client.predict(handle_file(str(photo_file(tmp_path, seed, editor))), 0, True, api_name="/load")
         target, composite, *_ = invert(client, ["skin", "hair"])
         results[seed] = (read(target), read(composite))
 

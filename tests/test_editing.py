@@ -15,8 +15,7 @@ FAST = InversionConfig(steps=5, perceptual="none", resolution=32, dilate_px=0, l
 
 
 @pytest.fixture(scope="module")
-def three_segments(tiny_generator):
-    G = tiny_generator
+def three_segments():
     target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     masks = torch.zeros(3, 1, 32, 32)
     masks[0, :, :, :10], masks[1, :, :, 10:20], masks[2, :, :, 20:] = 1, 1, 1

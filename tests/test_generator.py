@@ -8,7 +8,7 @@ import torch
 from chunky.bench import per_sample_weights
 from chunky.device import autocast
 from chunky.errors import CheckpointError, InvalidInputError
-from chunky.generator import Generator, config_f_channels, random_generator
+from chunky.generator import Generator, Window, config_f_channels, random_generator, window_margin
 from tests.conftest import shared_file
 
 
@@ -249,3 +249,26 @@ def test_random_generator_is_seeded():
     assert not torch.allclose(a.synthesis(ws), c.synthesis(ws))
     with pytest.raises(InvalidInputError, match="power of two"):
         Generator(48, 8, 1, {4: 4, 8: 4, 16: 4, 32: 4})
+
+
+@pytest.mark.parametrize("size, coarse, top, left, height, width", [
+    (64, 16, 2, 1, 12, 10),   # two blocks above the window's resolution
+    (64, 32, 0, 8, 20, 24),   # one block; touches the top edge
+    (128, 16, 3, 3, 10, 13),  # three blocks
+])
+def test_windowed_synthesis_matches_the_full_render_away_from_inner_edges(size, coarse, top, left, height, width):
+    G = random_generator(size, 32, 2, seed=1)
+    ws = torch.randn(2, G.n_latent, 32, generator=torch.Generator().manual_seed(0))
+    window = Window(coarse, top, left, height, width)
+    with torch.no_grad():
+        full = G.synthesis(ws)
+        part = G.synthesis(ws, window=window)
+    s = size // coarse
+    assert part.shape == (2, 3, height * s, width * s)
+    expected = full[..., top * s:(top + height) * s, left * s:(left + width) * s]
+    m = window_margin(int(math.log2(s)))
+    y0, x0 = (0 if top == 0 else m), (0 if left == 0 else m)
+    y1 = part.shape[-2] - (0 if top + height == coarse else m)
+    x1 = part.shape[-1] - (0 if left + width == coarse else m)
+    torch.testing.assert_close(part[..., y0:y1, x0:x1], expected[..., y0:y1, x0:x1], rtol=0, atol=1e-5 * full.abs().max().item())
+    assert (part - expected).abs().max() > 1e-3  # and the cut edges do differ: the window really is computed alone

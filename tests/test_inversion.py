@@ -7,6 +7,7 @@ from chunky.config import InversionConfig
 from chunky.errors import InvalidInputError
 from chunky.images import tensor_to_uint8
 from chunky.inversion import invert, learning_rate
+from chunky.generator import random_generator
 from chunky.losses import build_perceptual
 
 FAST = InversionConfig(space="w+", steps=40, perceptual="none", resolution=32, dilate_px=0, lr=0.05)
@@ -165,6 +166,29 @@ def test_one_pass_per_segment_gives_the_same_result_as_one_batch(tiny_generator,
     batched = invert(tiny_generator, target, masks, config=config, perceptual=perceptual, segments_per_pass=2)
     assert one_by_one.history == pytest.approx(batched.history, rel=1e-4)
     torch.testing.assert_close(one_by_one.composite, batched.composite, atol=1e-4, rtol=0)
+
+
+def test_small_segments_render_only_their_window_with_the_same_pixel_loss(monkeypatch):
+    G = random_generator(128, 32, 2, seed=0)
+    target = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    masks = torch.zeros(2, 1, 128, 128)
+    masks[0, :, 40:60, 50:70] = 1  # an "eye": 20 x 20 px
+    masks[1] = 1 - masks[0]
+    config = InversionConfig(steps=4, perceptual="none", resolution=128, dilate_px=2, lr=0.05)
+    shapes = []
+    real_synthesis = G.synthesis
+
+    def spy(ws, *args, **kwargs):
+        out = real_synthesis(ws, *args, **kwargs)
+        shapes.append(tuple(out.shape[-2:]))
+        return out
+
+    monkeypatch.setattr(G, "synthesis", spy)
+    windowed = invert(G, target, masks, config=config, segments_per_pass=1)
+    assert shapes[0] == (52, 48) and shapes[1] == (128, 128)  # the dilated eye plus 12 px margins, on a 4 px grid
+    full = invert(G, target, masks, config=config.replace(window_segments=False), segments_per_pass=1)
+    assert windowed.history == pytest.approx(full.history, rel=1e-5)
+    torch.testing.assert_close(windowed.composite, full.composite, atol=1e-5, rtol=0)
 
 
 def test_learning_rate_schedule():
