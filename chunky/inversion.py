@@ -257,6 +257,7 @@ def render_codes(G: Generator, codes: Codes, space: str, resolution: int, window
 
 WINDOW_BLOCKS = 2  # windowed segments run the last two synthesis blocks on their window only
 WINDOW_MAX_SHARE = 0.75  # a window covering more of the image than this is not worth it
+WINDOW_MIN_PX = 32  # LPIPS backbones (AlexNet's strided pooling) need at least this many pixels
 
 
 @dataclass
@@ -298,9 +299,19 @@ def _segment_window(mask: torch.Tensor) -> Window | None:
     top, left = max(0, int(rows[0]) - margin) // scale, max(0, int(cols[0]) - margin) // scale
     bottom = -(-min(size, int(rows[-1]) + 1 + margin) // scale)
     right = -(-min(size, int(cols[-1]) + 1 + margin) // scale)
+    top, bottom = _at_least(top, bottom, -(-WINDOW_MIN_PX // scale), coarse)
+    left, right = _at_least(left, right, -(-WINDOW_MIN_PX // scale), coarse)
     if (bottom - top) * (right - left) > WINDOW_MAX_SHARE * coarse * coarse:
         return None
     return Window(coarse, top, left, bottom - top, right - left)
+
+
+def _at_least(start: int, stop: int, length: int, limit: int) -> tuple[int, int]:
+    """Grow [start, stop) to ``length`` (within [0, limit]), keeping it centred where possible."""
+    grow = max(0, length - (stop - start))
+    start = max(0, start - grow // 2)
+    stop = min(limit, max(stop, start + length))
+    return max(0, stop - length) if stop - start < length else start, stop
 
 
 def _default_segments_per_pass(device: torch.device) -> int:
