@@ -300,7 +300,7 @@ def _build_page(editor: ChunkyEditor) -> None:
             s.cancel.set()
         return "Cancelling…"
 
-    cancel_button.click(cancel, [session], [status], queue=False)
+    cancel_button.click(cancel, [session], [status], queue=False, api_name="cancel")
 
     @friendly
     def edit(s: Session | None, chosen_targets, *values):

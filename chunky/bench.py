@@ -237,6 +237,67 @@ def print_editing_table(rows: list[dict]) -> None:
     print(f"ratio (same run): all 8 / 1 re-rendered segment, bf16: {all_ / one:.2f}x")
 
 
+def bench_app(clients: int = 8, requests: int = 5) -> dict:
+    """Load test of the app in test mode on localhost: ``clients`` simultaneous gradio_client users each
+    upload ``requests`` photos (the /load endpoint: read, align, segment). Latency percentiles and
+    throughput; every reply is checked to be the sender's own image."""
+    import sys
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    import numpy as np
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import app as app_module
+
+    from chunky.editor import ChunkyEditor
+
+    editor = ChunkyEditor.tiny()
+    demo = app_module.build_demo(editor)
+    demo.queue(default_concurrency_limit=2).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    latencies, wrong, lock = [], 0, threading.Lock()
+    with tempfile.TemporaryDirectory() as folder:
+        def user(index: int) -> None:
+            nonlocal wrong
+            client = Client(demo.local_url, verbose=False)
+            for r in range(requests):
+                seed = 1000 * index + r
+                path = Path(folder) / f"{seed}.png"
+                Image.fromarray(editor.random_face(seed)).save(path)
+                start = time.perf_counter()
+                crop = client.predict(handle_file(str(path)), 0, True, api_name="/load")[0]
+                elapsed = time.perf_counter() - start
+                same = np.array_equal(np.asarray(Image.open(crop).convert("RGB")), editor.random_face(seed))
+                with lock:
+                    latencies.append(elapsed)
+                    wrong += not same
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=user, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+    demo.close()
+    values = sorted(latencies)
+    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return {"clients": clients, "requests": len(values), "wrong": wrong, "throughput": len(values) / wall,
+            "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "wall": wall}
+
+
+def print_app_table(r: dict) -> None:
+    print(f"App load test (test mode, /load), {r['clients']} clients x {r['requests'] // r['clients']} requests -- "
+          f"{machine_description()}")
+    print(f"  {r['requests']} requests in {r['wall']:.1f} s: {r['throughput']:.1f} requests/s; latency p50 {r['p50']:.2f} s, "
+          f"p90 {r['p90']:.2f} s, p99 {r['p99']:.2f} s; replies with another user's image: {r['wrong']}")
+
+
 def bench_faces(repeat: int = 3, seed: int = 0) -> list[dict]:
     """Detection + FFHQ alignment + parsing of a 1024 x 1024 photo with the real facexlib networks.
 
@@ -316,7 +377,7 @@ def print_faces_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chunky.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["all", "generator", "inversion", "faces", "editing"], nargs="?", default="all")
+    parser.add_argument("which", choices=["all", "generator", "inversion", "faces", "editing", "app"], nargs="?", default="all")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per generator measurement (best is reported)")
     parser.add_argument("--steps", type=int, default=30, help="inversion steps per variant")
     parser.add_argument("--only", default="", help="run only the inversion variants whose label contains this "
@@ -324,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.which in ("all", "generator"):
         print_generator_table(bench_generator(args.repeat))
+    if args.which in ("all", "app"):
+        print_app_table(bench_app())
     if args.which in ("all", "editing"):
         print_editing_table(bench_editing(args.repeat))
     if args.which in ("all", "faces"):

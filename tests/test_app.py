@@ -1,6 +1,7 @@
 """The app over its API (gradio_client against a launched demo in test mode)."""
 
 import threading
+import time
 import zlib
 
 import numpy as np
@@ -149,3 +150,41 @@ def test_missing_weights_page_explains_instead_of_crashing(monkeypatch):
     demo = app.build_demo(None, startup_error=error)
     texts = [block.value for block in demo.blocks.values() if hasattr(block, "value") and isinstance(block.value, str)]
     assert any("could not be loaded" in t and "CHUNKY_WEIGHTS_DIR" in t for t in texts)
+
+
+def test_eight_clients_times_five_requests_each_get_their_own_image(server, editor, tmp_path):
+    from gradio_client import handle_file
+
+    errors, mismatches = [], []
+
+    def user(index):
+        client = client_for(server)
+        for request in range(5):
+            seed = 100 + 10 * index + request
+            try:
+                loaded = client.predict(handle_file(str(photo_file(tmp_path, seed, editor))), 0, True, api_name="/load")
+                if not np.array_equal(read(loaded[0]), editor.random_face(seed)):
+                    mismatches.append(seed)
+            except Exception as error:  # collected, so one failure does not hide the others
+                errors.append(repr(error))
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == [] and mismatches == []
+
+
+def test_cancel_stops_the_inversion_and_the_session_stays_usable(server, editor, tmp_path):
+    from gradio_client import handle_file
+
+    client = client_for(server)
+    client.predict(handle_file(str(photo_file(tmp_path, 21, editor))), 0, True, api_name="/load")
+    job = client.submit("W+", "Best", 1000, 0, 4, "fp32", ["skin", "hair"], False, api_name="/invert")
+    time.sleep(3)
+    client.predict(api_name="/cancel")
+    note = job.result(timeout=120)[-1]
+    assert note.startswith("Cancelled after") and "1000" not in note.split("steps")[0]
+    target, composite, gallery, table, note = invert(client, ["skin"])
+    assert "Done: 10 steps" in note
