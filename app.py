@@ -166,6 +166,12 @@ def _build_page(editor: ChunkyEditor) -> None:
             variation_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
             variation_button = gr.Button("Show variations", scale=1)
         variations_view = gr.Gallery(label="Variations (click one to use it)", columns=4, height=200)
+        with gr.Accordion("Take a segment from a reference photo", open=False):
+            with gr.Row():
+                reference_upload = gr.File(label="Reference photo", file_types=["image"], type="filepath")
+                transfer_segment_choice = gr.Dropdown(["hair", "eyes", "brows", "nose", "mouth", "skin"], value="hair",
+                                                      label="Segment to take")
+                transfer_button = gr.Button("Transfer")
         with gr.Row():
             refine_button = gr.Button("Refine boundaries (level set)", elem_id="refine")
             freeze_button = gr.Button("Freeze (edit on top of this)", elem_id="freeze")
@@ -355,6 +361,29 @@ def _build_page(editor: ChunkyEditor) -> None:
     variation_button.click(variations, [session, variation_segment, variation_seed], [session, variations_view],
                            api_name="variations")
     variations_view.select(choose_variation, [session], [session, result_view])
+    @friendly
+    def transfer(s: Session | None, path, name, aligned_flag, progress=gr.Progress()):
+        if s is None or s.result is None:
+            raise InvalidInputError("Run the inversion first.")
+        if not path:
+            raise InvalidInputError("Choose a reference photo first.")
+        photo = read_image(Path(path), name=Path(path).name)
+        aligned = editor.align(photo, skip_alignment=True if aligned_flag else None)
+        segments = editor.segment(aligned.crop)
+        keep = [n for n in segments.names if n in KEEP_BY_DEFAULT]
+
+        def report(step, total, info):
+            progress((step, total), desc=f"reference: loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
+            return not s.cancel.is_set()
+
+        s.cancel.clear()
+        reference = editor.invert(aligned.crop, segments, config=s.result.config, keep=keep, size=work_size(editor),
+                                  progress=report)
+        s.edit = editor.transfer(s.result, s.segmentation.names, reference, segments.names, name)
+        return s, s.current()
+
+    transfer_button.click(on_gpu(transfer), [session, reference_upload, transfer_segment_choice, already_aligned],
+                          [session, result_view], api_name="transfer")
     refine_button.click(refine, [session], [session, result_view, overlay_view], api_name="refine")
     freeze_button.click(freeze, [session], [session, result_view, *sliders], api_name="freeze")
     undo_button.click(undo, [session], [session, result_view, *sliders], api_name="undo")

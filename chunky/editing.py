@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chunky.compositing import soft_composite
+from chunky.compositing import poisson_stitch, soft_composite
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator
 from chunky.images import resize_images
@@ -246,6 +246,38 @@ def style_variations(G: Generator, result: InversionResult, segment: int, count:
         composite = soft_composite(renders, result.masks, result.target, keep=result.keep)
         variations.append(EditResult(codes=mixed, renders=renders, composite=composite, segments=[segment]))
     return variations
+
+
+def transfer_segment(result: InversionResult, reference: InversionResult, segment: int, reference_segment: int, *,
+                     stitch: bool = True) -> EditResult:
+    """Region transfer: put the reference photo's segment (e.g. its hair, rendered from its own code)
+    into this photo.
+
+    Both results must share the crop size (FFHQ-aligned faces line up). The target region is the union
+    of the two segments, so new hair can cover old: inside it the segment takes the reference's mask and
+    render; pixels of the old segment that the new one does not cover fall back to the photo. With
+    ``stitch``, the new segment is Poisson-cloned into the composite to hide the seam.
+
+    Returns:
+        EditResult whose ``segments`` is [segment]; pixels outside the union of the two segments'
+        feathered masks equal this result's composite.
+    """
+    if result.target.shape != reference.target.shape:
+        raise InvalidInputError("Both photos must be aligned at the same size for a region transfer.")
+    if segment in result.keep or reference_segment in reference.keep:
+        raise InvalidInputError("The transferred segment must have been projected in both photos.")
+    new_region = reference.masks[reference_segment:reference_segment + 1]
+    masks = result.masks.clone()
+    masks[:] = masks * (1 - new_region)  # the new segment takes its pixels from every segment ...
+    masks[segment] = new_region[0]  # ... and the old segment shrinks to exactly the new one
+    renders = result.renders.clone()
+    renders[segment] = reference.renders[reference_segment]
+    composite = soft_composite(renders, masks, result.target, keep=result.keep)
+    if stitch:  # Poisson cloning works in 8 bits: keep the exact values outside the cloned region
+        stitched = poisson_stitch(renders[segment:segment + 1], masks[segment:segment + 1], composite)
+        composite = torch.where(masks[segment:segment + 1] > 0.5, stitched, composite)
+    codes = result.codes
+    return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment])
 
 
 def _space_of(codes: Codes) -> str:

@@ -20,7 +20,7 @@ from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
 from chunky.editing import (Direction, EditResult, apply_edit, load_direction_folder, pca_directions,
-                            style_variations)
+                            style_variations, transfer_segment)
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
@@ -172,6 +172,14 @@ class ChunkyEditor:
             raise InvalidInputError(f"There is no segment named {segment!r}; the segments are {list(names)}.")
         with autocast(self.precision, self.device):
             return style_variations(self.generator, result, names.index(segment), count, seed=seed)
+
+    def transfer(self, result: InversionResult, names: tuple[str, ...], reference: InversionResult,
+                 reference_names: tuple[str, ...], segment: str) -> EditResult:
+        """Take segment ``segment`` (e.g. "hair") from a reference photo's inversion into this one."""
+        for label, available in (("this photo", names), ("the reference photo", reference_names)):
+            if segment not in available:
+                raise InvalidInputError(f"{label} has no segment named {segment!r}; it has {list(available)}.")
+        return transfer_segment(result, reference, names.index(segment), reference_names.index(segment))
 
     def refine(self, result: InversionResult, edit: EditResult | None = None, segments: Sequence[int] | None = None,
                ) -> tuple[InversionResult, EditResult | None]:

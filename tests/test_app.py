@@ -85,6 +85,9 @@ def test_upload_invert_edit_freeze_undo_export(server, editor, tmp_path):
     assert np.array_equal(read(frozen[0]), edited) and all(v == 0 for v in frozen[1:])
     undone = client.predict(api_name="/undo")
     assert np.array_equal(read(undone[0]), before)
+    reference = photo_file(tmp_path, 6, editor)
+    transferred = read(client.predict(handle_file(str(reference)), "hair", True, api_name="/transfer"))
+    assert transferred.shape == before.shape and not np.array_equal(transferred, before)
     gallery = client.predict("hair", 3, api_name="/variations")
     assert len(gallery) == 4
     refined, overlay = client.predict(api_name="/refine")

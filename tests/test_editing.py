@@ -5,7 +5,7 @@ import torch
 from chunky.config import InversionConfig
 from chunky.editing import (GANSPACE_RECIPES, Direction, apply_edit, as_w_plus, combined_offset, freeze,
                             ganspace_directions, load_direction_file, load_direction_folder, move_codes, pca_directions,
-                            style_variations)
+                            style_variations, transfer_segment)
 from chunky.errors import InvalidInputError
 from chunky.inversion import invert
 from chunky.segmentation import dilate_masks
@@ -158,3 +158,23 @@ def test_variations_change_only_the_chosen_segment(tiny_generator, three_segment
     assert not torch.equal(outputs[0], outputs[1])
     again = style_variations(tiny_generator, result, 2, count=3, seed=1)
     assert torch.equal(again[0].composite, outputs[0])  # seeded
+
+
+def test_region_transfer_changes_only_the_union_of_both_segments(tiny_generator):
+    target_a = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    target_b = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    masks_a = torch.zeros(2, 1, 32, 32)
+    masks_a[0, :, :8], masks_a[1, :, 8:] = 1, 1  # "hair" is the top 8 rows in A ...
+    masks_b = torch.zeros(2, 1, 32, 32)
+    masks_b[0, :, :12], masks_b[1, :, 12:] = 1, 1  # ... and the top 12 rows in B
+    a = invert(tiny_generator, target_a, masks_a, config=FAST)
+    b = invert(tiny_generator, target_b, masks_b, config=FAST)
+    for stitch in (False, True):
+        moved = transfer_segment(a, b, 0, 0, stitch=stitch)
+        outside = slice(12 + 4, 32)  # below the union, past the 4 px feathering
+        assert torch.equal(moved.composite[..., outside, :], a.composite[..., outside, :])
+        assert not torch.allclose(moved.composite[..., :12, :], a.composite[..., :12, :], atol=0.05)
+        if not stitch:  # without Poisson cloning, the new hair is B's render inside B's hair region
+            torch.testing.assert_close(moved.composite[..., :8, :], b.renders[0:1, :, :8, :], atol=1e-5, rtol=0)
+    with pytest.raises(InvalidInputError, match="same size"):
+        transfer_segment(a, invert(tiny_generator, target_b[..., :16, :16], None, config=FAST.replace(resolution=16)), 0, 0)
