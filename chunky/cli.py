@@ -1,4 +1,5 @@
-"""Command line: `python -m chunky invert PHOTO --masks MASKS --out DIR` (and `python -m chunky bench`).
+"""Command line: `python -m chunky invert PHOTO --out DIR`, `python -m chunky evaluate --images DIR --out DIR`,
+`python -m chunky bench`.
 
 The CLI parses arguments, calls the `ChunkyEditor` facade and writes files; it holds no algorithm.
 """
@@ -20,6 +21,7 @@ from chunky.config import PERCEPTUAL, SPACES, InversionConfig
 from chunky.device import PRECISIONS
 from chunky.editor import ChunkyEditor
 from chunky.errors import ChunkyError
+from chunky.evaluate import METHODS, evaluate
 from chunky.generator import Generator
 from chunky.images import read_image, tensor_to_uint8
 from chunky.inversion import InversionResult
@@ -62,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--cache", type=Path, help="inversion cache folder (the same request is answered at once)")
     inv.add_argument("--quiet", action="store_true", help="no progress output")
 
+    ev = commands.add_parser("evaluate", help="the paper's inversion table on a folder of photos",
+                             description="Run several inversion methods on every photo with the same budget; write "
+                                         "table.md/.csv, results.json and grid.png (mean ± std of LPIPS, L2, identity, seconds).")
+    ev.add_argument("--images", type=Path, required=True, help="folder of face photos")
+    ev.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
+    ev.add_argument("--steps", type=int, default=200)
+    ev.add_argument("--limit", type=int, help="only the first N photos (sorted by name)")
+    ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument("--model", default="ffhq", help="'ffhq', 'tiny' or a checkpoint path")
+
     bench = commands.add_parser("bench", help="speed benchmarks (see chunky.bench)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -76,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.main(args.args)
         return 0
     try:
-        return run_invert(args)
+        return run_evaluate(args) if args.command == "evaluate" else run_invert(args)
     except ChunkyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -109,6 +121,21 @@ def run_invert(args: argparse.Namespace) -> int:
     Image.fromarray(pasted).save(args.out / "pasted.png")
     print(f"wrote {args.out}: composite LPIPS {metrics['composite']['lpips']}, L2 {metrics['composite']['l2']:.4f}, "
           f"{metrics['seconds']:.1f} s")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    editor = _load_editor(args.model, None)
+    methods = [m for m in args.methods.split(",") if m]
+
+    def report(done: int, total: int, name: str) -> None:
+        print(f"\r[{done}/{total}] {name:<40}", end="", file=sys.stderr, flush=True)
+
+    summary = evaluate(editor, args.images, args.out, methods=methods, steps=args.steps, limit=args.limit, progress=report)
+    print(file=sys.stderr)
+    print((args.out / "table.md").read_text())
+    for name, message in summary["errors"].items():
+        print(f"skipped {name}: {message}", file=sys.stderr)
     return 0
 
 

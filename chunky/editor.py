@@ -62,6 +62,7 @@ class ChunkyEditor:
         self._perceptual: dict[str, torch.nn.Module | None] = {}
         self._detector, self._parser, self.face_models = detector, parser, face_models
         self._directions: list[Direction] | None = None
+        self._identity = None
 
     @classmethod
     def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
@@ -109,6 +110,15 @@ class ChunkyEditor:
 
             self._parser = BiSeNetParser(device=self.device)
         return self._parser
+
+    def identity(self):
+        """The ArcFace identity model (built on first use from the registry; seeded random weights in
+        test mode, so distances are finite but meaningless there)."""
+        if self._identity is None:
+            from chunky.face_models import ArcFaceIdentity
+
+            self._identity = ArcFaceIdentity(None if self.face_models else "random", device=self.device)
+        return self._identity
 
     def align(self, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None) -> AlignedFace:
         """The FFHQ crop of a face in ``photo`` ([H, W, 3] uint8) at the generator's size.

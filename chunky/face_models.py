@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DETECTOR_WEIGHTS = "retinaface-resnet50.pth"
 PARSER_WEIGHTS = "face-parsing-bisenet.pth"
+IDENTITY_WEIGHTS = "arcface-ir-se50.pth"
 PARSER_INPUT = 512
 _IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -108,3 +109,43 @@ class BiSeNetParser:
         if size != PARSER_INPUT:
             logits = torch.nn.functional.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
         return logits[0].argmax(0).cpu().numpy().astype(np.int64)
+
+
+class ArcFaceIdentity:
+    """facexlib's ArcFace IR-SE50: unit identity embeddings of aligned faces, for identity distance.
+
+    The usual protocol for FFHQ-aligned crops: at 256 px, the face box rows 35-223, columns 32-220,
+    averaged down to 112 px, in [-1, 1].
+
+    Args:
+        weights: a local weight file (default: fetched through the registry); "random" builds the network
+            with seeded random weights (test mode: finite but meaningless distances).
+        cache_dir: Hugging Face cache to use.
+        device: where to run.
+    """
+
+    def __init__(self, weights: str | Path | None = None, *, cache_dir: str | Path | None = None,
+                 device: torch.device | str = "cpu"):
+        from chunky.compat import ensure_torchvision
+
+        ensure_torchvision()
+        from facexlib.recognition.arcface_arch import Backbone
+
+        self.device = torch.device(device)
+        with torch.random.fork_rng(devices=[]):  # seeded random weights without touching the global RNG
+            torch.manual_seed(0)
+            self.model = Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
+        if weights != "random":
+            _load_state(self.model, Path(weights) if weights else fetch(IDENTITY_WEIGHTS, cache_dir=cache_dir), "ArcFace")
+        self.model.to(self.device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] aligned faces in [-1, 1] -> [N, 512] unit vectors."""
+        x = torch.nn.functional.interpolate(images.float(), size=(256, 256), mode="area") if images.shape[-1] != 256 else images.float()
+        x = torch.nn.functional.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], (112, 112))
+        return self.model(x.contiguous().to(self.device))  # facexlib flattens with .view: needs NCHW order
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """1 - cosine similarity of the identities of [N, 3, H, W] image pairs: [N]."""
+        return 1 - (self.embed(a) * self.embed(b)).sum(dim=1)

@@ -1,0 +1,156 @@
+"""The paper's inversion table on any folder of photos: every method with the same budget, LPIPS
+(AlexNet, 256 px), L2 (MSE at 256 px on [-1, 1]), identity distance (1 - cosine of ArcFace embeddings)
+and seconds per image, as mean ± std. Resumable; a bad photo is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from chunky.config import InversionConfig
+from chunky.editor import ChunkyEditor
+from chunky.errors import ChunkyError, InvalidInputError
+from chunky.grid import comparison_grid
+from chunky.images import read_image, tensor_to_uint8
+from chunky.metrics import l2_distance, lpips_distance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Method:
+    space: str
+    segmented: bool
+    reg_weight: float = 0.0
+
+
+METHODS = {
+    "w": Method("w", False), "w+": Method("w+", False), "s": Method("s", False),
+    "chunky-w": Method("w", True), "chunky-w+": Method("w+", True), "chunky-w+reg": Method("w+", True, 1.0),
+    "chunky-s": Method("s", True),
+}
+# Values the paper reports (CelebA-HQ test faces), printed beside ours for reference: LPIPS, identity, L2.
+PAPER = {"w+": (0.368, 0.120, 0.044), "chunky-w+": (0.319, 0.094, 0.021)}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+METRICS = ("lpips", "l2", "identity", "seconds")
+
+
+def evaluate(editor: ChunkyEditor, images: str | Path, out: str | Path, *, methods: Sequence[str] = tuple(METHODS),
+             steps: int = 200, limit: int | None = None, keep: Sequence[str] = ("background",),
+             perceptual_loss: str = "lpips-vgg", progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Run every method on every photo in ``images`` and write table.md, table.csv, results.json and
+    grid.png to ``out``.
+
+    Finished photos are stored in ``out/per_image/`` and skipped when the same run is repeated.
+    ``perceptual_loss`` is the optimisation's perceptual term ("none" optimises L2 only); the reported
+    LPIPS is always AlexNet's.
+
+    Returns:
+        {"table": {method: {metric: [mean, std]}}, "images": n done, "errors": {name: message}}
+    """
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise InvalidInputError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
+    folder = Path(images)
+    if not folder.is_dir():
+        raise InvalidInputError(f"--images must be a folder of photos; {folder} is not one.")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not paths:
+        raise InvalidInputError(f"{folder} holds no photos ({', '.join(IMAGE_SUFFIXES)}).")
+    out = Path(out)
+    (out / "per_image").mkdir(parents=True, exist_ok=True)
+    perceptual = editor.perceptual("lpips-alex")
+    identity = editor.identity()
+    run_id = hashlib.sha256(json.dumps([list(methods), steps, list(keep), perceptual_loss, editor.label]).encode()).hexdigest()[:12]
+
+    results, errors, grid_rows = {}, {}, []
+    for i, path in enumerate(paths):
+        if progress is not None:
+            progress(i, len(paths), path.name)
+        record = out / "per_image" / f"{path.stem}-{run_id}.json"
+        if record.exists():
+            results[path.name] = json.loads(record.read_text())
+            continue
+        try:
+            row, images_row = _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity)
+        except ChunkyError as error:
+            errors[path.name] = str(error)
+            log.warning("skipped %s: %s", path.name, error)
+            continue
+        results[path.name] = row
+        record.write_text(json.dumps(row))
+        if len(grid_rows) < 8:
+            grid_rows.append(images_row)
+    if progress is not None:
+        progress(len(paths), len(paths), "done")
+
+    table = summarise(results, methods)
+    _write_tables(out, table, len(results), steps, errors)
+    if grid_rows:
+        Image.fromarray(comparison_grid(grid_rows, ["photo", *methods], cell=192)).save(out / "grid.png")
+    return {"table": table, "images": len(results), "errors": errors}
+
+
+def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity):
+    photo = read_image(path, name=path.name)
+    aligned = editor.align(photo)
+    segments = editor.segment(aligned.crop)
+    kept = [n for n in keep if n in segments.names]
+    row, images_row = {}, [aligned.crop]
+    for name in methods:
+        method = METHODS[name]
+        config = InversionConfig(space=method.space, steps=steps, reg_weight=method.reg_weight, perceptual=perceptual_loss)
+        result = editor.invert(aligned.crop, segments if method.segmented else None, config=config,
+                               keep=kept if method.segmented else ())
+        composite, target = result.composite, result.target
+        row[name] = {
+            "lpips": float(lpips_distance(composite, target, perceptual)[0]),
+            "l2": float(l2_distance(composite, target)[0]),
+            "identity": None if identity is None else float(identity.distance(composite, target)[0]),
+            "seconds": result.seconds,
+        }
+        images_row.append(tensor_to_uint8(composite))
+    return row, images_row
+
+
+def summarise(results: dict, methods: Sequence[str]) -> dict:
+    """{method: {metric: [mean, std]}} over the photos (identity: None when not measured)."""
+    table = {}
+    for name in methods:
+        table[name] = {}
+        for metric in METRICS:
+            values = [r[name][metric] for r in results.values() if name in r and r[name][metric] is not None]
+            table[name][metric] = [float(np.mean(values)), float(np.std(values))] if values else None
+    return table
+
+
+def _write_tables(out: Path, table: dict, count: int, steps: int, errors: dict) -> None:
+    def cell(value):
+        return "n/a" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}"
+
+    lines = [f"Inversion on {count} photos, {steps} steps each (LPIPS AlexNet and L2 at 256 px; identity = 1 - cos ArcFace).",
+             "", "| method | LPIPS ↓ | L2 ↓ | identity ↓ | seconds | paper LPIPS / identity / L2 |",
+             "|---|---|---|---|---|---|"]
+    for name, metrics in table.items():
+        paper = " / ".join(f"{v:.3f}" for v in PAPER[name]) if name in PAPER else "—"
+        lines.append(f"| {name} | {cell(metrics['lpips'])} | {cell(metrics['l2'])} | {cell(metrics['identity'])} | "
+                     f"{cell(metrics['seconds'])} | {paper} |")
+    if errors:
+        lines += ["", "Skipped:"] + [f"- {name}: {message}" for name, message in errors.items()]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
+        for name, metrics in table.items():
+            writer.writerow([name] + [v for m in METRICS for v in (metrics[m] or [math.nan, math.nan])])
+    (out / "results.json").write_text(json.dumps({"table": table, "images": count, "steps": steps, "errors": errors}, indent=2))
