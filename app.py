@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -46,6 +48,9 @@ PRESETS = {  # name -> (steps, optimisation resolution, coarse-to-fine)
 SPACES = {"W": "w", "W+": "w+", "S": "s"}
 MAX_SLIDERS = 12
 IMAGE_HEIGHT = 320
+MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one inversion's time limit in the app
+EXPORT_ROOT = Path(tempfile.gettempdir()) / "chunky-exports"
+EXPORT_MAX_AGE_S = 3600  # export folders older than this are deleted at the next export
 KEEP_BY_DEFAULT = ("background",)
 
 
@@ -78,7 +83,8 @@ def work_size(editor: ChunkyEditor) -> int:
 
 def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Blocks:
     """Lay out the page and wire it to ``editor``. With no editor, the page explains ``startup_error``."""
-    with gr.Blocks(title="chunky: ChunkyGAN in the browser") as demo:
+    # delete_cache: Gradio's copies of served files older than a day go away, checked every hour
+    with gr.Blocks(title="chunky: ChunkyGAN in the browser", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# chunky\nReal image inversion via segments ([ChunkyGAN](https://arxiv.org/abs/2208.11727), "
                     "ECCV 2022): every face segment gets its own StyleGAN2 code.")
         if editor is None:
@@ -130,6 +136,7 @@ def _build_page(editor: ChunkyEditor) -> None:
                 remove_button = gr.Button("Remove painted pixels from it")
                 merge_choice = gr.CheckboxGroup(label="Segments to merge into one")
                 merge_button = gr.Button("Merge")
+                split_button = gr.Button("Split the segment above by parser label")
                 reset_button = gr.Button("Reset to automatic")
 
     # 3. Inversion ------------------------------------------------------------------------------
@@ -260,6 +267,15 @@ def _build_page(editor: ChunkyEditor) -> None:
     merge_button.click(merge, [session, merge_choice], [session, *segment_views], api_name="merge")
 
     @friendly
+    def split(s: Session | None, name):
+        if s is None:
+            raise InvalidInputError("Load a photo first.")
+        s.segmentation = s.segmentation.split(name)
+        return s, *segment_outputs(s)
+
+    split_button.click(split, [session, sketch_segment], [session, *segment_views], api_name="split")
+
+    @friendly
     def invert(s: Session | None, space_name, preset_name, steps_value, reg, dilate, precision_name, chosen, with_baselines,
                progress=gr.Progress()):
         if s is None:
@@ -273,7 +289,7 @@ def _build_page(editor: ChunkyEditor) -> None:
         def report(label):
             def callback(step, total, info):
                 progress((step, total), desc=f"{label}: loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
-                return not s.cancel.is_set()
+                return not s.cancel.is_set() and info["seconds"] < MAX_SECONDS
             return callback
 
         result = editor.invert(s.aligned.crop, s.segmentation, config=config, keep=keep, size=work_size(editor),
@@ -284,7 +300,8 @@ def _build_page(editor: ChunkyEditor) -> None:
             for label, baseline_space in (("W", "w"), ("W+", "w+")):
                 s.baselines[label] = editor.invert(s.aligned.crop, None, config=config.replace(space=baseline_space),
                                                    size=work_size(editor), progress=report(f"global {label}"))
-        note = (f"Cancelled after {result.steps_run} steps; showing the best result so far." if result.cancelled
+        note = (f"Cancelled after {result.steps_run} steps (cancel pressed or the {MAX_SECONDS:.0f} s limit reached); "
+                "showing the best result so far." if result.cancelled
                 else f"Done: {result.steps_run} steps in {result.seconds:.1f} s.")
         return s, *result_outputs(s), note
 
@@ -319,8 +336,22 @@ def _build_page(editor: ChunkyEditor) -> None:
         s.edit = editor.edit(s.result, strengths, chosen_targets or None, names=s.segmentation.names)
         return s, s.current()
 
+    @friendly
+    def preview(s: Session | None, chosen_targets, *values):
+        """While a slider moves: a quarter-resolution render of the edit; the session is not changed."""
+        if s is None or s.result is None:
+            return gr.update()
+        strengths = {d.name: float(v) for d, v in zip(directions, values) if v}
+        size = max(64, work_size(editor) // 4)
+        return tensor_to_uint8(editor.edit(s.result, strengths, chosen_targets or None, names=s.segmentation.names,
+                                           resolution=min(size, s.result.target.shape[-1])).composite)
+
     for i, slider in enumerate(sliders):
-        slider.release(edit, [session, targets, *sliders], [session, result_view], api_name="edit" if i == 0 else False)
+        # previews and full renders share one queue lane, so a late preview never replaces a full render
+        slider.input(preview, [session, targets, *sliders], [result_view], api_name=False, trigger_mode="always_last",
+                     show_progress="hidden", concurrency_id="edit", concurrency_limit=1)
+        slider.release(edit, [session, targets, *sliders], [session, result_view], api_name="edit" if i == 0 else False,
+                       concurrency_id="edit", concurrency_limit=1)
 
     @friendly
     def freeze(s: Session | None):
@@ -400,7 +431,9 @@ def _build_page(editor: ChunkyEditor) -> None:
 def export_files(s: Session) -> list[str]:
     """Write the session's results to a fresh temporary folder: the edit pasted back into the photo (full
     resolution), the aligned crop, a labelled comparison grid, and the codes + masks."""
-    folder = Path(tempfile.mkdtemp(prefix="chunky-export-"))
+    _prune_exports()
+    EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="session-", dir=EXPORT_ROOT))
     current = s.current()
     pasted = folder / "pasted_back.png"
     Image.fromarray(paste_back(current, s.aligned)).save(pasted)
@@ -418,6 +451,19 @@ def export_files(s: Session) -> list[str]:
     torch.save({"codes": result.codes, "projected": result.projected, "keep": result.keep,
                 "names": list(s.segmentation.names), "masks": result.masks, "config": result.config.to_json()}, codes)
     return [str(pasted), str(crop), str(grid), str(codes)]
+
+
+def _prune_exports() -> None:
+    """Delete export folders older than EXPORT_MAX_AGE_S (Gradio has served them by then)."""
+    if not EXPORT_ROOT.is_dir():
+        return
+    now = time.time()
+    for folder in EXPORT_ROOT.iterdir():
+        try:
+            if now - folder.stat().st_mtime > EXPORT_MAX_AGE_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def load_editor() -> tuple[ChunkyEditor | None, str]:

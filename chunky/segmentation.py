@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from pathlib import Path
 
@@ -54,10 +54,12 @@ class Segmentation:
     Attributes:
         names: K unique segment names.
         masks: [K, 1, H, W] float32 in [0, 1].
+        labels: [H, W] the parser's label map the segments came from (for `split`), if any.
     """
 
     names: tuple[str, ...]
     masks: torch.Tensor
+    labels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         masks, names = self.masks, tuple(self.names)
@@ -84,7 +86,7 @@ class Segmentation:
             return self
         mode = "area" if size < self.masks.shape[-1] else "bilinear"
         masks = F.interpolate(self.masks, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
-        return Segmentation(self.names, masks.clamp(0, 1))
+        return Segmentation(self.names, masks.clamp(0, 1))  # the label map does not follow a resize
 
     def label_map(self) -> np.ndarray:
         """[H, W] int: the index of the strongest mask at each pixel."""
@@ -124,8 +126,26 @@ class Segmentation:
             if mask.any():
                 names.append(name)
                 masks.append(mask)
-        segmentation = cls(tuple(names), torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)))
+        segmentation = cls(tuple(names), torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)), labels)
         return segmentation.merge_small(min_fraction)
+
+    def split(self, name: str) -> "Segmentation":
+        """Segment ``name`` split into one segment per parser label it holds ("mouth" -> "mouth:u_lip",
+        "mouth:l_lip", ...); pixels painted in later (no label of their own) join the largest part."""
+        if self.labels is None or self.labels.shape != tuple(self.masks.shape[-2:]):
+            raise InvalidInputError("Only segments from face parsing, at the parsing's size, can be split by label.")
+        k = self.index(name)
+        mask = self.masks[k, 0]
+        values = [int(v) for v in np.unique(self.labels[mask.cpu().numpy() > 0.5])]
+        if len(values) < 2:
+            raise InvalidInputError(f"Segment {name!r} holds a single parser label; there is nothing to split.")
+        labels = torch.from_numpy(self.labels).to(mask.device)
+        parts = [mask * (labels == v) for v in values]
+        largest = max(range(len(parts)), key=lambda i: float(parts[i].sum()))
+        parts[largest] = parts[largest] + (mask - sum(parts)).clamp(min=0)
+        part_names = tuple(f"{name}:{CELEBAMASK_LABELS[v] if v < len(CELEBAMASK_LABELS) else v}" for v in values)
+        masks = torch.cat([self.masks[:k], torch.stack(parts)[:, None], self.masks[k + 1:]])
+        return replace(self, names=self.names[:k] + part_names + self.names[k + 1:], masks=masks)
 
     def area(self) -> torch.Tensor:
         """[K] share of the image each segment covers, in [0, 1]."""
@@ -142,7 +162,7 @@ class Segmentation:
         order = sorted(keep + [first])
         new_names = [new_name or self.names[first] if k == first else self.names[k] for k in order]
         new_masks = torch.cat([union if k == first else self.masks[k:k + 1] for k in order])
-        return Segmentation(tuple(new_names), new_masks)
+        return replace(self, names=tuple(new_names), masks=new_masks)
 
     def merge_small(self, min_fraction: float) -> "Segmentation":
         """Merge every segment under ``min_fraction`` of the image into its longest-bordering neighbour."""
@@ -172,12 +192,12 @@ class Segmentation:
         if name in self.names:
             masks = self.masks.clone()
             masks[self.index(name)] = mask[0]
-            return Segmentation(self.names, masks)
-        return Segmentation(self.names + (name,), torch.cat([self.masks, mask]))
+            return replace(self, masks=masks)
+        return replace(self, names=self.names + (name,), masks=torch.cat([self.masks, mask]))
 
     def without(self, name: str) -> "Segmentation":
         k = self.index(name)
-        return Segmentation(self.names[:k] + self.names[k + 1:], torch.cat([self.masks[:k], self.masks[k + 1:]]))
+        return replace(self, names=self.names[:k] + self.names[k + 1:], masks=torch.cat([self.masks[:k], self.masks[k + 1:]]))
 
     def apply_sketch(self, name: str, layer: np.ndarray) -> "Segmentation":
         """Add a browser sketch to segment ``name``.
@@ -191,7 +211,7 @@ class Segmentation:
         masks = self.masks.clone()
         masks[:, 0, painted] = 0
         masks[self.index(name), 0, painted] = 1
-        return Segmentation(self.names, masks)
+        return replace(self, masks=masks)
 
     def erase_sketch(self, name: str, layer: np.ndarray) -> "Segmentation":
         """Remove the opaque pixels of an RGBA ``layer`` [H, W, 4] from segment ``name`` only (pixels no
@@ -199,7 +219,7 @@ class Segmentation:
         painted = _painted(layer, self.masks.shape[-1])
         masks = self.masks.clone()
         masks[self.index(name), 0, painted] = 0
-        return Segmentation(self.names, masks)
+        return replace(self, masks=masks)
 
     def dilated(self, name: str, pixels: int) -> "Segmentation":
         """Grow (``pixels`` > 0) or shrink (< 0) one segment by a square window."""

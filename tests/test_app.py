@@ -1,5 +1,6 @@
 """The app over its API (gradio_client against a launched demo in test mode)."""
 
+import os
 import threading
 import time
 import zlib
@@ -191,3 +192,25 @@ def test_cancel_stops_the_inversion_and_the_session_stays_usable(server, editor,
     assert note.startswith("Cancelled after") and "1000" not in note.split("steps")[0]
     target, composite, gallery, table, note = invert(client, ["skin"])
     assert "Done: 10 steps" in note
+
+
+def test_inversions_stop_at_the_time_limit(server, editor, tmp_path, monkeypatch):
+    from gradio_client import handle_file
+
+    monkeypatch.setattr(app, "MAX_SECONDS", 1.0)
+    client = client_for(server)
+    client.predict(handle_file(str(photo_file(tmp_path, 31, editor))), 0, True, api_name="/load")
+    note = client.predict("W+", "Best", 1000, 0, 4, "fp32", ["skin", "hair"], False, api_name="/invert")[-1]
+    assert note.startswith("Cancelled after") and "1 s limit" in note
+
+
+def test_old_export_folders_are_deleted(monkeypatch, tmp_path):
+    monkeypatch.setattr(app, "EXPORT_ROOT", tmp_path)
+    old, new = tmp_path / "session-old", tmp_path / "session-new"
+    old.mkdir()
+    new.mkdir()
+    (old / "pasted_back.png").write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    app._prune_exports()
+    assert not old.exists() and new.exists()

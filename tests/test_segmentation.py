@@ -97,3 +97,19 @@ def test_bad_label_files(tmp_path):
         Segmentation.read(tmp_path / "empty")
     with pytest.raises(InvalidInputError, match="does not exist"):
         Segmentation.read(tmp_path / "missing.png")
+
+
+def test_split_by_label_undoes_a_group():
+    labels = every_label_map()
+    seg = Segmentation.from_parsing(labels, min_fraction=0)
+    split = seg.split("mouth")
+    assert "mouth" not in split.names
+    assert {"mouth:mouth", "mouth:u_lip", "mouth:l_lip"} <= set(split.names)
+    assert torch.equal(split.masks[split.index("mouth:u_lip"), 0], torch.from_numpy(labels == 12).float())
+    assert torch.equal(split.masks.sum(0), seg.masks.sum(0))
+    merged_back = split.merge(["mouth:mouth", "mouth:u_lip", "mouth:l_lip"], "mouth")
+    assert torch.equal(merged_back.masks[merged_back.index("mouth"), 0], seg.masks[seg.index("mouth"), 0])
+    with pytest.raises(InvalidInputError, match="single parser label"):
+        seg.split("skin")
+    with pytest.raises(InvalidInputError, match="from face parsing"):
+        Segmentation(seg.names, seg.masks).split("mouth")
