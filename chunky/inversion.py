@@ -19,8 +19,8 @@ from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import autocast
 from chunky.errors import InvalidInputError
-from chunky.images import resize_images
 from chunky.generator import Generator, Window, window_margin
+from chunky.images import resize_images
 from chunky.losses import build_perceptual, latent_regulariser, lpips_features, segment_losses
 from chunky.segmentation import dilate_masks
 
