@@ -276,8 +276,17 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     if stitch:  # Poisson cloning works in 8 bits: keep the exact values outside the cloned region
         stitched = poisson_stitch(renders[segment:segment + 1], masks[segment:segment + 1], composite)
         composite = torch.where(masks[segment:segment + 1] > 0.5, stitched, composite)
-    codes = result.codes
+    codes = _with_code(result.codes, result.projected.index(segment), reference.codes, reference.projected.index(reference_segment))
     return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment])
+
+
+def _with_code(codes: Codes, row: int, donor: Codes, donor_row: int) -> Codes:
+    """``codes`` with row ``row`` replaced by the donor's row (so later edits move the transferred code)."""
+    if isinstance(codes, list) != isinstance(donor, list) or (not isinstance(codes, list) and codes.shape[1:] != donor.shape[1:]):
+        raise InvalidInputError("Both photos must be inverted in the same latent space for a region transfer.")
+    if isinstance(codes, list):
+        return [torch.cat([c[:row], d[donor_row:donor_row + 1], c[row + 1:]]) for c, d in zip(codes, donor)]
+    return torch.cat([codes[:row], donor[donor_row:donor_row + 1], codes[row + 1:]])
 
 
 def _space_of(codes: Codes) -> str:

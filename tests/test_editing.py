@@ -176,5 +176,10 @@ def test_region_transfer_changes_only_the_union_of_both_segments(tiny_generator)
         assert not torch.allclose(moved.composite[..., :12, :], a.composite[..., :12, :], atol=0.05)
         if not stitch:  # without Poisson cloning, the new hair is B's render inside B's hair region
             torch.testing.assert_close(moved.composite[..., :8, :], b.renders[0:1, :, :8, :], atol=1e-5, rtol=0)
+    # the transferred segment now carries B's code: after a freeze, edits move B's hair, not A's old one
+    frozen = freeze(a, transfer_segment(a, b, 0, 0, stitch=False))
+    assert torch.equal(frozen.codes[0], b.codes[0]) and torch.equal(frozen.codes[1], a.codes[1])
+    unchanged = apply_edit(tiny_generator, frozen, [], {}, segments=[0])
+    torch.testing.assert_close(unchanged.renders[0], b.renders[0], atol=1e-5, rtol=0)
     with pytest.raises(InvalidInputError, match="same size"):
         transfer_segment(a, invert(tiny_generator, target_b[..., :16, :16], None, config=FAST.replace(resolution=16)), 0, 0)
