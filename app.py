@@ -74,6 +74,29 @@ def friendly(fn):
     return wrapper
 
 
+def loaded(s: Session | None) -> Session:
+    """The session, or a clear error when no photo has been loaded yet."""
+    if s is None:
+        raise InvalidInputError("Load a photo first.")
+    return s
+
+
+def inverted(s: Session | None) -> Session:
+    """The session, or a clear error when there is no inversion yet."""
+    if s is None:
+        raise InvalidInputError("Run the inversion first.")
+    s.require_result()
+    return s
+
+
+def progress_reporter(s: Session, progress: gr.Progress, label: str):
+    """An inversion progress callback: updates the bar; stops on cancel or at the MAX_SECONDS limit."""
+    def callback(step, total, info):
+        progress((step, total), desc=f"{label}: loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
+        return not s.cancel.is_set() and info["seconds"] < MAX_SECONDS
+    return callback
+
+
 def work_size(editor: ChunkyEditor) -> int:
     """Resolution of renders in the app: full size on a GPU; at most 512 px on a CPU so edits stay quick
     (the paste-back still lands in the photo at its full resolution)."""
@@ -234,8 +257,7 @@ def _build_page(editor: ChunkyEditor) -> None:
 
     @friendly
     def correct(s: Session | None, value, name, erase):
-        if s is None:
-            raise InvalidInputError("Load a photo first.")
+        s = loaded(s)
         layers = (value or {}).get("layers") or []
         if not layers:
             raise InvalidInputError("Paint on the crop first.")
@@ -248,8 +270,7 @@ def _build_page(editor: ChunkyEditor) -> None:
 
     @friendly
     def reset(s: Session | None):
-        if s is None:
-            raise InvalidInputError("Load a photo first.")
+        s = loaded(s)
         s.segmentation = s.automatic
         return s, *segment_outputs(s)
 
@@ -257,8 +278,7 @@ def _build_page(editor: ChunkyEditor) -> None:
 
     @friendly
     def merge(s: Session | None, names):
-        if s is None:
-            raise InvalidInputError("Load a photo first.")
+        s = loaded(s)
         if len(names or []) < 2:
             raise InvalidInputError("Choose at least two segments to merge.")
         s.segmentation = s.segmentation.merge(names, "+".join(names))
@@ -268,8 +288,7 @@ def _build_page(editor: ChunkyEditor) -> None:
 
     @friendly
     def split(s: Session | None, name):
-        if s is None:
-            raise InvalidInputError("Load a photo first.")
+        s = loaded(s)
         s.segmentation = s.segmentation.split(name)
         return s, *segment_outputs(s)
 
@@ -278,28 +297,20 @@ def _build_page(editor: ChunkyEditor) -> None:
     @friendly
     def invert(s: Session | None, space_name, preset_name, steps_value, reg, dilate, precision_name, chosen, with_baselines,
                progress=gr.Progress()):
-        if s is None:
-            raise InvalidInputError("Load a photo first.")
+        s = loaded(s)
         preset_steps, resolution, coarse = PRESETS[preset_name]
         config = InversionConfig(space=SPACES[space_name], steps=int(steps_value) or preset_steps, resolution=resolution,
                                  coarse_to_fine=coarse, reg_weight=float(reg), dilate_px=int(dilate), precision=precision_name)
         keep = [n for n in s.segmentation.names if n not in (chosen or [])]
         s.cancel.clear()
-
-        def report(label):
-            def callback(step, total, info):
-                progress((step, total), desc=f"{label}: loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
-                return not s.cancel.is_set() and info["seconds"] < MAX_SECONDS
-            return callback
-
         result = editor.invert(s.aligned.crop, s.segmentation, config=config, keep=keep, size=work_size(editor),
-                               progress=report("chunky"))
+                               progress=progress_reporter(s, progress, "chunky"))
         s.set_result(result)
         s.baselines = {}
         if with_baselines and not result.cancelled:
             for label, baseline_space in (("W", "w"), ("W+", "w+")):
                 s.baselines[label] = editor.invert(s.aligned.crop, None, config=config.replace(space=baseline_space),
-                                                   size=work_size(editor), progress=report(f"global {label}"))
+                                                   size=work_size(editor), progress=progress_reporter(s, progress, f"global {label}"))
         note = (f"Cancelled after {result.steps_run} steps (cancel pressed or the {MAX_SECONDS:.0f} s limit reached); "
                 "showing the best result so far." if result.cancelled
                 else f"Done: {result.steps_run} steps in {result.seconds:.1f} s.")
@@ -325,11 +336,13 @@ def _build_page(editor: ChunkyEditor) -> None:
 
     cancel_button.click(cancel, [session], [status], queue=False, api_name="cancel")
 
+    def strengths_of(values) -> dict[str, float]:
+        return {d.name: float(v) for d, v in zip(directions, values) if v}
+
     @friendly
     def edit(s: Session | None, chosen_targets, *values):
-        if s is None or s.result is None:
-            raise InvalidInputError("Run the inversion first.")
-        strengths = {d.name: float(v) for d, v in zip(directions, values) if v}
+        s = inverted(s)
+        strengths = strengths_of(values)
         if not strengths:
             s.edit = None
             return s, s.current()
@@ -341,7 +354,7 @@ def _build_page(editor: ChunkyEditor) -> None:
         """While a slider moves: a quarter-resolution render of the edit; the session is not changed."""
         if s is None or s.result is None:
             return gr.update()
-        strengths = {d.name: float(v) for d, v in zip(directions, values) if v}
+        strengths = strengths_of(values)
         size = max(64, work_size(editor) // 4)
         return tensor_to_uint8(editor.edit(s.result, strengths, chosen_targets or None, names=s.segmentation.names,
                                            resolution=min(size, s.result.target.shape[-1])).composite)
@@ -353,24 +366,18 @@ def _build_page(editor: ChunkyEditor) -> None:
         slider.release(edit, [session, targets, *sliders], [session, result_view], api_name="edit" if i == 0 else False,
                        concurrency_id="edit", concurrency_limit=1)
 
-    @friendly
-    def freeze(s: Session | None):
-        if s is None:
-            raise InvalidInputError("Load a photo first.")
-        s.freeze()
-        return s, s.current(), *[0.0] * len(sliders)
-
-    @friendly
-    def undo(s: Session | None):
-        if s is None:
-            raise InvalidInputError("Load a photo first.")
-        s.undo()
-        return s, s.current(), *[0.0] * len(sliders)
+    def history_step(step):
+        """A handler that applies ``step`` (Session.freeze or Session.undo) and resets the sliders."""
+        @friendly
+        def handler(s: Session | None):
+            s = loaded(s)
+            step(s)
+            return s, s.current(), *[0.0] * len(sliders)
+        return handler
 
     @friendly
     def refine(s: Session | None):
-        if s is None or s.result is None:
-            raise InvalidInputError("Run the inversion first.")
+        s = inverted(s)
         if s.edit is not None and s.edit.renders.shape[-1] != s.result.target.shape[-1]:
             raise InvalidInputError("Release the slider first (refinement works on the full-resolution edit).")
         s.result, s.edit = editor.refine(s.result, s.edit)
@@ -378,8 +385,7 @@ def _build_page(editor: ChunkyEditor) -> None:
 
     @friendly
     def variations(s: Session | None, name, seed_value):
-        if s is None or s.result is None:
-            raise InvalidInputError("Run the inversion first.")
+        s = inverted(s)
         s.variations = editor.variations(s.result, name, s.segmentation.names, seed=int(seed_value or 0))
         return s, [tensor_to_uint8(v.composite) for v in s.variations]
 
@@ -394,35 +400,28 @@ def _build_page(editor: ChunkyEditor) -> None:
     variations_view.select(choose_variation, [session], [session, result_view])
     @friendly
     def transfer(s: Session | None, path, name, aligned_flag, progress=gr.Progress()):
-        if s is None or s.result is None:
-            raise InvalidInputError("Run the inversion first.")
+        s = inverted(s)
         if not path:
             raise InvalidInputError("Choose a reference photo first.")
         photo = read_image(Path(path), name=Path(path).name)
         aligned = editor.align(photo, skip_alignment=True if aligned_flag else None)
         segments = editor.segment(aligned.crop)
         keep = [n for n in segments.names if n in KEEP_BY_DEFAULT]
-
-        def report(step, total, info):
-            progress((step, total), desc=f"reference: loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
-            return not s.cancel.is_set()
-
         s.cancel.clear()
         reference = editor.invert(aligned.crop, segments, config=s.result.config, keep=keep, size=work_size(editor),
-                                  progress=report)
+                                  progress=progress_reporter(s, progress, "reference"))
         s.edit = editor.transfer(s.result, s.segmentation.names, reference, segments.names, name)
         return s, s.current()
 
     transfer_button.click(on_gpu(transfer), [session, reference_upload, transfer_segment_choice, already_aligned],
                           [session, result_view], api_name="transfer")
     refine_button.click(refine, [session], [session, result_view, overlay_view], api_name="refine")
-    freeze_button.click(freeze, [session], [session, result_view, *sliders], api_name="freeze")
-    undo_button.click(undo, [session], [session, result_view, *sliders], api_name="undo")
+    freeze_button.click(history_step(Session.freeze), [session], [session, result_view, *sliders], api_name="freeze")
+    undo_button.click(history_step(Session.undo), [session], [session, result_view, *sliders], api_name="undo")
 
     @friendly
     def export(s: Session | None):
-        if s is None or s.result is None:
-            raise InvalidInputError("Run the inversion first.")
+        s = inverted(s)
         return export_files(s)
 
     export_button.click(export, [session], [files], api_name="export")

@@ -306,7 +306,7 @@ def bench_faces(repeat: int = 3, seed: int = 0) -> list[dict]:
     import cv2
     import numpy as np
 
-    from chunky.align import DETECT_MAX_SIDE, align_face, detect_faces
+    from chunky.align import DETECT_MAX_SIDE, DetectedFace, align_face, canonical_landmarks, detect_faces
     from chunky.face_models import DETECTOR_WEIGHTS, PARSER_WEIGHTS, BiSeNetParser, RetinaFaceDetector
 
     torch.manual_seed(seed)
@@ -317,8 +317,6 @@ def bench_faces(repeat: int = 3, seed: int = 0) -> list[dict]:
 
     class OneFace:  # detection is timed separately; alignment and parsing need one face to work on
         def detect(self, image):
-            from chunky.align import DetectedFace, canonical_landmarks
-
             points = canonical_landmarks(700) + 150 if landmarks is None else landmarks
             return [DetectedFace(np.concatenate([points.min(0), points.max(0)]), 1.0, points)]
 

@@ -166,7 +166,7 @@ def write_outputs(out: Path, result: InversionResult, names: tuple[str, ...], pe
     (out / "renders").mkdir(parents=True, exist_ok=True)
     Image.fromarray(tensor_to_uint8(result.composite)).save(out / "composite.png")
     Image.fromarray(tensor_to_uint8(result.target)).save(out / "photo.png")
-    Image.fromarray(result.masks[:, 0].argmax(0).to(torch.uint8).cpu().numpy()).save(out / "masks.png")
+    Segmentation(names, result.masks).to_label_png(out / "masks.png")
     for k, name in enumerate(names):
         Image.fromarray(tensor_to_uint8(result.renders[k])).save(out / "renders" / f"{k:02d}_{name}.png")
     torch.save({"codes": result.codes, "projected": result.projected, "keep": result.keep, "names": list(names),

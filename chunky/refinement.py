@@ -61,11 +61,11 @@ def refine_boundary(masks: torch.Tensor, photo: torch.Tensor, renders: torch.Ten
         phi = phi + dt * (speed + smoothness * curvature) * norm
         phi = np.clip(phi, start - band_px, start + band_px)  # stay within the band
         phi[~region] = start[~region]
-    new_first = torch.from_numpy((phi > 0) & region)
-    new_second = torch.from_numpy((phi <= 0) & region)
+    inside_now = torch.from_numpy(phi[region] > 0).to(masks.device, masks.dtype)
+    where = torch.from_numpy(region).to(masks.device)
     out = masks.clone()
-    out[first, 0][torch.from_numpy(region)] = new_first[torch.from_numpy(region)].to(out.dtype)
-    out[second, 0][torch.from_numpy(region)] = new_second[torch.from_numpy(region)].to(out.dtype)
+    out[first, 0][where] = inside_now
+    out[second, 0][where] = 1 - inside_now
     return out
 
 
