@@ -206,6 +206,10 @@ def _build_page(editor: ChunkyEditor) -> None:
             refine_button = gr.Button("Refine boundaries (level set)", elem_id="refine")
             freeze_button = gr.Button("Freeze (edit on top of this)", elem_id="freeze")
             undo_button = gr.Button("Undo", elem_id="undo")
+        with gr.Row():
+            reproject_after = gr.CheckboxGroup(label="When freezing, re-project these segments against the frozen result "
+                                               "(from their current codes)", elem_id="reproject-after", scale=3)
+            reproject_steps = gr.Slider(10, 300, value=30, step=10, label="Re-projection steps", scale=1)
 
     # 6. Export ---------------------------------------------------------------------------------
     with gr.Row():
@@ -221,7 +225,7 @@ def _build_page(editor: ChunkyEditor) -> None:
         return (s.segmentation.overlay(s.aligned.crop), legend_text, gr.update(choices=names, value=chosen),
                 gr.update(choices=names, value=names[0]), {"background": s.aligned.crop, "layers": [], "composite": s.aligned.crop},
                 gr.update(choices=names, value=[]), gr.update(choices=names, value=[]),
-                gr.update(choices=names, value=chosen[0] if chosen else names[0]))
+                gr.update(choices=names, value=chosen[0] if chosen else names[0]), gr.update(choices=names, value=[]))
 
     def start_session(photo: np.ndarray, index: int, aligned_flag: bool, source: str):
         aligned = editor.align(photo, face_index=int(index or 0), skip_alignment=True if aligned_flag else None)
@@ -249,7 +253,8 @@ def _build_page(editor: ChunkyEditor) -> None:
         face = editor.random_face(int(seed_value or 0), resolution=work_size(editor))
         return start_session(face, 0, True, f"Random face #{int(seed_value or 0)}")
 
-    segment_views = [overlay_view, legend, reproject, sketch_segment, sketch, targets, merge_choice, variation_segment]
+    segment_views = [overlay_view, legend, reproject, sketch_segment, sketch, targets, merge_choice, variation_segment,
+                     reproject_after]
     load_outputs = [session, crop_view, status, *segment_views, photo_view, result_view, renders_view, metrics_view]
     load_button.click(load_photo, [upload, face_index, already_aligned], load_outputs, api_name="load")
     random_button.click(random_face, [seed], load_outputs, api_name="random_face")
@@ -366,14 +371,23 @@ def _build_page(editor: ChunkyEditor) -> None:
         slider.release(edit, [session, targets, *sliders], [session, result_view], api_name="edit" if i == 0 else False,
                        concurrency_id="edit", concurrency_limit=1)
 
-    def history_step(step):
-        """A handler that applies ``step`` (Session.freeze or Session.undo) and resets the sliders."""
-        @friendly
-        def handler(s: Session | None):
-            s = loaded(s)
-            step(s)
-            return s, s.current(), *[0.0] * len(sliders)
-        return handler
+    @friendly
+    def freeze(s: Session | None, names, steps_value, progress=gr.Progress()):
+        s = loaded(s)
+
+        def reproject(frozen):
+            s.cancel.clear()
+            return editor.reproject(frozen, names, s.segmentation.names, steps=int(steps_value),
+                                    progress=progress_reporter(s, progress, "re-project"))
+
+        s.freeze(reproject if names else None)
+        return s, s.current(), *[0.0] * len(sliders)
+
+    @friendly
+    def undo(s: Session | None):
+        s = loaded(s)
+        s.undo()
+        return s, s.current(), *[0.0] * len(sliders)
 
     @friendly
     def refine(s: Session | None):
@@ -416,8 +430,9 @@ def _build_page(editor: ChunkyEditor) -> None:
     transfer_button.click(on_gpu(transfer), [session, reference_upload, transfer_segment_choice, already_aligned],
                           [session, result_view], api_name="transfer")
     refine_button.click(refine, [session], [session, result_view, overlay_view], api_name="refine")
-    freeze_button.click(history_step(Session.freeze), [session], [session, result_view, *sliders], api_name="freeze")
-    undo_button.click(history_step(Session.undo), [session], [session, result_view, *sliders], api_name="undo")
+    freeze_button.click(on_gpu(freeze), [session, reproject_after, reproject_steps], [session, result_view, *sliders],
+                        api_name="freeze")
+    undo_button.click(undo, [session], [session, result_view, *sliders], api_name="undo")
 
     @friendly
     def export(s: Session | None):

@@ -7,6 +7,7 @@ segments; the others keep their renders, so pixels outside the edited segments d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from chunky.compositing import poisson_stitch, soft_composite
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator
 from chunky.images import resize_images
-from chunky.inversion import Codes, InversionResult, render_codes, select_codes
+from chunky.inversion import Codes, InversionResult, render_codes, replace_rows, select_codes, select_rows, space_of
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +197,13 @@ def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direc
     if not_projected:
         raise InvalidInputError(f"Segments {not_projected} were kept from the photo and have no code to edit.")
     offset = combined_offset(directions, strengths, G)
-    moved = move_codes(G, result.codes, offset)
     rows = [result.projected.index(k) for k in chosen]
+    # Only the chosen codes move (the others keep their value, in the same space as the moved ones).
+    moved = replace_rows(move_codes(G, result.codes, torch.zeros_like(offset)), rows,
+                         select_rows(move_codes(G, result.codes, offset), rows))
     renders = resize_images(result.renders, size).clone()
     for row, k in zip(rows, chosen):
-        renders[k] = render_codes(G, select_codes(moved, slice(row, row + 1)), _space_of(moved), size)[0].float()
+        renders[k] = render_codes(G, select_codes(moved, slice(row, row + 1)), space_of(moved), size)[0].float()
     target, masks = resize_images(result.target, size), resize_images(result.masks, size)
     composite = soft_composite(renders, masks, target, keep=result.keep)
     return EditResult(codes=moved, renders=renders, composite=composite, segments=chosen)
@@ -211,14 +214,8 @@ def freeze(result: InversionResult, edit: EditResult) -> InversionResult:
     and the edited codes and renders become the result's, so later edits add to this one."""
     if edit.renders.shape[-1] != result.target.shape[-1]:
         raise InvalidInputError("Freeze a full-resolution edit, not a preview.")
-    codes = edit.codes
-    return InversionResult(
-        codes=codes, projected=result.projected, keep=result.keep, masks=result.masks, target=edit.composite,
-        renders=edit.renders, composite=edit.composite, segment_losses=result.segment_losses, loss=result.loss,
-        history=result.history, seconds=result.seconds, steps_run=result.steps_run, cancelled=result.cancelled,
-        config=result.config.replace(space="s") if isinstance(codes, list) else result.config.replace(
-            space="w+" if codes.ndim == 3 else "w"),
-    )
+    return dataclasses.replace(result, codes=edit.codes, target=edit.composite, renders=edit.renders,
+                               composite=edit.composite, config=result.config.replace(space=space_of(edit.codes)))
 
 
 @torch.no_grad()
@@ -264,6 +261,8 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     """
     if result.target.shape != reference.target.shape:
         raise InvalidInputError("Both photos must be aligned at the same size for a region transfer.")
+    if space_of(result.codes) != space_of(reference.codes):
+        raise InvalidInputError("Both photos must be inverted in the same latent space for a region transfer.")
     if segment in result.keep or reference_segment in reference.keep:
         raise InvalidInputError("The transferred segment must have been projected in both photos.")
     new_region = reference.masks[reference_segment:reference_segment + 1]
@@ -276,18 +275,7 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     if stitch:  # Poisson cloning works in 8 bits: keep the exact values outside the cloned region
         stitched = poisson_stitch(renders[segment:segment + 1], masks[segment:segment + 1], composite)
         composite = torch.where(masks[segment:segment + 1] > 0.5, stitched, composite)
-    codes = _with_code(result.codes, result.projected.index(segment), reference.codes, reference.projected.index(reference_segment))
+    # the segment carries the reference's code, so later edits and freezes move the transferred segment
+    codes = replace_rows(result.codes, [result.projected.index(segment)],
+                         select_rows(reference.codes, [reference.projected.index(reference_segment)]))
     return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment])
-
-
-def _with_code(codes: Codes, row: int, donor: Codes, donor_row: int) -> Codes:
-    """``codes`` with row ``row`` replaced by the donor's row (so later edits move the transferred code)."""
-    if isinstance(codes, list) != isinstance(donor, list) or (not isinstance(codes, list) and codes.shape[1:] != donor.shape[1:]):
-        raise InvalidInputError("Both photos must be inverted in the same latent space for a region transfer.")
-    if isinstance(codes, list):
-        return [torch.cat([c[:row], d[donor_row:donor_row + 1], c[row + 1:]]) for c, d in zip(codes, donor)]
-    return torch.cat([codes[:row], donor[donor_row:donor_row + 1], codes[row + 1:]])
-
-
-def _space_of(codes: Codes) -> str:
-    return "s" if isinstance(codes, list) else ("w+" if codes.ndim == 3 else "w")

@@ -24,7 +24,7 @@ from chunky.editing import (Direction, EditResult, apply_edit, load_direction_fo
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
-from chunky.inversion import InversionResult, ProgressCallback, invert
+from chunky.inversion import InversionResult, ProgressCallback, invert, reproject
 from chunky.losses import build_perceptual
 from chunky.refinement import refine_all
 from chunky.segmentation import FaceParser, LayoutParser, Segmentation
@@ -202,6 +202,17 @@ class ChunkyEditor:
         if edit is not None:
             edit = dataclasses.replace(edit, composite=soft_composite(edit.renders, masks, result.target, keep=result.keep))
         return refined, edit
+
+    def reproject(self, result: InversionResult, segments: Sequence[str], names: tuple[str, ...], *, steps: int,
+                  progress: ProgressCallback | None = None) -> InversionResult:
+        """Re-project the named segments of a (frozen) result against its target, starting from their current
+        codes, for ``steps`` steps with the result's other settings (incremental editing)."""
+        missing = [n for n in segments if n not in names]
+        if missing:
+            raise InvalidInputError(f"There is no segment named {missing[0]!r}; the segments are {list(names)}.")
+        config = result.config.replace(steps=int(steps))
+        return reproject(self.generator, result, [names.index(n) for n in segments], config=config, progress=progress,
+                         perceptual=self.perceptual(config.perceptual))
 
     def perceptual(self, kind: str) -> torch.nn.Module | None:
         """The LPIPS module for ``kind`` ("lpips-vgg", "lpips-alex", "none"), built once and shared."""

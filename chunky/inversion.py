@@ -6,6 +6,7 @@ only inside its own (dilated) region, so each code has few constraints to satisf
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -185,6 +186,48 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     )
 
 
+def reproject(G: Generator, result: InversionResult, segments: Sequence[int], *, config: InversionConfig | None = None,
+              progress: ProgressCallback | None = None, perceptual: nn.Module | None | str = "auto") -> InversionResult:
+    """Re-project ``segments`` of ``result`` against its target, each starting from its current code (the
+    incremental step after a freeze: the frozen composite is the target, and the chosen segments' codes
+    adapt to it). Every other segment keeps its code and render.
+
+    Args:
+        segments: indices (into ``result.masks``) of projected segments.
+        config: settings (default: the result's); the space always follows the current codes.
+
+    Returns:
+        InversionResult with the chosen segments' codes, renders and losses replaced; pixels outside the
+        union of their feathered masks equal ``result.composite``.
+    """
+    chosen = sorted(set(int(k) for k in segments))
+    if not chosen:
+        raise InvalidInputError("Choose at least one segment to re-project.")
+    not_projected = [k for k in chosen if k not in result.projected]
+    if not_projected:
+        raise InvalidInputError(f"Segments {not_projected} are taken from the photo and have no code to re-project.")
+    config = (config or result.config).replace(space=space_of(result.codes))
+    rows = [result.projected.index(k) for k in chosen]
+    others = [k for k in range(result.masks.shape[0]) if k not in chosen]
+    part = invert(G, result.target, result.masks, config=config, keep=others, init=select_rows(result.codes, rows),
+                  progress=progress, perceptual=perceptual)
+    codes = replace_rows(result.codes, rows, part.codes)
+    renders = result.renders.clone()
+    renders[chosen] = part.renders[chosen]
+    losses = {name: values.clone() for name, values in result.segment_losses.items()}
+    for name, values in losses.items():
+        values[chosen] = part.segment_losses[name][chosen]
+    return dataclasses.replace(
+        result, codes=codes, renders=renders, composite=soft_composite(renders, result.masks, result.target, keep=result.keep),
+        segment_losses=losses, loss=part.loss, history=part.history, seconds=part.seconds, steps_run=part.steps_run,
+        cancelled=part.cancelled, config=config)
+
+
+def space_of(codes: Codes) -> str:
+    """"w", "w+" or "s": the latent space ``codes`` live in."""
+    return "s" if isinstance(codes, list) else ("w+" if codes.ndim == 3 else "w")
+
+
 # ------------------------------------------------------------------------------------ helpers
 def _check_inputs(G: Generator, target, masks, keep) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     if not isinstance(target, torch.Tensor) or target.ndim != 4 or target.shape[:2] != (1, 3):
@@ -333,6 +376,20 @@ def _resolution_at(step: int, config: InversionConfig, render_size: int) -> int:
     if config.coarse_to_fine and step < config.steps // 2:
         resolution = max(8, resolution // 2)
     return resolution
+
+
+def replace_rows(codes: Codes, rows: Sequence[int], new: Codes) -> Codes:
+    """A copy of ``codes`` whose rows ``rows`` are the rows of ``new`` (one per entry of ``rows``, same space)."""
+    out = _detach(codes)
+    for layer, source in zip(out, new) if isinstance(out, list) else [(out, new)]:
+        layer[list(rows)] = source.detach().to(layer)
+    return out
+
+
+def select_rows(codes: Codes, rows: Sequence[int]) -> Codes:
+    """The codes of segments ``rows`` (a copy, in the same space)."""
+    rows = list(rows)
+    return [c[rows] for c in codes] if isinstance(codes, list) else codes[rows]
 
 
 def _detach(codes: Codes) -> Codes:

@@ -5,6 +5,7 @@ history. The app keeps one `Session` per browser tab (in `gr.State`); nothing he
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,13 +51,19 @@ class Session:
         """A new inversion replaces everything edited so far."""
         self.result, self.edit, self.history = result, None, []
 
-    def freeze(self) -> None:
-        """Make the current edit the new starting point (undo goes back)."""
+    def freeze(self, then: Callable[[InversionResult], InversionResult] | None = None) -> None:
+        """Make the current edit the new starting point (undo goes back).
+
+        ``then`` (e.g. re-projecting some segments) is applied to the frozen result before it is adopted;
+        if it fails, the session is unchanged."""
         result = self.require_result()
         if self.edit is None:
             raise InvalidInputError("There is no edit to freeze: move a slider first.")
+        frozen = freeze(result, self.edit)
+        if then is not None:
+            frozen = then(frozen)
         self.history.append(result)
-        self.result, self.edit = freeze(result, self.edit), None
+        self.result, self.edit = frozen, None
 
     def undo(self) -> None:
         """Drop the current edit, or, with none, go back to the state before the last freeze."""

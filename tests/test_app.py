@@ -82,10 +82,17 @@ def test_upload_invert_edit_freeze_undo_export(server, editor, tmp_path):
 
     edited = read(client.predict(["skin"], 2.5, *[0.0] * 5, api_name="/edit"))
     assert edited.shape == before.shape and not np.array_equal(edited, before)
-    frozen = client.predict(api_name="/freeze")
+    frozen = client.predict([], 10, api_name="/freeze")
     assert np.array_equal(read(frozen[0]), edited) and all(v == 0 for v in frozen[1:])
     undone = client.predict(api_name="/undo")
     assert np.array_equal(read(undone[0]), before)
+    # freeze and re-project a segment from its current code; a refused re-projection changes nothing
+    assert np.array_equal(read(client.predict(["skin"], 2.5, *[0.0] * 5, api_name="/edit")), edited)
+    with pytest.raises(Exception, match="taken from the photo"):
+        client.predict(["background"], 10, api_name="/freeze")
+    reprojected = read(client.predict(["hair"], 10, api_name="/freeze")[0])
+    assert reprojected.shape == edited.shape and not np.array_equal(reprojected, edited)
+    assert np.array_equal(read(client.predict(api_name="/undo")[0]), before)
     reference = photo_file(tmp_path, 6, editor)
     transferred = read(client.predict(handle_file(str(reference)), "hair", True, api_name="/transfer"))
     assert transferred.shape == before.shape and not np.array_equal(transferred, before)

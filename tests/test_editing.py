@@ -7,7 +7,8 @@ from chunky.editing import (GANSPACE_RECIPES, Direction, apply_edit, as_w_plus, 
                             ganspace_directions, load_direction_file, load_direction_folder, move_codes, pca_directions,
                             style_variations, transfer_segment)
 from chunky.errors import InvalidInputError
-from chunky.inversion import invert
+from chunky.inversion import invert, reproject
+from chunky.losses import masked_mean
 from chunky.segmentation import dilate_masks
 from tests.conftest import shared_file
 
@@ -46,6 +47,11 @@ def test_edit_of_some_segments_changes_nothing_outside_them(tiny_generator, thre
     assert torch.equal(edit.composite[..., ~region], result.composite[..., ~region])
     assert (edit.composite[..., region] - result.composite[..., region]).abs().max() > 0.05
     assert torch.equal(edit.renders[0], result.renders[0]) and torch.equal(edit.renders[2], result.renders[2])
+    # only the edited code moved: the others stay with their renders (a later freeze must not shift them)
+    codes, original = (edit.codes[0], result.codes[0]) if space == "s" else (edit.codes, result.codes)
+    if space == "w":
+        original = original[:, None].expand(-1, tiny_generator.n_latent, -1)
+    assert torch.equal(codes[[0, 2]], original[[0, 2]]) and not torch.equal(codes[1], original[1])
 
 
 def test_edit_of_all_segments_matches_editing_each_code(tiny_generator, three_segments, directions):
@@ -86,6 +92,39 @@ def test_freeze_makes_edits_incremental(tiny_generator, three_segments, directio
     twice = apply_edit(tiny_generator, frozen, directions, {"Component 1": 1.0})
     direct = apply_edit(tiny_generator, result, directions, {"Component 1": 2.0})
     torch.testing.assert_close(twice.renders, direct.renders, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("space", ["w", "s"])
+def test_reproject_after_freeze_starts_from_the_current_codes_and_moves_only_the_chosen(tiny_generator, three_segments,
+                                                                                       directions, space):
+    target, masks = three_segments
+    config = FAST.replace(space=space, dilate_px=4, steps=20)  # segment 2's loss region reaches into segment 1
+    result = invert(tiny_generator, target, masks, config=config)
+    frozen = freeze(result, apply_edit(tiny_generator, result, directions, {"Component 1": 3.0}, segments=[1]))
+    again = reproject(tiny_generator, frozen, [2], config=config.replace(steps=10, lr=0.02))
+
+    # The first step judges the frozen code of segment 2 against the frozen composite (not w_avg's render).
+    region = dilate_masks(masks[2:3], 4)
+    start = masked_mean((frozen.renders[2:3] - frozen.target).square(), region)
+    assert again.history[0] == pytest.approx(float(start), rel=1e-4)
+    assert again.loss < 0.9 * again.history[0]
+    assert float(again.segment_losses["total"][2]) == pytest.approx(again.loss, rel=1e-5)
+
+    assert torch.equal(again.renders[:2], frozen.renders[:2])
+    codes, old = (again.codes, frozen.codes) if space == "w" else (again.codes[0], frozen.codes[0])
+    assert torch.equal(codes[:2], old[:2]) and not torch.equal(codes[2], old[2])
+    outside = dilate_masks(masks[2:3], 4)[0, 0] == 0
+    assert torch.equal(again.composite[..., outside], frozen.composite[..., outside])
+    assert torch.equal(again.target, frozen.target)
+
+
+def test_reproject_refuses_kept_or_no_segments(tiny_generator, three_segments):
+    target, masks = three_segments
+    result = invert(tiny_generator, target, masks, config=FAST, keep=[0])
+    with pytest.raises(InvalidInputError, match="taken from the photo"):
+        reproject(tiny_generator, result, [0])
+    with pytest.raises(InvalidInputError, match="at least one segment"):
+        reproject(tiny_generator, result, [])
 
 
 def test_kept_segments_cannot_be_edited(tiny_generator, three_segments, directions):
