@@ -46,7 +46,7 @@ PRESETS = {  # name -> (steps, optimisation resolution, coarse-to-fine)
     "Best": (400, 256, True),
 }
 SPACES = {"W": "w", "W+": "w+", "S": "s"}
-MAX_SLIDERS = 12
+MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 IMAGE_HEIGHT = 320
 MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one inversion's time limit in the app
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "chunky-exports"
@@ -121,6 +121,8 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
 
 def _build_page(editor: ChunkyEditor) -> None:
     directions = editor.directions()[:MAX_SLIDERS]
+    groups = list(dict.fromkeys(d.group for d in directions))
+    directions = sorted(directions, key=lambda d: groups.index(d.group))  # slider order = direction order
     on_cpu = editor.device.type != "cuda"
     session = gr.State(None)
 
@@ -189,8 +191,11 @@ def _build_page(editor: ChunkyEditor) -> None:
     # 5. Edit -----------------------------------------------------------------------------------
     with gr.Accordion("Edit", open=True):
         targets = gr.CheckboxGroup(label="Apply edits to (none checked = every projected segment)", elem_id="targets")
-        sliders = [gr.Slider(*d.limits, value=0.0, step=0.1, label=d.name, elem_id=f"slider-{i}")
-                   for i, d in enumerate(directions)]
+        sliders = []
+        for group in groups:
+            with gr.Accordion(f"Directions: {group}", open=group == groups[0]):
+                sliders += [gr.Slider(*d.limits, value=0.0, step=0.1, label=d.name, elem_id=f"slider-{len(sliders) + i}")
+                            for i, d in enumerate(d for d in directions if d.group == group)]
         with gr.Row():
             variation_segment = gr.Dropdown(label="Variations of", scale=1)
             variation_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)

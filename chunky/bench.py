@@ -196,7 +196,8 @@ def bench_editing(repeat: int = 3, seed: int = 0) -> list[dict]:
     from chunky.align import align_face, paste_back
     from chunky.compositing import soft_composite
     from chunky.config import InversionConfig
-    from chunky.editing import apply_edit, pca_directions
+    from chunky.directions import pca_directions
+    from chunky.editing import apply_edit
     from chunky.images import tensor_to_uint8
     from chunky.inversion import invert
 

@@ -19,8 +19,8 @@ from chunky.cache import InversionCache, cached_invert
 from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
-from chunky.editing import (Direction, EditResult, apply_edit, load_direction_folder, pca_directions,
-                            style_variations, transfer_segment)
+from chunky.directions import Direction, load_direction_folder, pca_directions, published_directions
+from chunky.editing import EditResult, apply_edit, style_variations, transfer_segment
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
@@ -46,11 +46,14 @@ class ChunkyEditor:
             on first use with weights from the Hub).
         face_models: False means there are none (test mode): photos must be aligned crops already, and
             segments come from the parser given, if any.
+        generator_name: the generator's registry name; its published directions are offered (fetched on
+            first use of `directions`).
     """
 
     def __init__(self, generator: Generator, *, device: torch.device | str | None = None, precision: str = "fp32",
                  label: str = "", pretrained_perceptual: bool = True, cache: InversionCache | None = None,
-                 detector: FaceDetector | None = None, parser: FaceParser | None = None, face_models: bool = True):
+                 detector: FaceDetector | None = None, parser: FaceParser | None = None, face_models: bool = True,
+                 generator_name: str | None = None):
         if precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self.device = torch.device(device) if device is not None else default_device()
@@ -62,6 +65,7 @@ class ChunkyEditor:
         self._perceptual: dict[str, torch.nn.Module | None] = {}
         self._detector, self._parser, self.face_models = detector, parser, face_models
         self._directions: list[Direction] | None = None
+        self.generator_name = generator_name
         self._identity = None
 
     @classmethod
@@ -69,7 +73,7 @@ class ChunkyEditor:
                         device: torch.device | str | None = None, precision: str = "fp32") -> "ChunkyEditor":
         """The real FFHQ model, fetched from the Hugging Face Hub on first use (see ``weights/``)."""
         generator = Generator.from_pretrained(name, cache_dir=cache_dir)
-        return cls(generator, device=device, precision=precision, label=f"StyleGAN2 {name}")
+        return cls(generator, device=device, precision=precision, label=f"StyleGAN2 {name}", generator_name=name)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> "ChunkyEditor":
@@ -145,13 +149,14 @@ class ChunkyEditor:
         return segmentation.erase_sketch(name, layer) if erase else segmentation.apply_sketch(name, layer)
 
     def directions(self) -> list[Direction]:
-        """Every direction for this generator: files in ``CHUNKY_DIRECTIONS_DIR`` that fit it, then the
+        """Every direction for this generator: the published ones for it (downloaded on first use; skipped
+        with a warning when unavailable), files in ``CHUNKY_DIRECTIONS_DIR`` that fit it, then the
         generator's own PCA components (always available). Computed once."""
         if self._directions is None:
-            found = []
+            found = published_directions(self.generator, self.generator_name) if self.generator_name else []
             folder = os.environ.get("CHUNKY_DIRECTIONS_DIR")
             if folder and Path(folder).is_dir():
-                found = load_direction_folder(folder, self.generator)
+                found += load_direction_folder(folder, self.generator)
             self._directions = found + pca_directions(self.generator)
         return self._directions
 

@@ -1,10 +1,11 @@
 """The registry of downloadable files (``weights/registry.toml``) and the only code that downloads.
 
 ``fetch(name)`` returns a local path for a registered file: ``$CHUNKY_WEIGHTS_DIR/NAME`` when that
-variable is set, else the first Hugging Face Hub mirror that delivers it (through the normal HF cache,
-so a second call is offline). A pinned sha256 is checked. When nothing works, one
-`WeightsUnavailableError` names the file, each mirror tried with its reason, and how to place the file
-by hand.
+variable is set; else the first Hugging Face Hub mirror that delivers it (through the normal HF cache,
+so a second call is offline); else the first pinned URL that delivers bytes with the registry's sha256
+(kept in ``$CHUNKY_DOWNLOADS_DIR``, default ``~/.cache/chunky/downloads``). A pinned sha256 is always
+checked. When nothing works, one `WeightsUnavailableError` names the file, each source tried with its
+reason, and how to place the file by hand.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import tomllib
+import urllib.request
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 
 REGISTRY_PATH = Path(__file__).resolve().parent.parent / "weights" / "registry.toml"
 WEIGHTS_DIR_ENV = "CHUNKY_WEIGHTS_DIR"
+DOWNLOADS_DIR_ENV = "CHUNKY_DOWNLOADS_DIR"
+URL_TIMEOUT_S = 20  # per connection attempt and per read: a dead host fails fast instead of hanging startup
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,25 @@ class Mirror:
 
 @dataclass(frozen=True)
 class WeightFile:
+    """One registered file. ``urls`` are plain HTTPS addresses at a pinned revision, tried after the Hub
+    mirrors; they are only allowed with a pinned ``sha256`` (the digest, not the host, is what is trusted)."""
+
     name: str
     description: str
     license: str
     sha256: str
     mirrors: tuple[Mirror, ...]
+    urls: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.mirrors and not self.urls:
+            raise InvalidInputError(f"Registry entry {self.name!r} has no mirrors and no urls.")
+        if self.urls and len(self.sha256) != 64:
+            raise InvalidInputError(f"Registry entry {self.name!r} has urls but no pinned sha256 (64 hex digits).")
+
+    def source(self) -> str:
+        """Where to download the file by hand."""
+        return self.mirrors[0].url if self.mirrors else self.urls[0]
 
 
 @cache
@@ -52,7 +71,7 @@ def registry(path: Path = REGISTRY_PATH) -> dict[str, WeightFile]:
         table = tomllib.load(f)
     return {
         name: WeightFile(name, entry["description"], entry["license"], entry.get("sha256", "").lower(),
-                         tuple(Mirror(**m) for m in entry["mirrors"]))
+                         tuple(Mirror(**m) for m in entry.get("mirrors", ())), tuple(entry.get("urls", ())))
         for name, entry in table.items()
     }
 
@@ -80,37 +99,96 @@ def fetch(name: str, *, cache_dir: str | Path | None = None) -> Path:
         cache_dir: Hugging Face cache folder (default: the normal HF cache).
 
     Raises:
-        WeightsUnavailableError: neither ``$CHUNKY_WEIGHTS_DIR`` nor any mirror has the file
-            (offline, unreachable, or removed); the message says how to place it by hand.
-        ChecksumError: the file does not match the registry's sha256.
+        WeightsUnavailableError: neither ``$CHUNKY_WEIGHTS_DIR`` nor any source has the file (offline,
+            unreachable, removed, or only wrong bytes); the message says how to place it by hand.
+        ChecksumError: the file in ``$CHUNKY_WEIGHTS_DIR`` or from a Hub mirror does not match the
+            registry's sha256.
     """
-    entry = lookup(name)
+    return fetch_entry(lookup(name), cache_dir=cache_dir)
+
+
+def fetch_entry(entry: WeightFile, *, cache_dir: str | Path | None = None) -> Path:
+    """`fetch` for a registry entry."""
+    name = entry.name
     override = os.environ.get(WEIGHTS_DIR_ENV)
     if override:
         path = Path(override) / name
         if not path.is_file():
             raise WeightsUnavailableError(
                 f"{WEIGHTS_DIR_ENV} is set to {override!r} but {name!r} is not in it. Download it from "
-                f"{entry.mirrors[0].url} and save it as {str(path)!r}, or unset {WEIGHTS_DIR_ENV} to use the Hub."
+                f"{entry.source()} and save it as {str(path)!r}, or unset {WEIGHTS_DIR_ENV} to use the Hub."
             )
         return _verified(path, entry)
 
-    from huggingface_hub import hf_hub_download  # imported here: nothing else in chunky talks to the Hub
-
     failures = []
-    for mirror in entry.mirrors:
-        try:
-            path = Path(hf_hub_download(mirror.repo, mirror.file, revision=mirror.revision, cache_dir=cache_dir))
-        except (OSError, ValueError) as error:  # hub errors subclass these (HTTP, offline, missing entry)
-            failures.append(f"{mirror.repo}/{mirror.file}: {type(error).__name__}")
-            continue
-        return _verified(path, entry)
-    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") else ""
+    if entry.mirrors:
+        from huggingface_hub import hf_hub_download  # imported here: only this module talks to the Hub
+
+        for mirror in entry.mirrors:
+            try:
+                path = Path(hf_hub_download(mirror.repo, mirror.file, revision=mirror.revision, cache_dir=cache_dir))
+            except (OSError, ValueError) as error:  # hub errors subclass these (HTTP, offline, missing entry)
+                failures.append(f"{mirror.repo}/{mirror.file}: {type(error).__name__}")
+                continue
+            return _verified(path, entry)
+    if entry.urls:
+        path = _from_urls(entry, failures)
+        if path is not None:
+            return path
+    offline = " (HF_HUB_OFFLINE is set)" if _offline() else ""
     raise WeightsUnavailableError(
         f"Could not get weight file {name!r} ({entry.description}){offline}. Tried: {'; '.join(failures)}. "
-        f"To place it by hand, download {entry.mirrors[0].url} on a connected machine, save it as "
+        f"To place it by hand, download {entry.source()} on a connected machine, save it as "
         f"<folder>/{name} and set {WEIGHTS_DIR_ENV}=<folder>."
     )
+
+
+def downloads_dir() -> Path:
+    """Where files fetched from plain URLs are kept: ``$CHUNKY_DOWNLOADS_DIR``, default ``~/.cache/chunky/downloads``."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chunky" / "downloads"
+    return Path(os.environ.get(DOWNLOADS_DIR_ENV, default))
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _from_urls(entry: WeightFile, failures: list[str]) -> Path | None:
+    """The entry's file from its pinned URLs: the kept copy when its digest matches, else the first URL whose
+    bytes have the pinned digest (written to a temporary file and renamed, so no partial file remains)."""
+    folder = downloads_dir()
+    path = folder / entry.name
+    if path.is_file():
+        if sha256_of(path) == entry.sha256:
+            return path
+        path.unlink()  # an older or damaged copy: fetch it again
+    if _offline():
+        failures.extend(f"{url}: offline" for url in entry.urls)
+        return None
+    for url in entry.urls:
+        temporary = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response, \
+                    tempfile.NamedTemporaryFile(dir=folder, prefix=f".{entry.name}.", delete=False) as out:
+                temporary = Path(out.name)
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != entry.sha256:
+                failures.append(f"{url}: sha256 {digest.hexdigest()[:16]}… is not the pinned {entry.sha256[:16]}…")
+                continue
+            os.replace(temporary, path)
+            temporary = None
+            log.info("downloaded %s from %s", entry.name, url)
+            return path
+        except (OSError, ValueError) as error:  # URLError/HTTPError/timeouts/disk full are OSErrors
+            failures.append(f"{url}: {type(error).__name__} ({error})")
+        finally:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+    return None
 
 
 def _verified(path: Path, entry: WeightFile) -> Path:
@@ -129,7 +207,7 @@ def describe() -> str:
     override = os.environ.get(WEIGHTS_DIR_ENV)
     lines = []
     for entry in registry().values():
-        source = f"{override}/{entry.name}" if override else " then ".join(m.url for m in entry.mirrors)
+        source = f"{override}/{entry.name}" if override else " then ".join([m.url for m in entry.mirrors] + list(entry.urls))
         lines.append(f"{entry.name}: {entry.description}\n  licence: {entry.license}\n  from: {source}")
     return "\n".join(lines)
 

@@ -1,16 +1,13 @@
-import numpy as np
 import pytest
 import torch
 
 from chunky.config import InversionConfig
-from chunky.editing import (GANSPACE_RECIPES, Direction, apply_edit, as_w_plus, combined_offset, freeze,
-                            ganspace_directions, load_direction_file, load_direction_folder, move_codes, pca_directions,
-                            style_variations, transfer_segment)
+from chunky.directions import pca_directions
+from chunky.editing import apply_edit, freeze, move_codes, style_variations, transfer_segment
 from chunky.errors import InvalidInputError
 from chunky.inversion import invert, reproject
 from chunky.losses import masked_mean
 from chunky.segmentation import dilate_masks
-from tests.conftest import shared_file
 
 FAST = InversionConfig(steps=5, perceptual="none", resolution=32, dilate_px=0, lr=0.05)
 
@@ -26,16 +23,6 @@ def three_segments():
 @pytest.fixture(scope="module")
 def directions(tiny_generator):
     return pca_directions(tiny_generator, count=3)
-
-
-def test_pca_directions_are_ordered_orthogonal_components(tiny_generator, directions):
-    assert [d.name for d in directions] == ["Component 1", "Component 2", "Component 3"]
-    rows = torch.stack([d.vector[0] for d in directions]).double()
-    norms = rows.norm(dim=1)
-    assert norms[0] >= norms[1] >= norms[2] > 0  # scaled by the standard deviation along each
-    cosines = (rows / norms[:, None]) @ (rows / norms[:, None]).T
-    torch.testing.assert_close(cosines, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
-    assert all(torch.equal(d.vector[0], d.vector[-1]) for d in directions)  # every layer
 
 
 @pytest.mark.parametrize("space", ["w", "w+", "s"])
@@ -134,56 +121,6 @@ def test_kept_segments_cannot_be_edited(tiny_generator, three_segments, directio
         apply_edit(tiny_generator, result, directions, {"Component 1": 1.0}, segments=[0])
     with pytest.raises(InvalidInputError, match="Unknown directions"):
         apply_edit(tiny_generator, result, directions, {"smile": 1.0})
-
-
-def test_published_direction_formats_read_for_the_ffhq_shape():
-    chunkmogrify = load_direction_file(shared_file("directions/chunkmogrify/smile_styleganv2.npy"), FFHQShape())
-    assert chunkmogrify.vector.shape == (18, 512) and chunkmogrify.name == "smile styleganv2"
-    w_only = torch.load(shared_file("directions/e4e/e4e_interfacegan_age.pt"), map_location="cpu", weights_only=True)
-    assert as_w_plus(w_only, FFHQShape()).shape == (18, 512)
-
-
-def test_direction_files_that_do_not_fit_are_skipped(tmp_path, tiny_generator):
-    np.save(tmp_path / "good.npy", np.ones((tiny_generator.n_latent, tiny_generator.style_dim), np.float32))
-    np.save(tmp_path / "wrong.npy", np.ones((18, 512), np.float32))
-    (tmp_path / "junk.pt").write_bytes(b"not a tensor")
-    names = [d.name for d in load_direction_folder(tmp_path, tiny_generator)]
-    assert names == ["good"]
-    with pytest.raises(InvalidInputError, match=r"needs \[32\] or \[8, 32\]"):
-        load_direction_file(tmp_path / "wrong.npy", tiny_generator)
-
-
-class FFHQShape:  # reading published files only needs the generator's shapes
-    style_dim, n_latent = 512, 18
-    w_avg = torch.zeros(1, 512)
-
-
-def test_published_formats_give_the_offsets_computed_by_hand():
-    # InterFaceGAN (e4e): a [1, 512] W direction, added to every layer times the strength
-    age = torch.load(shared_file("directions/e4e/e4e_interfacegan_age.pt"), map_location="cpu", weights_only=True)
-    offset = combined_offset([Direction("age", as_w_plus(age.float(), FFHQShape()))], {"age": 1.5}, FFHQShape())
-    torch.testing.assert_close(offset, 1.5 * age.float().expand(18, -1))
-    # Chunkmogrify: an [18, 512] W+ direction used as it is
-    path = shared_file("directions/chunkmogrify/smile_styleganv2.npy")
-    smile = load_direction_file(path, FFHQShape())
-    torch.testing.assert_close(-2.0 * smile.vector, -2.0 * torch.from_numpy(np.load(path)).float())
-    # GANSpace: strength * std[k] * comp[k] on the recipe's layers only
-    pca = torch.load(shared_file("directions/e4e/e4e_ganspace_ffhq_pca.pt"), map_location="cpu", weights_only=True)
-    by_name = {d.name: d for d in ganspace_directions(pca, FFHQShape())}
-    offset = combined_offset(list(by_name.values()), {"white hair": 3.0}, FFHQShape())
-    expected = torch.zeros(18, 512)
-    expected[7:10] = 3.0 * pca["std"][57].float() * pca["comp"][57, 0].float()
-    torch.testing.assert_close(offset, expected)
-    assert by_name["white hair"].limits == (-24.0, 24.0) and set(GANSPACE_RECIPES) == set(by_name)
-
-
-def test_a_ganspace_file_in_the_directions_folder_yields_its_recipes(tmp_path, tiny_generator):
-    G = tiny_generator
-    pca = {"comp": torch.randn(60, 1, G.style_dim), "std": torch.rand(60), "mean": torch.zeros(1, G.style_dim)}
-    torch.save(pca, tmp_path / "pca.pt")
-    names = {d.name for d in load_direction_folder(tmp_path, G)}
-    # only recipes whose layers exist in an 8-row W+ fit: eye openness (7-8) and smile (4-5), glasses (0-4)
-    assert names == {"eye openness", "smile", "glasses", "age"}
 
 
 def test_variations_change_only_the_chosen_segment(tiny_generator, three_segments):

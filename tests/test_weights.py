@@ -1,3 +1,4 @@
+import hashlib
 import io
 
 import pytest
@@ -69,3 +70,88 @@ def test_pinned_sha256_is_enforced(tmp_path, monkeypatch):
     path.write_bytes(b"tampered")
     with pytest.raises(ChecksumError, match="delete it and fetch again"):
         weights.fetch(NAME)
+
+
+@pytest.fixture
+def web(tmp_path, monkeypatch):
+    """A local web server for tmp_path/site (it counts requests), with downloads going to tmp_path/downloads
+    and the offline switch off (the server is on this machine)."""
+    import functools
+    import http.server
+    import threading
+
+    site = tmp_path / "site"
+    site.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("CHUNKY_DOWNLOADS_DIR", str(tmp_path / "downloads"))
+    yield site, f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+
+
+def url_entry(data: bytes, *urls: str) -> weights.WeightFile:
+    return weights.WeightFile("direction.npy", "a test file", "MIT", hashlib.sha256(data).hexdigest(), (), urls)
+
+
+def test_url_source_skips_missing_and_wrong_bytes_then_keeps_the_verified_file(web, tmp_path, monkeypatch):
+    site, base, requests = web
+    (site / "good.npy").write_bytes(b"the published bytes")
+    (site / "other.npy").write_bytes(b"an LFS pointer or a changed file")
+    entry = url_entry(b"the published bytes", f"{base}/missing.npy", f"{base}/other.npy", f"{base}/good.npy")
+    path = weights.fetch_entry(entry)
+    assert path == tmp_path / "downloads" / "direction.npy" and path.read_bytes() == b"the published bytes"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["direction.npy"]  # no partial files
+    assert requests == ["/missing.npy", "/other.npy", "/good.npy"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert weights.fetch_entry(entry) == path and len(requests) == 3  # kept: offline, no request
+    path.write_bytes(b"damaged")
+    with pytest.raises(WeightsUnavailableError, match="offline"):
+        weights.fetch_entry(entry)
+    assert not path.exists()  # a copy with the wrong digest is never returned
+
+
+def test_url_failures_are_all_named_and_leave_nothing(web, tmp_path):
+    site, base, _ = web
+    (site / "other.npy").write_bytes(b"wrong")
+    with pytest.raises(WeightsUnavailableError) as info:
+        weights.fetch_entry(url_entry(b"right", f"{base}/missing.npy", f"{base}/other.npy"))
+    message = str(info.value)
+    assert "missing.npy: HTTPError" in message and "is not the pinned" in message and "CHUNKY_WEIGHTS_DIR" in message
+    assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_disk_full_during_a_download_leaves_no_partial_file(web, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    site, base, _ = web
+    (site / "good.npy").write_bytes(b"x" * 10000)
+    real = tempfile.NamedTemporaryFile
+
+    def full_disk(*args, **kwargs):
+        handle = real(*args, **kwargs)
+        handle.write = lambda data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))
+        return handle
+
+    monkeypatch.setattr(weights.tempfile, "NamedTemporaryFile", full_disk)
+    with pytest.raises(WeightsUnavailableError, match="No space left on device"):
+        weights.fetch_entry(url_entry(b"x" * 10000, f"{base}/good.npy"))
+    assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_urls_need_a_pinned_digest():
+    with pytest.raises(InvalidInputError, match="no pinned sha256"):
+        weights.WeightFile("x.npy", "", "", "", (), ("https://example.org/x.npy",))
+    with pytest.raises(InvalidInputError, match="no mirrors and no urls"):
+        weights.WeightFile("x.npy", "", "", "", ())
