@@ -211,6 +211,12 @@ def _build_page(editor: ChunkyEditor) -> None:
             refine_button = gr.Button("Refine boundaries (level set)", elem_id="refine")
             freeze_button = gr.Button("Freeze (edit on top of this)", elem_id="freeze")
             undo_button = gr.Button("Undo", elem_id="undo")
+        with gr.Accordion("Fine-tune the generator for some segments (pivotal tuning; slow on a CPU)", open=False):
+            with gr.Row():
+                tune_choice = gr.CheckboxGroup(label="Segments to fine-tune (each gets its own generator copy)",
+                                               elem_id="tune-segments", scale=3)
+                tune_steps = gr.Slider(10, 200, value=40, step=10, label="Steps per segment", scale=1)
+                tune_button = gr.Button("Fine-tune", elem_id="tune", scale=1)
         with gr.Row():
             reproject_after = gr.CheckboxGroup(label="When freezing, re-project these segments against the frozen result "
                                                "(from their current codes)", elem_id="reproject-after", scale=3)
@@ -230,7 +236,8 @@ def _build_page(editor: ChunkyEditor) -> None:
         return (s.segmentation.overlay(s.aligned.crop), legend_text, gr.update(choices=names, value=chosen),
                 gr.update(choices=names, value=names[0]), {"background": s.aligned.crop, "layers": [], "composite": s.aligned.crop},
                 gr.update(choices=names, value=[]), gr.update(choices=names, value=[]),
-                gr.update(choices=names, value=chosen[0] if chosen else names[0]), gr.update(choices=names, value=[]))
+                gr.update(choices=names, value=chosen[0] if chosen else names[0]), gr.update(choices=names, value=[]),
+                gr.update(choices=names, value=[]))
 
     def start_session(photo: np.ndarray, index: int, aligned_flag: bool, source: str):
         aligned = editor.align(photo, face_index=int(index or 0), skip_alignment=True if aligned_flag else None)
@@ -259,7 +266,7 @@ def _build_page(editor: ChunkyEditor) -> None:
         return start_session(face, 0, True, f"Random face #{int(seed_value or 0)}")
 
     segment_views = [overlay_view, legend, reproject, sketch_segment, sketch, targets, merge_choice, variation_segment,
-                     reproject_after]
+                     reproject_after, tune_choice]
     load_outputs = [session, crop_view, status, *segment_views, photo_view, result_view, renders_view, metrics_view]
     load_button.click(load_photo, [upload, face_index, already_aligned], load_outputs, api_name="load")
     random_button.click(random_face, [seed], load_outputs, api_name="random_face")
@@ -389,6 +396,24 @@ def _build_page(editor: ChunkyEditor) -> None:
         return s, s.current(), *[0.0] * len(sliders)
 
     @friendly
+    def tune(s: Session | None, names, steps_value, progress=gr.Progress()):
+        s = inverted(s)
+        if not names:
+            raise InvalidInputError("Choose the segments to fine-tune.")
+        if s.edit is not None:
+            raise InvalidInputError("Freeze or undo the current edit first.")
+        s.cancel.clear()
+        result, start = s.result, time.perf_counter()
+        for name in names:
+            if s.cancel.is_set():
+                break
+            result = editor.tune(result, name, s.segmentation.names, steps=int(steps_value),
+                                 progress=progress_reporter(s, progress, f"fine-tune {name}"))
+        s.step_to(result)
+        note = f"Fine-tuned {', '.join(names)} in {time.perf_counter() - start:.1f} s (undo goes back)."
+        return s, *result_outputs(s), "Cancelled; kept what was tuned. " + note if s.cancel.is_set() else note
+
+    @friendly
     def undo(s: Session | None):
         s = loaded(s)
         s.undo()
@@ -437,6 +462,8 @@ def _build_page(editor: ChunkyEditor) -> None:
     refine_button.click(refine, [session], [session, result_view, overlay_view], api_name="refine")
     freeze_button.click(on_gpu(freeze), [session, reproject_after, reproject_steps], [session, result_view, *sliders],
                         api_name="freeze")
+    tune_button.click(on_gpu(tune), [session, tune_choice, tune_steps],
+                      [session, photo_view, result_view, renders_view, metrics_view, status], api_name="tune")
     undo_button.click(undo, [session], [session, result_view, *sliders], api_name="undo")
 
     @friendly

@@ -238,6 +238,39 @@ def print_editing_table(rows: list[dict]) -> None:
     print(f"ratio (same run): all 8 / 1 re-rendered segment, bf16: {all_ / one:.2f}x")
 
 
+def bench_tuning(steps: int = 6, seed: int = 0) -> list[dict]:
+    """Pivotal tuning of one segment of an 8-segment W+ result (config-f 1024 architecture, random weights,
+    LPIPS-VGG with a random backbone + L2, optimised at 256 px): seconds per tuning step (from the step
+    times of one run) and the whole call (generator copy and final 1024 px render included)."""
+    from chunky.config import InversionConfig
+    from chunky.inversion import invert
+    from chunky.losses import build_perceptual
+    from chunky.tuning import tune_segment
+
+    G = random_generator(1024, 512, 8, config_f_channels(1024), seed=seed)
+    perceptual = build_perceptual("lpips-vgg", pretrained_backbone=False)
+    target, masks = eight_segment_scene(1024, seed)
+    rows = []
+    for label, segment, precision in (("skin (large), fp32", 0, "fp32"), ("skin (large), bf16", 0, "bf16"),
+                                      ("eyes (small: windowed), bf16", 2, "bf16")):
+        config = InversionConfig(steps=1, perceptual="lpips-vgg", resolution=256, precision=precision)
+        result = invert(G, target, masks, config=config, perceptual=perceptual)
+        times = []
+        start = time.perf_counter()
+        tune_segment(G, result, segment, steps=steps, perceptual=perceptual, progress=lambda s, t, info: times.append(info["seconds"]))
+        wall = time.perf_counter() - start
+        rows.append({"segment": label, "step_s": (times[-1] - times[0]) / (len(times) - 1), "total_s": wall, "steps": steps})
+    return rows
+
+
+def print_tuning_table(rows: list[dict]) -> None:
+    print(f"Pivotal tuning of one segment, config-f 1024 architecture, 256 px -- {machine_description()}")
+    for r in rows:
+        print(f"  {r['segment']:<32} {r['step_s']:>7.3f} s/step   {r['total_s']:>7.2f} s for {r['steps']} steps (with copy and 1024 px render)")
+    print(f"ratios (same run): fp32/bf16 {rows[0]['step_s'] / rows[1]['step_s']:.2f}x, "
+          f"large/small segment (bf16) {rows[1]['step_s'] / rows[2]['step_s']:.2f}x")
+
+
 def bench_app(clients: int = 8, requests: int = 5) -> dict:
     """Load test of the app in test mode on localhost: ``clients`` simultaneous gradio_client users each
     upload ``requests`` photos (the /load endpoint: read, align, segment). Latency percentiles and
@@ -376,7 +409,7 @@ def print_faces_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chunky.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["all", "generator", "inversion", "faces", "editing", "app"], nargs="?", default="all")
+    parser.add_argument("which", choices=["all", "generator", "inversion", "faces", "editing", "tuning", "app"], nargs="?", default="all")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per generator measurement (best is reported)")
     parser.add_argument("--steps", type=int, default=30, help="inversion steps per variant")
     parser.add_argument("--only", default="", help="run only the inversion variants whose label contains this "
@@ -388,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
         print_app_table(bench_app())
     if args.which in ("all", "editing"):
         print_editing_table(bench_editing(args.repeat))
+    if args.which in ("all", "tuning"):
+        print_tuning_table(bench_tuning())
     if args.which in ("all", "faces"):
         print_faces_table(bench_faces(args.repeat))
     if args.which in ("all", "inversion"):

@@ -84,7 +84,8 @@ class InversionCache:
         return result
 
     def put(self, key: str, result: InversionResult) -> None:
-        data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        # fine-tuned generators are never part of an inversion's answer (they come later, per session)
+        data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "generators"}
         data["config"] = dataclasses.asdict(result.config)
         temp: Path | None = None
         try:

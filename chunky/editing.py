@@ -49,12 +49,14 @@ def move_codes(G: Generator, codes: Codes, offset: torch.Tensor) -> Codes:
 @dataclass
 class EditResult:
     """An edited composite. Attributes: codes (projected segments, after the edit), renders [K, 3, R, R],
-    composite [1, 3, R, R], segments (indices that were edited)."""
+    composite [1, 3, R, R], segments (indices that were edited), generators (segment -> the fine-tuned
+    generator that renders it, as in `InversionResult.generators`)."""
 
     codes: Codes
     renders: torch.Tensor
     composite: torch.Tensor
     segments: list[int]
+    generators: dict[int, Generator] = dataclasses.field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -82,10 +84,11 @@ def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direc
                          select_rows(move_codes(G, result.codes, offset), rows))
     renders = resize_images(result.renders, size).clone()
     for row, k in zip(rows, chosen):
-        renders[k] = render_codes(G, select_codes(moved, slice(row, row + 1)), space_of(moved), size)[0].float()
+        renders[k] = render_codes(result.generator_for(k, G), select_codes(moved, slice(row, row + 1)), space_of(moved),
+                                  size)[0].float()
     target, masks = resize_images(result.target, size), resize_images(result.masks, size)
     composite = soft_composite(renders, masks, target, keep=result.keep)
-    return EditResult(codes=moved, renders=renders, composite=composite, segments=chosen)
+    return EditResult(codes=moved, renders=renders, composite=composite, segments=chosen, generators=result.generators)
 
 
 def freeze(result: InversionResult, edit: EditResult) -> InversionResult:
@@ -94,7 +97,8 @@ def freeze(result: InversionResult, edit: EditResult) -> InversionResult:
     if edit.renders.shape[-1] != result.target.shape[-1]:
         raise InvalidInputError("Freeze a full-resolution edit, not a preview.")
     return dataclasses.replace(result, codes=edit.codes, target=edit.composite, renders=edit.renders,
-                               composite=edit.composite, config=result.config.replace(space=space_of(edit.codes)))
+                               composite=edit.composite, config=result.config.replace(space=space_of(edit.codes)),
+                               generators=edit.generators)
 
 
 @torch.no_grad()
@@ -118,9 +122,10 @@ def style_variations(G: Generator, result: InversionResult, segment: int, count:
         mixed = codes.clone()
         mixed[row, first:] = donor
         renders = result.renders.clone()
-        renders[segment] = render_codes(G, mixed[row:row + 1], "w+", size)[0].float()
+        renders[segment] = render_codes(result.generator_for(segment, G), mixed[row:row + 1], "w+", size)[0].float()
         composite = soft_composite(renders, result.masks, result.target, keep=result.keep)
-        variations.append(EditResult(codes=mixed, renders=renders, composite=composite, segments=[segment]))
+        variations.append(EditResult(codes=mixed, renders=renders, composite=composite, segments=[segment],
+                                     generators=result.generators))
     return variations
 
 
@@ -157,4 +162,7 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     # the segment carries the reference's code, so later edits and freezes move the transferred segment
     codes = replace_rows(result.codes, [result.projected.index(segment)],
                          select_rows(reference.codes, [reference.projected.index(reference_segment)]))
-    return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment])
+    generators = {k: g for k, g in result.generators.items() if k != segment}  # the segment now renders as in the
+    if reference_segment in reference.generators:                              # reference, with its tuning if any
+        generators[segment] = reference.generators[reference_segment]
+    return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment], generators=generators)

@@ -28,6 +28,7 @@ from chunky.inversion import InversionResult, ProgressCallback, invert, reprojec
 from chunky.losses import build_perceptual
 from chunky.refinement import refine_all
 from chunky.segmentation import FaceParser, LayoutParser, Segmentation
+from chunky.tuning import tune_segment
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,14 @@ class ChunkyEditor:
         config = result.config.replace(steps=int(steps))
         return reproject(self.generator, result, [names.index(n) for n in segments], config=config, progress=progress,
                          perceptual=self.perceptual(config.perceptual))
+
+    def tune(self, result: InversionResult, segment: str, names: tuple[str, ...], *, steps: int = 40,
+             progress: ProgressCallback | None = None) -> InversionResult:
+        """Pivotal tuning for the named segment: a fine-tuned generator copy renders it from now on."""
+        if segment not in names:
+            raise InvalidInputError(f"There is no segment named {segment!r}; the segments are {list(names)}.")
+        return tune_segment(self.generator, result, names.index(segment), steps=int(steps),
+                            perceptual=self.perceptual(result.config.perceptual), progress=progress)
 
     def perceptual(self, kind: str) -> torch.nn.Module | None:
         """The LPIPS module for ``kind`` ("lpips-vgg", "lpips-alex", "none"), built once and shared."""

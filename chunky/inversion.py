@@ -52,6 +52,8 @@ class InversionResult:
         steps_run: steps actually run (fewer on early stop or cancel).
         cancelled: the progress callback asked to stop.
         config: the settings used.
+        generators: segment index -> the fine-tuned generator that renders it (pivotal tuning,
+            `chunky.tuning`); every other segment renders with the shared generator.
     """
 
     codes: Codes
@@ -68,6 +70,11 @@ class InversionResult:
     steps_run: int
     cancelled: bool
     config: InversionConfig
+    generators: dict[int, Generator] = dataclasses.field(default_factory=dict)
+
+    def generator_for(self, segment: int, G: Generator) -> Generator:
+        """The generator that renders ``segment``: its fine-tuned copy, else ``G``."""
+        return self.generators.get(segment, G)
 
 
 def learning_rate(step: int, total: int, config: InversionConfig) -> float:
@@ -119,7 +126,7 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     # At most two resolutions occur (coarse-to-fine): plan each resolution's passes once (target and
     # loss masks resized, windows chosen, the target's LPIPS features computed).
     chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(device))
-    plans = {r: _plan_passes(chunks, resize_images(target, r), resize_images(loss_masks, r), perceptual, config)
+    plans = {r: plan_passes(chunks, resize_images(target, r), resize_images(loss_masks, r), perceptual, config)
              for r in {_resolution_at(s, config, render_size) for s in (0, config.steps - 1)}}
 
     history: list[float] = []
@@ -207,20 +214,29 @@ def reproject(G: Generator, result: InversionResult, segments: Sequence[int], *,
     if not_projected:
         raise InvalidInputError(f"Segments {not_projected} are taken from the photo and have no code to re-project.")
     config = (config or result.config).replace(space=space_of(result.codes))
-    rows = [result.projected.index(k) for k in chosen]
-    others = [k for k in range(result.masks.shape[0]) if k not in chosen]
-    part = invert(G, result.target, result.masks, config=config, keep=others, init=select_rows(result.codes, rows),
-                  progress=progress, perceptual=perceptual)
-    codes = replace_rows(result.codes, rows, part.codes)
-    renders = result.renders.clone()
-    renders[chosen] = part.renders[chosen]
+    groups: dict[int, list[int]] = {}  # segments with the same generator (a fine-tuned one has its own) go together
+    for k in chosen:
+        groups.setdefault(id(result.generator_for(k, G)), []).append(k)
+    codes, renders = result.codes, result.renders.clone()
     losses = {name: values.clone() for name, values in result.segment_losses.items()}
-    for name, values in losses.items():
-        values[chosen] = part.segment_losses[name][chosen]
+    parts = []
+    for group in groups.values():
+        rows = [result.projected.index(k) for k in group]
+        others = [k for k in range(result.masks.shape[0]) if k not in group]
+        part = invert(result.generator_for(group[0], G), result.target, result.masks, config=config, keep=others,
+                      init=select_rows(codes, rows), progress=progress, perceptual=perceptual)
+        codes = replace_rows(codes, rows, part.codes)
+        renders[group] = part.renders[group]
+        for name, values in losses.items():
+            values[group] = part.segment_losses[name][group]
+        parts.append(part)
+        if part.cancelled:
+            break
     return dataclasses.replace(
         result, codes=codes, renders=renders, composite=soft_composite(renders, result.masks, result.target, keep=result.keep),
-        segment_losses=losses, loss=part.loss, history=part.history, seconds=part.seconds, steps_run=part.steps_run,
-        cancelled=part.cancelled, config=config)
+        segment_losses=losses, loss=sum(p.loss for p in parts), history=[sum(step) for step in zip(*(p.history for p in parts))],
+        seconds=sum(p.seconds for p in parts), steps_run=max(p.steps_run for p in parts),
+        cancelled=any(p.cancelled for p in parts), config=config)
 
 
 def space_of(codes: Codes) -> str:
@@ -304,7 +320,7 @@ WINDOW_MIN_PX = 32  # LPIPS backbones (AlexNet's strided pooling) need at least 
 
 
 @dataclass
-class _Pass:
+class Pass:
     """One generator pass of an optimisation step: which segments, and what they are compared with."""
 
     chunk: slice
@@ -314,8 +330,10 @@ class _Pass:
     features: list[torch.Tensor] | None
 
 
-def _plan_passes(chunks: list[slice], target: torch.Tensor, masks: torch.Tensor, perceptual: nn.Module | None,
-                 config: InversionConfig) -> list[_Pass]:
+def plan_passes(chunks: list[slice], target: torch.Tensor, masks: torch.Tensor, perceptual: nn.Module | None,
+                config: InversionConfig) -> list[Pass]:
+    """One `Pass` per chunk of segments: a single segment gets its window (when ``config.window_segments``
+    and it is small enough), with the target and loss masks cropped to it and the target's LPIPS features."""
     plans = []
     for chunk in chunks:
         single = chunk.stop - chunk.start == 1
@@ -326,7 +344,7 @@ def _plan_passes(chunks: list[slice], target: torch.Tensor, masks: torch.Tensor,
             t, m = window.crop(target, scale), window.crop(m, scale)
         with torch.no_grad(), autocast(config.precision, target.device):
             features = None if perceptual is None else lpips_features(perceptual, t)
-        plans.append(_Pass(chunk, window, t, m, features))
+        plans.append(Pass(chunk, window, t, m, features))
     return plans
 
 

@@ -65,6 +65,13 @@ class Session:
         self.history.append(result)
         self.result, self.edit = frozen, None
 
+    def step_to(self, result: InversionResult) -> None:
+        """Adopt ``result``, derived from the current one without an edit (e.g. fine-tuned); undo goes back."""
+        if self.edit is not None:
+            raise InvalidInputError("Freeze or undo the current edit first.")
+        self.history.append(self.require_result())
+        self.result = result
+
     def undo(self) -> None:
         """Drop the current edit, or, with none, go back to the state before the last freeze."""
         if self.edit is not None:

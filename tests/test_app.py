@@ -93,6 +93,12 @@ def test_upload_invert_edit_freeze_undo_export(server, editor, tmp_path):
     reprojected = read(client.predict(["hair"], 10, api_name="/freeze")[0])
     assert reprojected.shape == edited.shape and not np.array_equal(reprojected, edited)
     assert np.array_equal(read(client.predict(api_name="/undo")[0]), before)
+    # pivotal tuning of one segment changes the result; undo goes back
+    tuned = client.predict(["hair"], 10, api_name="/tune")
+    assert "Fine-tuned hair" in tuned[-1] and not np.array_equal(read(tuned[1]), before)
+    hair_loss = {row[0]: row[3] for row in tuned[3]["data"]}["hair"]
+    assert hair_loss < rows["hair"][3]
+    assert np.array_equal(read(client.predict(api_name="/undo")[0]), before)
     reference = photo_file(tmp_path, 6, editor)
     transferred = read(client.predict(handle_file(str(reference)), "hair", True, api_name="/transfer"))
     assert transferred.shape == before.shape and not np.array_equal(transferred, before)
