@@ -3,7 +3,8 @@
 A `Direction` is a W+ offset [n_latent, style_dim] per unit of slider strength (rows outside its layer
 range are zero). Sources: the published files for the FFHQ-1024 generator (``weights/directions.toml``,
 fetched through the registry with pinned sha256), GANSpace PCA files with their published recipes, user
-files dropped in a folder, and the generator's own principal components (always available).
+files dropped in a folder, and two kinds computed from the generator itself (always available): the
+principal components of W and the closed-form factorisation of the coarse modulation weights.
 """
 
 from __future__ import annotations
@@ -48,13 +49,38 @@ class Direction:
 def pca_directions(G: Generator, count: int = 6, *, samples: int = 4096, seed: int = 0) -> list[Direction]:
     """GANSpace-style directions: the principal components of W (from ``samples`` seeded z), each scaled
     by its standard deviation and applied to every layer. Always available; named "Component k"."""
-    z = torch.randn(samples, G.style_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
-    w = G.mapping(z).double().cpu()
-    centred = w - w.mean(0, keepdim=True)
+    centred = _w_samples(G, samples, seed)
     _, singular, components = torch.linalg.svd(centred, full_matrices=False)
     std = singular / (samples - 1) ** 0.5
     return [Direction(f"Component {k + 1}", (components[k] * std[k]).float().expand(G.n_latent, -1).clone(),
                       source="PCA of W", group="Components") for k in range(min(count, G.style_dim))]
+
+
+@torch.no_grad()
+def factor_directions(G: Generator, count: int = 4, *, rows: int = 4, samples: int = 4096, seed: int = 0) -> list[Direction]:
+    """Closed-form factorisation (SeFa): the top eigenvectors of AᵀA, where A stacks the modulation weights
+    of the layers fed by the first ``rows`` W+ rows (the coarse layers: pose, face shape). Each moves those
+    rows only and is scaled by the standard deviation of W along it, so a strength of 1 is one typical
+    step, as for the PCA components. Always available; named "Factor k"."""
+    rows = min(rows, G.n_latent)
+    weights = [layer.modulation.weight * layer.modulation.scale for row, layer in G.modulated_layers(None) if row < rows]
+    stacked = torch.cat(weights).double().cpu()  # [sum of channels, style_dim]
+    eigenvalues, eigenvectors = torch.linalg.eigh(stacked.T @ stacked)  # ascending
+    factors = eigenvectors.flip(1).T[:count]  # [count, style_dim], unit length
+    std = (_w_samples(G, samples, seed) @ factors.T).std(dim=0)
+    directions = []
+    for k, (factor, spread) in enumerate(zip(factors, std)):
+        vector = torch.zeros(G.n_latent, G.style_dim)
+        vector[:rows] = (factor * spread).float()
+        directions.append(Direction(f"Factor {k + 1}", vector, source="closed-form factorisation", group="Components"))
+    return directions
+
+
+def _w_samples(G: Generator, samples: int, seed: int) -> torch.Tensor:
+    """[samples, style_dim] float64 w from seeded z, centred on their mean."""
+    z = torch.randn(samples, G.style_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
+    w = G.mapping(z).double().cpu()
+    return w - w.mean(0, keepdim=True)
 
 
 # GANSpace's published recipes for the FFHQ generator: name -> (component, first layer, end layer, slider limit).

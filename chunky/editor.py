@@ -19,7 +19,7 @@ from chunky.cache import InversionCache, cached_invert
 from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
-from chunky.directions import Direction, load_direction_folder, pca_directions, published_directions
+from chunky.directions import Direction, factor_directions, load_direction_folder, pca_directions, published_directions
 from chunky.editing import EditResult, apply_edit, style_variations, transfer_segment
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, random_generator
@@ -152,13 +152,13 @@ class ChunkyEditor:
     def directions(self) -> list[Direction]:
         """Every direction for this generator: the published ones for it (downloaded on first use; skipped
         with a warning when unavailable), files in ``CHUNKY_DIRECTIONS_DIR`` that fit it, then the
-        generator's own PCA components (always available). Computed once."""
+        generator's own PCA components and closed-form factors (always available). Computed once."""
         if self._directions is None:
             found = published_directions(self.generator, self.generator_name) if self.generator_name else []
             folder = os.environ.get("CHUNKY_DIRECTIONS_DIR")
             if folder and Path(folder).is_dir():
                 found += load_direction_folder(folder, self.generator)
-            self._directions = found + pca_directions(self.generator)
+            self._directions = found + pca_directions(self.generator) + factor_directions(self.generator)
         return self._directions
 
     def edit(self, result: InversionResult, strengths: Mapping[str, float], segments: Sequence[str] | None = None,

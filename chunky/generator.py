@@ -371,7 +371,7 @@ class Generator(nn.Module):
         """Style-space (S) vectors of W / W+ codes: one [N, C_l] tensor per modulated layer, in
         rendering order (conv1, to_rgb1, then per block: up-conv, conv, to_rgb)."""
         ws = self._as_w_plus(ws)
-        layers = self._modulated_layers(resolution)
+        layers = self.modulated_layers(resolution)
         return [layer.modulation(ws[:, index]) for index, layer in layers]
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const", resolution: int | None = None, *,
@@ -430,7 +430,7 @@ class Generator(nn.Module):
             raise InvalidInputError(f"resolution must be a power of two in [4, {self.size}], got {resolution}.")
         return log_res - 2
 
-    def _modulated_layers(self, resolution: int | None) -> list[tuple[int, nn.Module]]:
+    def modulated_layers(self, resolution: int | None) -> list[tuple[int, nn.Module]]:
         """(W+ row, layer) pairs in rendering order, up to ``resolution``."""
         layers = [(0, self.conv1.conv), (1, self.to_rgb1.conv)]
         for b in range(self._num_blocks(resolution)):

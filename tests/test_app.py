@@ -80,14 +80,14 @@ def test_upload_invert_edit_freeze_undo_export(server, editor, tmp_path):
     assert rows["background"][1] is True and rows["skin"][1] is False and rows["skin"][3] > 0
     before = read(composite)
 
-    edited = read(client.predict(["skin"], 2.5, *[0.0] * 5, api_name="/edit"))
+    edited = read(client.predict(["skin"], 2.5, *[0.0] * (len(editor.directions()) - 1), api_name="/edit"))
     assert edited.shape == before.shape and not np.array_equal(edited, before)
     frozen = client.predict([], 10, api_name="/freeze")
     assert np.array_equal(read(frozen[0]), edited) and all(v == 0 for v in frozen[1:])
     undone = client.predict(api_name="/undo")
     assert np.array_equal(read(undone[0]), before)
     # freeze and re-project a segment from its current code; a refused re-projection changes nothing
-    assert np.array_equal(read(client.predict(["skin"], 2.5, *[0.0] * 5, api_name="/edit")), edited)
+    assert np.array_equal(read(client.predict(["skin"], 2.5, *[0.0] * (len(editor.directions()) - 1), api_name="/edit")), edited)
     with pytest.raises(Exception, match="taken from the photo"):
         client.predict(["background"], 10, api_name="/freeze")
     reprojected = read(client.predict(["hair"], 10, api_name="/freeze")[0])

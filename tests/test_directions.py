@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from chunky.directions import (GANSPACE_RECIPES, Direction, as_w_plus, ganspace_directions, load_direction_file,
-                               load_direction_folder, pca_directions, published_directions)
+                               factor_directions, load_direction_folder, pca_directions, published_directions)
 from chunky.editing import combined_offset
 from chunky.errors import InvalidInputError
 from chunky.weights import registry
@@ -27,6 +27,21 @@ def test_pca_directions_are_ordered_orthogonal_components(tiny_generator, direct
     cosines = (rows / norms[:, None]) @ (rows / norms[:, None]).T
     torch.testing.assert_close(cosines, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
     assert all(torch.equal(d.vector[0], d.vector[-1]) for d in directions)  # every layer
+
+
+def test_factor_directions_are_the_closed_form_factors_of_the_coarse_modulations(tiny_generator):
+    G = tiny_generator
+    factors = factor_directions(G, count=3, rows=4)
+    assert [d.name for d in factors] == ["Factor 1", "Factor 2", "Factor 3"]
+    assert all(d.vector[4:].abs().max() == 0 and d.vector[:4].abs().min() > 0 for d in factors)  # coarse rows only
+    units = torch.stack([d.vector[0] / d.vector[0].norm() for d in factors]).double()
+    torch.testing.assert_close(units @ units.T, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    A = torch.cat([layer.modulation.weight * layer.modulation.scale for row, layer in G.modulated_layers(None)
+                   if row < 4]).double()
+    gains = (A @ units.T).norm(dim=0)  # how much each factor moves the coarse styles
+    assert gains[0] >= gains[1] >= gains[2]
+    random_units = torch.nn.functional.normalize(torch.randn(100, G.style_dim, generator=torch.Generator().manual_seed(0)).double(), dim=1)
+    assert (A @ random_units.T).norm(dim=0).max() <= gains[0] + 1e-9  # the top factor moves them most
 
 
 def test_published_direction_formats_read_for_the_ffhq_shape():
