@@ -64,9 +64,16 @@ def test_upload_invert_edit_freeze_undo_export_in_a_browser(page_and_editor, tmp
     page.click("text=Advanced")
     steps = page.locator("#steps input[type=number]")
     steps.wait_for()
-    steps.fill("20")
-    steps.press("Tab")
-    wait_until(lambda: page.locator("#steps input[type=range]").input_value() == "20", timeout=20, what="steps = 20")
+
+    def steps_set_to_20():  # typing can race the page's own start-up updates: type again until it holds
+        if page.locator("#steps input[type=range]").input_value() == "20":
+            return True
+        steps.fill("20")
+        steps.press("Tab")
+        time.sleep(0.5)
+        return page.locator("#steps input[type=range]").input_value() == "20"
+
+    wait_until(steps_set_to_20, timeout=40, what="steps = 20")
     page.click("#invert")
     seen_progress = []
     wait_until(lambda: seen_progress.append("s left" in page.inner_text("body")) or "Done:" in page.inner_text("#status"),
