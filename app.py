@@ -400,8 +400,7 @@ def _build_page(editor: ChunkyEditor) -> None:
         s = inverted(s)
         if not names:
             raise InvalidInputError("Choose the segments to fine-tune.")
-        if s.edit is not None:
-            raise InvalidInputError("Freeze or undo the current edit first.")
+        s.require_no_edit()  # before the slow part
         s.cancel.clear()
         result, start = s.result, time.perf_counter()
         for name in names:

@@ -20,6 +20,7 @@ from chunky.generator import Generator
 from chunky.images import resize_images
 from chunky.inversion import Codes, InversionResult, render_codes, replace_rows, select_codes, select_rows, space_of
 
+
 def combined_offset(directions: Sequence[Direction], strengths: Mapping[str, float], G: Generator) -> torch.Tensor:
     """Σ strength · direction: [n_latent, style_dim]."""
     by_name = {d.name: d for d in directions}
@@ -162,7 +163,8 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     # the segment carries the reference's code, so later edits and freezes move the transferred segment
     codes = replace_rows(result.codes, [result.projected.index(segment)],
                          select_rows(reference.codes, [reference.projected.index(reference_segment)]))
-    generators = {k: g for k, g in result.generators.items() if k != segment}  # the segment now renders as in the
-    if reference_segment in reference.generators:                              # reference, with its tuning if any
+    # ... and renders as in the reference: with the reference's fine-tuned generator, if it has one
+    generators = {k: g for k, g in result.generators.items() if k != segment}
+    if reference_segment in reference.generators:
         generators[segment] = reference.generators[reference_segment]
     return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment], generators=generators)

@@ -65,10 +65,13 @@ class Session:
         self.history.append(result)
         self.result, self.edit = frozen, None
 
-    def step_to(self, result: InversionResult) -> None:
-        """Adopt ``result``, derived from the current one without an edit (e.g. fine-tuned); undo goes back."""
+    def require_no_edit(self) -> None:
         if self.edit is not None:
             raise InvalidInputError("Freeze or undo the current edit first.")
+
+    def step_to(self, result: InversionResult) -> None:
+        """Adopt ``result``, derived from the current one without an edit (e.g. fine-tuned); undo goes back."""
+        self.require_no_edit()
         self.history.append(self.require_result())
         self.result = result
 
