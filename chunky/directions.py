@@ -172,8 +172,6 @@ def as_w_plus(vector: torch.Tensor, G: Generator, name: str = "direction") -> to
                             f"[{G.n_latent}, {G.style_dim}].")
 
 
-
-
 def published_directions(G: Generator, generator: str, *, table: str | Path = DIRECTIONS_PATH) -> list[Direction]:
     """The published directions for registry generator ``generator`` (``weights/directions.toml``), fetched
     through the registry (pinned URLs, sha256 checked; a second call is offline).

@@ -82,7 +82,7 @@ def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direc
     rows = [result.projected.index(k) for k in chosen]
     # Only the chosen codes move (the others keep their value, in the same space as the moved ones).
     moved = replace_rows(move_codes(G, result.codes, torch.zeros_like(offset)), rows,
-                         select_rows(move_codes(G, result.codes, offset), rows))
+                         move_codes(G, select_rows(result.codes, rows), offset))
     renders = resize_images(result.renders, size).clone()
     for row, k in zip(rows, chosen):
         renders[k] = render_codes(result.generator_for(k, G), select_codes(moved, slice(row, row + 1)), space_of(moved),

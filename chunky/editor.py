@@ -172,10 +172,7 @@ class ChunkyEditor:
         """
         indices = None
         if segments:
-            missing = [n for n in segments if n not in names]
-            if missing:
-                raise InvalidInputError(f"There is no segment named {missing[0]!r}; the segments are {list(names)}.")
-            indices = [names.index(n) for n in segments if names.index(n) in result.projected]
+            indices = [k for k in segment_indices(names, segments) if k in result.projected]
             if not indices:
                 raise InvalidInputError("The selected segments were all kept from the photo: there is no code to edit.")
         with autocast(self.precision, self.device):
@@ -184,10 +181,9 @@ class ChunkyEditor:
     def variations(self, result: InversionResult, segment: str, names: tuple[str, ...], *, count: int = 4,
                    seed: int = 0) -> list[EditResult]:
         """``count`` seeded style variations (hair colour, texture, ...) of one named segment; the rest stays."""
-        if segment not in names:
-            raise InvalidInputError(f"There is no segment named {segment!r}; the segments are {list(names)}.")
+        (index,) = segment_indices(names, [segment])
         with autocast(self.precision, self.device):
-            return style_variations(self.generator, result, names.index(segment), count, seed=seed)
+            return style_variations(self.generator, result, index, count, seed=seed)
 
     def transfer(self, result: InversionResult, names: tuple[str, ...], reference: InversionResult,
                  reference_names: tuple[str, ...], segment: str) -> EditResult:
@@ -213,19 +209,15 @@ class ChunkyEditor:
                   progress: ProgressCallback | None = None) -> InversionResult:
         """Re-project the named segments of a (frozen) result against its target, starting from their current
         codes, for ``steps`` steps with the result's other settings (incremental editing)."""
-        missing = [n for n in segments if n not in names]
-        if missing:
-            raise InvalidInputError(f"There is no segment named {missing[0]!r}; the segments are {list(names)}.")
         config = result.config.replace(steps=int(steps))
-        return reproject(self.generator, result, [names.index(n) for n in segments], config=config, progress=progress,
+        return reproject(self.generator, result, segment_indices(names, segments), config=config, progress=progress,
                          perceptual=self.perceptual(config.perceptual))
 
     def tune(self, result: InversionResult, segment: str, names: tuple[str, ...], *, steps: int = 40,
              progress: ProgressCallback | None = None) -> InversionResult:
         """Pivotal tuning for the named segment: a fine-tuned generator copy renders it from now on."""
-        if segment not in names:
-            raise InvalidInputError(f"There is no segment named {segment!r}; the segments are {list(names)}.")
-        return tune_segment(self.generator, result, names.index(segment), steps=int(steps),
+        (index,) = segment_indices(names, [segment])
+        return tune_segment(self.generator, result, index, steps=int(steps),
                             perceptual=self.perceptual(result.config.perceptual), progress=progress)
 
     def perceptual(self, kind: str) -> torch.nn.Module | None:
@@ -265,3 +257,10 @@ class ChunkyEditor:
             return cached_invert(self.generator, target, masks, cache=self.cache, **kwargs)
         return invert(self.generator, target, masks, **kwargs)
 
+
+def segment_indices(names: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    """Indices of the segments named ``wanted`` in ``names`` (a segmentation's names), or a clear error."""
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise InvalidInputError(f"There is no segment named {missing[0]!r}; the segments are {list(names)}.")
+    return [list(names).index(n) for n in wanted]

@@ -65,10 +65,10 @@ def tune_segment(G: Generator, result: InversionResult, segment: int, *, steps: 
 
     device = result.target.device
     resolution = min(config.resolution, result.target.shape[-1])
-    region = dilate_masks(result.masks[segment:segment + 1], config.dilate_px)
-    (plan,) = plan_passes([slice(0, 1)], resize_images(result.target, resolution), resize_images(region, resolution),
-                          perceptual, config)
-    history, start = [], time.perf_counter()
+    target = resize_images(result.target, resolution)
+    region = resize_images(dilate_masks(result.masks[segment:segment + 1], config.dilate_px), resolution)
+    (plan,) = plan_passes([slice(0, 1)], target, region, perceptual, config)
+    start = time.perf_counter()
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
         with autocast(config.precision, device):
@@ -77,12 +77,12 @@ def tune_segment(G: Generator, result: InversionResult, segment: int, *, steps: 
                                   target_features=plan.features)["total"].sum()
         loss.backward()
         optimizer.step()
-        history.append(float(loss.detach()))
-        if not math.isfinite(history[-1]):
-            raise InvalidInputError(f"The tuning loss became {history[-1]} at step {step + 1}; lower the learning rate.")
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise InvalidInputError(f"The tuning loss became {value} at step {step + 1}; lower the learning rate.")
         if progress is not None:
             elapsed = time.perf_counter() - start
-            info = {"loss": history[-1], "seconds": elapsed, "eta": elapsed / (step + 1) * (steps - step - 1)}
+            info = {"loss": value, "seconds": elapsed, "eta": elapsed / (step + 1) * (steps - step - 1)}
             if progress(step + 1, steps, info) is False:
                 break
     tuned.requires_grad_(False)
@@ -91,8 +91,8 @@ def tune_segment(G: Generator, result: InversionResult, segment: int, *, steps: 
     with torch.no_grad(), autocast(config.precision, device):
         renders = result.renders.clone()
         renders[segment] = render_codes(tuned, code, space, size)[0].float()
-        full = segment_losses(resize_images(renders[segment:segment + 1], resolution), resize_images(result.target, resolution),
-                              resize_images(region, resolution), perceptual=perceptual, pixel_weight=config.pixel_weight)
+        full = segment_losses(resize_images(renders[segment:segment + 1], resolution), target, region,
+                              perceptual=perceptual, pixel_weight=config.pixel_weight)
     losses = {name: values.clone() for name, values in result.segment_losses.items()}
     for name, values in losses.items():
         values[segment] = full[name][0].float().cpu()
