@@ -66,6 +66,7 @@ class AlignedFace:
     face_index: int = 0
     skipped: bool = False
     boxes: list[np.ndarray] = field(default_factory=list)
+    note: str = ""
 
     @property
     def size(self) -> int:
@@ -135,16 +136,15 @@ def align_face(photo: np.ndarray, detector: FaceDetector | None, *, size: int = 
         detector: finds faces and their 5 landmarks (None only with ``skip_alignment=True``).
         size: crop side (the generator's size).
         face_index: which face, largest first.
-        skip_alignment: True: the photo is an aligned crop already (square, face where FFHQ puts it);
-            None: decide from the detector (a near-identity transform means aligned); False: always warp.
+        skip_alignment: True: the photo is an aligned crop already (face where FFHQ puts it; a non-square
+            photo is centre-cropped to a square, and ``note`` says so); None: decide from the detector (a
+            near-identity transform means aligned); False: always warp.
     """
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
         raise InvalidInputError(f"photo must be an [H, W, 3] uint8 image, got {photo.dtype} {list(photo.shape)}.")
     height, width = photo.shape[:2]
     if skip_alignment:
-        if height != width:
-            raise InvalidInputError(f"An already aligned photo must be square; this one is {width}x{height}.")
-        return _as_aligned(photo, size)
+        return _centre_square(photo, size)
     if detector is None:
         raise InvalidInputError("Face detection needs a detector; pass skip_alignment=True for an aligned crop.")
     faces = detect_faces(photo, detector)
@@ -186,6 +186,20 @@ def _as_aligned(photo: np.ndarray, size: int, landmarks=None, count: int = 1, in
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     crop = photo if scale == 1 else cv2.resize(photo, (size, size), interpolation=interpolation)
     return AlignedFace(crop, matrix, photo, landmarks, count, index, True, list(boxes))
+
+
+def _centre_square(photo: np.ndarray, size: int) -> AlignedFace:
+    """A photo taken as aligned: its centred square (the whole photo when square), resized to ``size``."""
+    height, width = photo.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    aligned = _as_aligned(photo[top:top + side, left:left + side], size)
+    if side == height == width:
+        return aligned
+    scale = size / side
+    matrix = np.array([[scale, 0, -scale * left], [0, scale, -scale * top]], dtype=np.float64)
+    note = f"The {width}x{height} photo is not square: its centred {side}x{side} square is used."
+    return AlignedFace(aligned.crop, matrix, photo, skipped=True, note=note)
 
 
 def _crop(photo: np.ndarray, matrix: np.ndarray, size: int, half: float) -> np.ndarray:

@@ -51,13 +51,15 @@ def move_codes(G: Generator, codes: Codes, offset: torch.Tensor) -> Codes:
 class EditResult:
     """An edited composite. Attributes: codes (projected segments, after the edit), renders [K, 3, R, R],
     composite [1, 3, R, R], segments (indices that were edited), generators (segment -> the fine-tuned
-    generator that renders it, as in `InversionResult.generators`)."""
+    generator that renders it, as in `InversionResult.generators`), masks ([K, 1, R, R] when the edit
+    changed the segments' masks, as a region transfer does; None otherwise)."""
 
     codes: Codes
     renders: torch.Tensor
     composite: torch.Tensor
     segments: list[int]
     generators: dict[int, Generator] = dataclasses.field(default_factory=dict)
+    masks: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -94,11 +96,18 @@ def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direc
 
 def freeze(result: InversionResult, edit: EditResult) -> InversionResult:
     """The edited state as a new starting point (incremental editing): its composite becomes the target
-    and the edited codes and renders become the result's, so later edits add to this one."""
+    and the edited codes and renders become the result's, so later edits add to this one.
+
+    The frozen composite is composited again from the renders over the new target, so the result stays
+    a function of its renders, masks and target (it differs from the edit's composite only where a kept
+    segment's feathered edge blends, which now blends over the edit)."""
     if edit.renders.shape[-1] != result.target.shape[-1]:
         raise InvalidInputError("Freeze a full-resolution edit, not a preview.")
-    return dataclasses.replace(result, codes=edit.codes, target=edit.composite, renders=edit.renders,
-                               composite=edit.composite, config=result.config.replace(space=space_of(edit.codes)),
+    renders = edit.renders.clone()
+    renders[result.keep] = edit.composite[0]  # a kept segment's render is its target
+    composite = soft_composite(renders, result.masks, edit.composite, keep=result.keep)
+    return dataclasses.replace(result, codes=edit.codes, target=edit.composite, renders=renders,
+                               composite=composite, config=result.config.replace(space=space_of(edit.codes)),
                                generators=edit.generators)
 
 
@@ -167,4 +176,5 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     generators = {k: g for k, g in result.generators.items() if k != segment}
     if reference_segment in reference.generators:
         generators[segment] = reference.generators[reference_segment]
-    return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment], generators=generators)
+    return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment], generators=generators,
+                      masks=masks)

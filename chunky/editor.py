@@ -100,6 +100,16 @@ class ChunkyEditor:
             image = G.synthesis(G.mapping(z, truncation_psi=truncation), resolution=resolution)
         return tensor_to_uint8(image.float())
 
+    def work_size(self) -> int:
+        """Side of the renders a session works at: full size on a GPU; at most 512 px on a CPU so edits stay
+        quick (the paste-back still lands in the photo at its full resolution)."""
+        size = self.generator.size
+        return size if self.device.type == "cuda" else min(size, 512)
+
+    def work_crop(self, crop: np.ndarray) -> np.ndarray:
+        """An aligned crop [S, S, 3] uint8 at the work size."""
+        return resize_uint8(crop, self.work_size())
+
     def detector(self) -> FaceDetector | None:
         """The face detector (built on first use), or None in test mode."""
         if self._detector is None and self.face_models:
@@ -186,12 +196,12 @@ class ChunkyEditor:
             return style_variations(self.generator, result, index, count, seed=seed)
 
     def transfer(self, result: InversionResult, names: tuple[str, ...], reference: InversionResult,
-                 reference_names: tuple[str, ...], segment: str) -> EditResult:
+                 reference_names: tuple[str, ...], segment: str, *, stitch: bool = True) -> EditResult:
         """Take segment ``segment`` (e.g. "hair") from a reference photo's inversion into this one."""
         for label, available in (("this photo", names), ("the reference photo", reference_names)):
             if segment not in available:
                 raise InvalidInputError(f"{label} has no segment named {segment!r}; it has {list(available)}.")
-        return transfer_segment(result, reference, names.index(segment), reference_names.index(segment))
+        return transfer_segment(result, reference, names.index(segment), reference_names.index(segment), stitch=stitch)
 
     def refine(self, result: InversionResult, edit: EditResult | None = None, segments: Sequence[int] | None = None,
                ) -> tuple[InversionResult, EditResult | None]:

@@ -81,12 +81,18 @@ class Segmentation:
         return self.names.index(name)
 
     def resized(self, size: int) -> "Segmentation":
-        """The same segments at [size, size] (area-averaged when shrinking, bilinear when growing)."""
+        """The same segments at [size, size] (area-averaged when shrinking, bilinear when growing; the label
+        map by nearest neighbour)."""
         if self.masks.shape[-2:] == (size, size):
             return self
         mode = "area" if size < self.masks.shape[-1] else "bilinear"
         masks = F.interpolate(self.masks, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
-        return Segmentation(self.names, masks.clamp(0, 1))  # the label map does not follow a resize
+        labels = None
+        if self.labels is not None:  # nearest neighbour: label values are names, not intensities
+            rows = (np.arange(size) + 0.5) * self.labels.shape[0] / size
+            cols = (np.arange(size) + 0.5) * self.labels.shape[1] / size
+            labels = self.labels[rows.astype(int)[:, None], cols.astype(int)[None, :]]
+        return Segmentation(self.names, masks.clamp(0, 1), labels)
 
     def label_map(self) -> np.ndarray:
         """[H, W] int: the index of the strongest mask at each pixel."""

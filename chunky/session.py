@@ -1,91 +1,324 @@
-"""One user's work in progress: the photo, its segments, the inversion, the current edit and the undo
-history. The app keeps one `Session` per browser tab (in `gr.State`); nothing here is shared.
+"""One user's work, with one owner: the loaded photo, its named segments, the inversion, the current
+edit and the undo history. The app keeps one `Session` per browser tab (in `gr.State`), the CLI one per
+run; nothing here is shared between users.
+
+Every change is a method that replaces the current `State` (immutable) by a new one and pushes the old
+one on the history, so undo restores exactly the previous state, whatever the action. The photo and
+its aligned crop are never changed: a frozen edit becomes the inversion's *target*, kept beside them.
+Names and masks live together in one `Segmentation`, the only map from names to indices; the
+inversion's masks are always that segmentation's masks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from chunky.align import AlignedFace
+from chunky.compositing import soft_composite
+from chunky.config import InversionConfig
 from chunky.editing import EditResult, freeze
+from chunky.editor import ChunkyEditor
 from chunky.errors import InvalidInputError
 from chunky.images import tensor_to_uint8
-from chunky.inversion import InversionResult
+from chunky.inversion import InversionResult, ProgressCallback, select_rows, space_of
 from chunky.segmentation import Segmentation
+
+KEEP_BY_DEFAULT = ("background",)
+HISTORY_LIMIT = 30  # undo steps kept; the oldest go first
+
+
+@dataclass(frozen=True)
+class State:
+    """One state of a user's work (never modified: a change makes a new one).
+
+    Attributes:
+        segmentation: the named segments at the work size.
+        result: the inversion (its masks are ``segmentation.masks``), or None before inverting.
+        strengths: (direction name, slider value) pairs of the current edit, non-zero only.
+        targets: names of the segments the edit moves (empty: every projected segment).
+        edit: the edit that ``strengths`` and ``targets`` give, None without strengths.
+        baselines: (label, global inversion) pairs, for comparison.
+        first_composite: [1, 3, S, S] the inversion's composite before any freeze (the grid's "chunky" column).
+        action: what made this state, e.g. "invert" (shown by undo).
+    """
+
+    segmentation: Segmentation
+    result: InversionResult | None = None
+    strengths: tuple[tuple[str, float], ...] = ()
+    targets: tuple[str, ...] = ()
+    edit: EditResult | None = None
+    baselines: tuple[tuple[str, InversionResult], ...] = ()
+    first_composite: torch.Tensor | None = None
+    action: str = "load"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.segmentation.names
+
+    def display(self) -> torch.Tensor | None:
+        """[1, 3, S, S] what the page shows: the edited composite, else the inversion's, else None."""
+        if self.edit is not None:
+            return self.edit.composite
+        return None if self.result is None else self.result.composite
 
 
 @dataclass
 class Session:
     """Attributes:
-        aligned: the photo and its aligned crop.
+        editor: the shared models (read-only).
+        aligned: the photo, its aligned crop and how to paste back (never changed).
         automatic: the segments found automatically (for "reset").
-        segmentation: the segments as corrected by the user.
-        result: the current inversion (after freezes, the frozen state).
-        edit: the current (unfrozen) edit of ``result``, if any.
-        history: earlier results, for undo.
-        baselines: global inversions for comparison ({"W": ..., "W+": ...}).
-        variations: the last style variations offered (choosing one makes it the current edit).
-        cancel: set to stop a running inversion.
+        state: the current state; ``history`` the earlier ones, oldest first.
+        cancel: set to stop a running optimisation.
     """
 
+    editor: ChunkyEditor
     aligned: AlignedFace
     automatic: Segmentation
-    segmentation: Segmentation
-    result: InversionResult | None = None
-    edit: EditResult | None = None
-    history: list[InversionResult] = field(default_factory=list)
-    baselines: dict[str, InversionResult] = field(default_factory=dict)
-    variations: list[EditResult] = field(default_factory=list)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    state: State
+    history: list[State] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _offers: tuple[InversionResult | None, list[EditResult]] = (None, [])
+
+    @classmethod
+    def start(cls, editor: ChunkyEditor, photo: np.ndarray, *, face_index: int = 0,
+              skip_alignment: bool | None = None, segmentation: Segmentation | None = None) -> "Session":
+        """Align ``photo`` ([H, W, 3] uint8) and segment it (automatically unless ``segmentation`` is given)."""
+        aligned = editor.align(photo, face_index=face_index, skip_alignment=skip_alignment)
+        found = (segmentation or editor.segment(aligned.crop)).resized(editor.work_size())
+        return cls(editor, aligned, found, State(found))
+
+    # ------------------------------------------------------------------------------- reading
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.state.names
+
+    @property
+    def target_image(self) -> np.ndarray:
+        """[S, S, 3] uint8: the aligned photo at the work size (what the inversion compares with)."""
+        return self.editor.work_crop(self.aligned.crop)
+
+    def display(self) -> np.ndarray | None:
+        """[S, S, 3] uint8: what the page shows as the result (None before inverting)."""
+        image = self.state.display()
+        return None if image is None else tensor_to_uint8(image)
+
+    def strengths(self) -> dict[str, float]:
+        return dict(self.state.strengths)
 
     def require_result(self) -> InversionResult:
-        if self.result is None:
-            raise InvalidInputError("Run the inversion first.")
-        return self.result
+        if self.state.result is None:
+            raise InvalidInputError("Run the inversion first (step 3: Invert).")
+        return self.state.result
 
-    def set_result(self, result: InversionResult) -> None:
-        """A new inversion replaces everything edited so far."""
-        self.result, self.edit, self.history = result, None, []
+    # ------------------------------------------------------------------------------- history
+    def _push(self, state: State) -> None:
+        self.history.append(self.state)
+        del self.history[:-HISTORY_LIMIT]
+        self.state = state
 
-    def freeze(self, then: Callable[[InversionResult], InversionResult] | None = None) -> None:
-        """Make the current edit the new starting point (undo goes back).
-
-        ``then`` (e.g. re-projecting some segments) is applied to the frozen result before it is adopted;
-        if it fails, the session is unchanged."""
-        result = self.require_result()
-        if self.edit is None:
-            raise InvalidInputError("There is no edit to freeze: move a slider first.")
-        frozen = freeze(result, self.edit)
-        if then is not None:
-            frozen = then(frozen)
-        self.history.append(result)
-        self.result, self.edit = frozen, None
-
-    def require_no_edit(self) -> None:
-        if self.edit is not None:
-            raise InvalidInputError("Freeze or undo the current edit first.")
-
-    def step_to(self, result: InversionResult) -> None:
-        """Adopt ``result``, derived from the current one without an edit (e.g. fine-tuned); undo goes back."""
-        self.require_no_edit()
-        self.history.append(self.require_result())
-        self.result = result
-
-    def undo(self) -> None:
-        """Drop the current edit, or, with none, go back to the state before the last freeze."""
-        if self.edit is not None:
-            self.edit = None
-        elif self.history:
-            self.result = self.history.pop()
-        else:
+    def undo(self) -> str:
+        """Go back to the state before the last action; returns that action's name."""
+        if not self.history:
             raise InvalidInputError("Nothing to undo.")
+        undone = self.state.action
+        self.state = self.history.pop()
+        return undone
 
-    def current(self) -> np.ndarray:
-        """[S, S, 3] uint8: the edited composite, else the inversion's composite."""
-        if self.edit is not None:
-            return tensor_to_uint8(self.edit.composite)
-        return tensor_to_uint8(self.require_result().composite)
+    # ------------------------------------------------------------------------------- segments
+    def sketch(self, name: str, layers: Sequence[np.ndarray], *, erase: bool = False) -> None:
+        """Painted pixels of each RGBA layer ([h, w, 4], any size) join segment ``name`` (or leave it)."""
+        if not layers:
+            raise InvalidInputError("Paint on the crop first.")
+        segmentation = self.state.segmentation
+        for layer in layers:
+            segmentation = self.editor.sketch(segmentation, name, np.asarray(layer), erase=erase)
+        self._change_segments(segmentation, "erase" if erase else "sketch")
+
+    def merge(self, names: Sequence[str]) -> None:
+        names = list(dict.fromkeys(names or []))
+        if len(names) < 2:
+            raise InvalidInputError("Choose at least two different segments to merge.")
+        self._change_segments(self.state.segmentation.merge(names, "+".join(names)), "merge")
+
+    def split(self, name: str) -> None:
+        self._change_segments(self.state.segmentation.split(name), "split")
+
+    def reset_segments(self) -> None:
+        self._change_segments(self.automatic, "reset segments")
+
+    def _change_segments(self, segmentation: Segmentation, action: str) -> None:
+        """New segments; an existing inversion carries over (each new segment starts from the code and render
+        of the old segment it came from: same name, else the one it overlaps most)."""
+        state = self.state
+        if state.result is None:
+            self._push(dataclasses.replace(state, segmentation=segmentation, action=action))
+            return
+        parents = parent_segments(state.segmentation, segmentation)
+        result = carry_over(state.result, parents, segmentation.masks)
+        targets = tuple(n for n, p in zip(segmentation.names, parents) if state.names[p] in state.targets)
+        self._push(self._with_edit(dataclasses.replace(state, segmentation=segmentation, result=result, targets=targets,
+                                                       action=action)))
+
+    # ------------------------------------------------------------------------------- inversion
+    def invert(self, config: InversionConfig, keep: Sequence[str] = KEEP_BY_DEFAULT, *, baselines: bool = False,
+               progress: ProgressCallback | None = None) -> InversionResult:
+        """Invert the photo, one code per segment (and, with ``baselines``, one global W and one W+ code).
+        The edit is cleared: a new inversion starts a new edit (undo goes back)."""
+        self.cancel.clear()
+        keep = [n for n in keep if n in self.names]
+        result = self.editor.invert(self.target_image, self.state.segmentation, config=config, keep=keep,
+                                    size=self.editor.work_size(), progress=progress)
+        found = []
+        for label, space in (("global W", "w"), ("global W+", "w+")) if baselines and not result.cancelled else ():
+            found.append((label, self.editor.invert(self.target_image, None, config=config.replace(space=space),
+                                                    size=self.editor.work_size(), progress=progress)))
+            if found[-1][1].cancelled:
+                break
+        self._push(State(self.state.segmentation, result, baselines=tuple(found), first_composite=result.composite,
+                                action="invert"))
+        return result
+
+    # ------------------------------------------------------------------------------- editing
+    def set_edit(self, strengths: Mapping[str, float], targets: Sequence[str] = ()) -> None:
+        """The slider edit: ``strengths`` (direction name -> value) applied to the ``targets`` segments (none:
+        every projected one). Nothing happens when they are what the state holds already."""
+        self.require_result()
+        clean = tuple(sorted((str(k), _finite(k, v)) for k, v in strengths.items() if v))
+        targets = tuple(dict.fromkeys(targets or ()))
+        if clean == self.state.strengths and targets == self.state.targets:
+            return
+        self._push(self._with_edit(dataclasses.replace(self.state, strengths=clean, targets=targets, action="edit")))
+
+    def _with_edit(self, state: State) -> State:
+        """``state`` with its edit recomputed from its result, strengths and targets."""
+        if state.result is None or not state.strengths:
+            return dataclasses.replace(state, edit=None)
+        edit = self.editor.edit(state.result, dict(state.strengths), state.targets or None, names=state.names)
+        return dataclasses.replace(state, edit=edit)
+
+    def freeze(self, reproject: Sequence[str] = (), *, steps: int = 30, progress: ProgressCallback | None = None) -> None:
+        """The edited composite becomes the target of the next edit; ``reproject`` segments then adapt to it
+        (from their current codes). The sliders go back to 0."""
+        state = self.state
+        if state.edit is None:
+            raise InvalidInputError("There is no edit to freeze: move a slider first.")
+        frozen = freeze(self.require_result(), state.edit)
+        if reproject:
+            self.cancel.clear()
+            frozen = self.editor.reproject(frozen, list(dict.fromkeys(reproject)), state.names, steps=steps, progress=progress)
+        self._push(dataclasses.replace(state, result=frozen, strengths=(), edit=None, action="freeze"))
+
+    def refine(self) -> None:
+        """Level-set refinement of every boundary against the target (using the edited renders when editing)."""
+        state = self.state
+        refined, _ = self.editor.refine(self.require_result(), state.edit)
+        segmentation = dataclasses.replace(state.segmentation, masks=refined.masks)
+        self._push(self._with_edit(dataclasses.replace(state, segmentation=segmentation, result=refined, action="refine")))
+
+    def variations(self, segment: str, *, seed: int = 0, count: int = 4) -> list[np.ndarray]:
+        """``count`` style variations of one segment ([S, S, 3] uint8 composites); `choose_variation` adopts one."""
+        result = self.require_result()
+        offers = self.editor.variations(result, segment, self.names, count=count, seed=seed)
+        self._offers = (result, offers)
+        return [tensor_to_uint8(offer.composite) for offer in offers]
+
+    def choose_variation(self, index: int) -> None:
+        """Adopt variation ``index``: its segment's code replaces the current one; the slider edit stays on top."""
+        result, offers = self._offers
+        if result is not self.state.result or not 0 <= index < len(offers):
+            raise InvalidInputError("These variations belong to an earlier state: show variations again.")
+        self._adopt(offers[index], "variation")
+
+    def transfer(self, photo: np.ndarray, segment: str, *, skip_alignment: bool | None = None,
+                 progress: ProgressCallback | None = None) -> None:
+        """Take ``segment`` (e.g. "hair") from a reference photo: it is aligned, segmented and inverted with
+        this inversion's settings, and its segment (mask, code, render) replaces this one's."""
+        result = self.require_result()
+        self.cancel.clear()
+        aligned = self.editor.align(photo, skip_alignment=skip_alignment)
+        segments = self.editor.segment(aligned.crop).resized(self.editor.work_size())
+        keep = [n for n in segments.names if n in KEEP_BY_DEFAULT]
+        reference = self.editor.invert(self.editor.work_crop(aligned.crop), segments, config=result.config, keep=keep,
+                                       size=self.editor.work_size(), progress=progress)
+        if reference.cancelled:
+            raise InvalidInputError("The reference photo's inversion was cancelled; nothing was transferred.")
+        self._adopt(self.editor.transfer(result, self.names, reference, segments.names, segment, stitch=False), "transfer")
+
+    def _adopt(self, change: EditResult, action: str) -> None:
+        """Make ``change`` (codes, renders and possibly masks of some segments) part of the inversion."""
+        state, result = self.state, self.require_result()
+        masks = result.masks if change.masks is None else change.masks
+        adopted = dataclasses.replace(result, codes=change.codes, renders=change.renders, masks=masks,
+                                      composite=soft_composite(change.renders, masks, result.target, keep=result.keep),
+                                      config=result.config.replace(space=space_of(change.codes)),
+                                      generators=change.generators)
+        segmentation = dataclasses.replace(state.segmentation, masks=masks)
+        self._push(self._with_edit(dataclasses.replace(state, segmentation=segmentation, result=adopted, action=action)))
+
+    def tune(self, segments: Sequence[str], *, steps: int = 40, progress: ProgressCallback | None = None) -> float:
+        """Pivotal tuning: each named segment gets a fine-tuned generator copy (the slider edit stays on top).
+        Returns the seconds spent; a cancel keeps the segments tuned so far."""
+        segments = list(dict.fromkeys(segments or ()))
+        if not segments:
+            raise InvalidInputError("Choose the segments to fine-tune.")
+        start_result, start = self.require_result(), time.perf_counter()
+        self.cancel.clear()
+        result = start_result
+        for name in segments:
+            if self.cancel.is_set():
+                break
+            result = self.editor.tune(result, name, self.names, steps=steps, progress=progress)
+        if self.state.result is not start_result:
+            raise InvalidInputError("The inversion changed while fine-tuning (a merge, freeze or undo): tune again.")
+        self._push(self._with_edit(dataclasses.replace(self.state, result=result, action="fine-tune")))
+        return time.perf_counter() - start
+
+
+def _finite(name: str, value: float) -> float:
+    value = float(value)
+    if not np.isfinite(value):
+        raise InvalidInputError(f"The strength of {name!r} is {value}; it must be a finite number.")
+    return value
+
+
+def parent_segments(old: Segmentation, new: Segmentation) -> list[int]:
+    """For each new segment, the index of the old one it comes from: the same name, else the old segment
+    it overlaps most (a merge comes from its largest part, a split part from the segment it split)."""
+    parents = []
+    for k, name in enumerate(new.names):
+        if name in old.names:
+            parents.append(old.names.index(name))
+        else:
+            overlap = (old.masks * new.masks[k:k + 1]).sum(dim=(1, 2, 3))
+            parents.append(int(overlap.argmax()))
+    return parents
+
+
+def carry_over(result: InversionResult, parents: Sequence[int], masks: torch.Tensor) -> InversionResult:
+    """``result`` for new segments (``masks`` [K', 1, S, S]), each taking the code, render, losses and
+    fine-tuned generator of its parent segment; a segment whose parent was kept is kept."""
+    keep = [k for k, p in enumerate(parents) if p in result.keep]
+    projected = [k for k in range(len(parents)) if k not in keep]
+    codes = select_rows(result.codes, [result.projected.index(parents[k]) for k in projected])
+    renders = result.renders[list(parents)]
+    return dataclasses.replace(
+        result, codes=codes, projected=projected, keep=keep, masks=masks, renders=renders,
+        composite=soft_composite(renders, masks, result.target, keep=keep),
+        segment_losses={name: values[list(parents)] for name, values in result.segment_losses.items()},
+        generators={k: result.generators[parents[k]] for k in projected if parents[k] in result.generators})
+
+
+def open_session(editor: ChunkyEditor, path: str | Path) -> Session:
+    """Continue the work saved in a work file (`chunky.workfile`)."""
+    from chunky.workfile import read_work
+
+    return read_work(editor, path)

@@ -14,6 +14,11 @@ import torch  # noqa: E402
 
 from chunky.generator import random_generator  # noqa: E402
 
+# Tests run tiny models, often from several threads at once (app server and clients): one intra-op thread
+# each avoids OpenMP threads spinning against each other (measured: a 16x slower walk test with 2 threads
+# on a busy 2-core machine).
+torch.set_num_threads(1)
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 

@@ -145,9 +145,16 @@ def test_detection_errors(landmark_sets, message):
         align_face(face, detector, size=256)
 
 
-def test_skip_alignment_needs_a_square_photo():
-    with pytest.raises(InvalidInputError, match="must be square"):
-        align_face(np.zeros((100, 120, 3), np.uint8), None, skip_alignment=True)
+def test_skip_alignment_centre_crops_a_non_square_photo_and_pastes_back():
+    y, x = np.mgrid[0:100, 0:120]
+    photo = np.stack([x * 2, y * 2, (x + y)], axis=2).astype(np.uint8)  # smooth, so a resize loses little
+    aligned = align_face(photo, None, size=64, skip_alignment=True)
+    assert aligned.crop.shape == (64, 64, 3) and "120x100" in aligned.note and "centred 100x100" in aligned.note
+    square = align_face(np.ascontiguousarray(photo[:, 10:110]), None, size=64, skip_alignment=True)
+    assert np.array_equal(aligned.crop, square.crop) and square.note == ""
+    pasted = paste_back(aligned.crop, aligned)  # the crop lands back where it came from
+    assert pasted.shape == photo.shape and np.array_equal(pasted[:, :10], photo[:, :10])
+    assert np.abs(pasted[20:80, 30:90].astype(int) - photo[20:80, 30:90]).mean() < 3
 
 
 def test_aligned_face_records_the_original():

@@ -83,7 +83,7 @@ def test_cached_second_run_does_not_optimise(tmp_path, photo, label_png):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: d.joinpath("x.png").write_bytes(b"not an image") and d / "x.png", "not an image in a known format"),
-    (lambda d: Image.new("RGB", (96, 64)).save(d / "wide.png") or d / "wide.png", "must be square"),
+    (lambda d: Image.new("RGB", (96, 40)).save(d / "wide.png") or d / "wide.png", "at least 64"),
     (lambda d: d / "missing.png", "does not exist"),
 ])
 def test_bad_photo_gives_a_clear_error_and_exit_code_2(tmp_path, capsys, make, message):

@@ -1,0 +1,77 @@
+"""Export a session: the edit pasted back into the photo, the aligned crop, the edited crop, a labelled
+comparison grid and the work file (`chunky.workfile`), all made from the session's current state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from chunky.align import paste_back
+from chunky.errors import InvalidInputError
+from chunky.grid import comparison_grid
+from chunky.images import tensor_to_uint8, uint8_to_tensor
+from chunky.metrics import l2_distance, lpips_distance
+from chunky.workfile import write_work
+
+TILE_RANGE = (64, 1024)  # grid cell side, px
+
+
+@dataclass(frozen=True)
+class Export:
+    """Attributes: files (written, in a fixed order), grid ([H, W, 3] uint8, the comparison grid)."""
+
+    files: list[Path]
+    grid: np.ndarray
+
+
+def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tuple[str, np.ndarray]]:
+    """(label, [S, S, 3] uint8) columns: the photo, each global baseline, chunky's first inversion and the
+    current edit. With ``captions``, each label after the photo carries its L2 (and LPIPS when
+    ``perceptual`` is given) against the photo, at 256 px."""
+    state = session.state
+    session.require_result()
+    photo = session.target_image
+    columns = [("photo", photo)]
+    columns += [(label, tensor_to_uint8(result.composite)) for label, result in state.baselines]
+    columns.append(("chunky", tensor_to_uint8(state.first_composite)))
+    columns.append(("edited", session.display()))
+    if not captions:
+        return columns
+    reference = uint8_to_tensor(photo)
+    out = [columns[0]]
+    for label, image in columns[1:]:
+        tensor = uint8_to_tensor(image)
+        text = f"L2 {float(l2_distance(tensor, reference)[0]):.4f}"
+        if perceptual is not None:
+            with torch.no_grad():
+                text += f", LPIPS {float(lpips_distance(tensor, reference, perceptual)[0]):.3f}"
+        out.append((f"{label} ({text})", image))
+    return out
+
+
+def export_session(session, folder: str | Path, *, tile: int = 256, captions: bool = False, perceptual=None) -> Export:
+    """Write the session's current state to ``folder`` (created): ``pasted_back.png`` (the result in the
+    full-resolution photo), ``aligned_crop.png``, ``edited.png`` (what the page shows), ``comparison.png``
+    (the grid, ``tile`` px per cell) and ``work.pt`` (re-openable)."""
+    if not isinstance(tile, int) or not TILE_RANGE[0] <= tile <= TILE_RANGE[1]:
+        raise InvalidInputError(f"The grid tile size must be a whole number of pixels in {list(TILE_RANGE)}, got {tile!r}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shown = session.display()
+    if shown is None:
+        raise InvalidInputError("Run the inversion first (step 3: Invert); there is nothing to export yet.")
+    columns = grid_columns(session, captions=captions, perceptual=perceptual)
+    grid = comparison_grid([[image for _, image in columns]], [label for label, _ in columns], cell=tile)
+    images = {"pasted_back.png": paste_back(shown, session.aligned), "aligned_crop.png": session.aligned.crop,
+              "edited.png": shown, "comparison.png": grid}
+    files = []
+    for name, image in images.items():
+        Image.fromarray(image).save(folder / name)
+        files.append(folder / name)
+    files.append(write_work(session, folder / "work.pt"))
+    return Export(files, grid)
