@@ -126,7 +126,8 @@ def fetch_entry(entry: WeightFile, *, cache_dir: str | Path | None = None) -> Pa
 
         for mirror in entry.mirrors:
             try:
-                path = Path(hf_hub_download(mirror.repo, mirror.file, revision=mirror.revision, cache_dir=cache_dir))
+                path = Path(hf_hub_download(mirror.repo, mirror.file, revision=mirror.revision, cache_dir=cache_dir,
+                                            local_files_only=_offline()))
             except (OSError, ValueError) as error:  # hub errors subclass these (HTTP, offline, missing entry)
                 failures.append(f"{mirror.repo}/{mirror.file}: {type(error).__name__}")
                 continue
@@ -151,6 +152,22 @@ def downloads_dir() -> Path:
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick check (a TCP connection to the Hub's host, at most ``timeout`` seconds) of whether downloads
+    can work at all, so a machine without network learns it at once instead of after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _from_urls(entry: WeightFile, failures: list[str]) -> Path | None:
