@@ -88,7 +88,8 @@ def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direc
         renders[k] = render_codes(result.generator_for(k, G), select_codes(moved, slice(row, row + 1)), space_of(moved),
                                   size)[0].float()
     target, masks = resize_images(result.target, size), resize_images(result.masks, size)
-    composite = soft_composite(renders, masks, target, keep=result.keep)
+    dilate_px = round(result.config.dilate_px * size / result.target.shape[-1])  # in pixels at ``size``
+    composite = soft_composite(renders, masks, target, keep=result.keep, dilate_px=dilate_px)
     return EditResult(codes=moved, renders=renders, composite=composite, segments=chosen, generators=result.generators)
 
 
@@ -124,7 +125,8 @@ def style_variations(G: Generator, result: InversionResult, segment: int, count:
         mixed[row, first:] = donor
         renders = result.renders.clone()
         renders[segment] = render_codes(result.generator_for(segment, G), mixed[row:row + 1], "w+", size)[0].float()
-        composite = soft_composite(renders, result.masks, result.target, keep=result.keep)
+        composite = soft_composite(renders, result.masks, result.target, keep=result.keep,
+                                   dilate_px=result.config.dilate_px)
         variations.append(EditResult(codes=mixed, renders=renders, composite=composite, segments=[segment],
                                      generators=result.generators))
     return variations
@@ -156,7 +158,7 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     masks[segment] = new_region[0]  # ... and the old segment shrinks to exactly the new one
     renders = result.renders.clone()
     renders[segment] = reference.renders[reference_segment]
-    composite = soft_composite(renders, masks, result.target, keep=result.keep)
+    composite = soft_composite(renders, masks, result.target, keep=result.keep, dilate_px=result.config.dilate_px)
     if stitch:  # Poisson cloning works in 8 bits: keep the exact values outside the cloned region
         stitched = poisson_stitch(renders[segment:segment + 1], masks[segment:segment + 1], composite)
         composite = torch.where(masks[segment:segment + 1] > 0.5, stitched, composite)

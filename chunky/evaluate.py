@@ -36,7 +36,7 @@ class Method:
 
 METHODS = {
     "w": Method("w", False), "w+": Method("w+", False), "s": Method("s", False),
-    "chunky-w": Method("w", True), "chunky-w+": Method("w+", True), "chunky-w+reg": Method("w+", True, 1.0),
+    "chunky-w": Method("w", True), "chunky-w+": Method("w+", True), "chunky-w+reg": Method("w+", True, 10.0),
     "chunky-s": Method("s", True),
 }
 # Values the paper reports (CelebA-HQ test faces), printed beside ours for reference: LPIPS, identity, L2.
