@@ -2,9 +2,11 @@
 
 A `Direction` is usually a W+ offset [n_latent, style_dim] per unit of slider strength (rows outside its
 layer range are zero). A GANSpace recipe is different: as published, it *sets* the code's coordinate
-along a principal component (`SetCoordinate`), so its offset depends on the code it moves. Sources: the published files for the FFHQ-1024 generator (``weights/directions.toml``,
-fetched through the registry with pinned sha256), GANSpace PCA files with their published recipes, user
-files dropped in a folder, and two kinds computed from the generator itself (always available): the
+along a principal component (`SetCoordinate`), so its offset depends on the code it moves.
+
+Sources: the published files for the FFHQ-1024 generator (``weights/directions.toml``, fetched through
+the registry with pinned sha256), GANSpace PCA files with their published recipes, user files dropped
+in a folder, and two kinds computed from the generator itself (always available): the
 principal components of W and the closed-form factorisation of the coarse modulation weights.
 """
 
