@@ -1,5 +1,5 @@
 """Command line: `python -m chunky invert PHOTO --out DIR`, `python -m chunky evaluate --images DIR --out DIR`,
-`python -m chunky bench`.
+`python -m chunky doctor`, `python -m chunky bench`.
 
 The CLI parses arguments, calls the `ChunkyEditor` facade and writes files; it holds no algorithm.
 """
@@ -50,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--space", choices=SPACES, default=defaults.space)
     inv.add_argument("--steps", type=int, default=defaults.steps)
     inv.add_argument("--lr", type=float, default=defaults.lr)
-    inv.add_argument("--reg-weight", type=float, default=defaults.reg_weight, help="lambda of the pull toward mean w")
+    inv.add_argument("--reg-weight", type=float, default=defaults.reg_weight, help="pull toward the mean code, normalised as in the authors' tool (10 there; 0 = off)")
     inv.add_argument("--perceptual", choices=PERCEPTUAL, default=defaults.perceptual)
     inv.add_argument("--pixel-weight", type=float, default=defaults.pixel_weight)
-    inv.add_argument("--dilate", type=int, default=defaults.dilate_px, help="loss-region growth past each mask, pixels")
+    inv.add_argument("--dilate", type=int, default=defaults.dilate_px, help="loss-region growth past each mask, pixels (renders blend only where both were fitted)")
     inv.add_argument("--resolution", type=int, default=defaults.resolution, help="optimisation resolution")
     inv.add_argument("--coarse-to-fine", action="store_true", help="first half of the steps at half resolution")
     inv.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument("--model", default="ffhq", help="'ffhq', 'tiny' or a checkpoint path")
 
+    doc = commands.add_parser("doctor", help="check every stage on the real weights (fetches every registry file)",
+                              description="Fetch every registry file (printing its sha256), render random faces and "
+                                          "check detection, alignment, parsing, inversion, directions and identity.")
+    doc.add_argument("--model", default="ffhq", help="'ffhq', 'tiny' (offline; weight-dependent checks are n/a) "
+                                                     "or a checkpoint path")
+    doc.add_argument("--faces", type=int, default=3, help="random faces to render (at least 2)")
+    doc.add_argument("--steps", type=int, default=100, help="inversion steps per method")
+    doc.add_argument("--size", type=int, default=256, help="inversion and edit resolution")
+    doc.add_argument("--no-fetch", action="store_true", help="skip fetching and hashing the registry files")
+
     bench = commands.add_parser("bench", help="speed benchmarks (see chunky.bench)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -88,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.main(args.args)
         return 0
     try:
+        if args.command == "doctor":
+            return run_doctor(args)
         return run_evaluate(args) if args.command == "evaluate" else run_invert(args)
     except ChunkyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -137,6 +149,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for name, message in summary["errors"].items():
         print(f"skipped {name}: {message}", file=sys.stderr)
     return 0
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Print the doctor's PASS/FAIL table; exit code 1 when a check failed."""
+    from chunky import doctor
+
+    editor = _load_editor(args.model, None)
+    size = min(args.size, editor.generator.size)
+    checks = doctor.run(editor, real=args.model != "tiny", faces=args.faces, steps=args.steps, size=size,
+                        fetch_weights=not args.no_fetch, progress=lambda stage: print(f"checking {stage} ...", file=sys.stderr))
+    print(doctor.format_table(checks))
+    return 1 if any(c.status == doctor.FAIL for c in checks) else 0
 
 
 def _load_editor(model: str, cache_dir: Path | None) -> ChunkyEditor:

@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from chunky.images import tensor_to_uint8, uint8_to_tensor
+from chunky.segmentation import dilate_masks
+
+FEATHER_PX = 2  # chosen by measurement: see README, "Compositing"
 
 
 def feather(masks: torch.Tensor, radius: int) -> torch.Tensor:
@@ -26,27 +29,34 @@ def feather(masks: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def soft_composite(renders: torch.Tensor, masks: torch.Tensor, photo: torch.Tensor, *,
-                   keep: Sequence[int] = (), feather_px: int = 2) -> torch.Tensor:
-    """O = sum_i G(w_i) * s_i with normalised feathered weights s_i.
+                   keep: Sequence[int] = (), feather_px: int = FEATHER_PX, dilate_px: int = 0) -> torch.Tensor:
+    """O = sum_i G(w_i) * s_i with normalised feathered weights s_i, each cut to the pixels its render
+    was fitted on.
 
-    Pixels outside every mask, and every pixel of a kept segment (mask 1), are exactly the photo; kept
-    segments blend outward into their neighbours over ``feather_px``.
+    A render is only accurate inside its loss region (its mask grown by ``dilate_px``, as in
+    `InversionConfig.dilate_px`), so its feathered weight is zeroed outside that region: two renders
+    blend only where both were fitted. With ``dilate_px=0`` nothing overlaps and the composite is the
+    hard one (each pixel from its own segment's render); hide such seams with `poisson_stitch`.
+    Pixels outside every mask, and every pixel of a kept segment (mask 1), are exactly the photo.
 
     Args:
         renders: [K, 3, H, W] one render per segment (a kept segment's render is ignored).
         masks: [K, 1, H, W] the segments.
         photo: [1, 3, H, W].
         keep: indices of segments whose pixels come straight from the photo.
+        feather_px: box-blur radius of the weights (two passes); only matters inside the overlap.
+        dilate_px: how far each segment's loss region reached past its mask when it was fitted.
 
     Returns:
         [1, 3, H, W].
     """
-    soft = feather(masks, feather_px)
+    fitted = (dilate_masks(masks, dilate_px) > 0).to(masks.dtype)  # [K, 1, H, W]
+    soft = torch.maximum(feather(masks, feather_px), masks) * fitted
     coverage = masks.sum(dim=0, keepdim=True).clamp(max=1.0)  # [1, 1, H, W]; 0 outside every mask
     kept = set(keep)
     projected = [k for k in range(masks.shape[0]) if k not in kept]
-    # A kept segment feathers outward only, so every one of its own pixels is exactly the photo.
-    kept_weight = torch.maximum(masks[list(keep)], soft[list(keep)]).amax(dim=0, keepdim=True) if keep else torch.zeros_like(coverage)
+    # A kept segment's "render" is the photo: every one of its own pixels is exactly the photo.
+    kept_weight = soft[list(keep)].amax(dim=0, keepdim=True) if keep else torch.zeros_like(coverage)
     if projected:
         w = soft[projected]
         total = w.sum(dim=0, keepdim=True)

@@ -1,9 +1,12 @@
 """The direction library: every latent direction the sliders offer.
 
-A `Direction` is a W+ offset [n_latent, style_dim] per unit of slider strength (rows outside its layer
-range are zero). Sources: the published files for the FFHQ-1024 generator (``weights/directions.toml``,
-fetched through the registry with pinned sha256), GANSpace PCA files with their published recipes, user
-files dropped in a folder, and two kinds computed from the generator itself (always available): the
+A `Direction` is usually a W+ offset [n_latent, style_dim] per unit of slider strength (rows outside its
+layer range are zero). A GANSpace recipe is different: as published, it *sets* the code's coordinate
+along a principal component (`SetCoordinate`), so its offset depends on the code it moves.
+
+Sources: the published files for the FFHQ-1024 generator (``weights/directions.toml``, fetched through
+the registry with pinned sha256), GANSpace PCA files with their published recipes, user files dropped
+in a folder, and two kinds computed from the generator itself (always available): the
 principal components of W and the closed-form factorisation of the coarse modulation weights.
 """
 
@@ -27,15 +30,49 @@ DIRECTIONS_PATH = Path(__file__).resolve().parent.parent / "weights" / "directio
 
 
 @dataclass(frozen=True)
+class SetCoordinate:
+    """GANSpace's published edit: on W+ rows [first, end), move the code along the unit principal
+    component ``comp`` [style_dim] until its coordinate ((w - mean) . comp) / std reaches ``strength``
+    (in standard deviations), i.e. add (strength - coordinate) * comp * std to each of those rows.
+
+    Slider value t in [-1, 1]: the coordinate c of each row moves to c + |t| (sign(t) * strength - c).
+    At 0 nothing moves; at +1 it is ``strength`` (from the mean code: exactly the published edit);
+    at -1 it is -strength (the opposite attribute); in between it moves linearly."""
+
+    comp: torch.Tensor  # [style_dim], unit length
+    std: float
+    mean: torch.Tensor  # [style_dim]
+    first: int
+    end: int
+    strength: float
+
+    def coordinate(self, w_plus: torch.Tensor) -> torch.Tensor:
+        """[P, end - first] coordinates (std units) of W+ codes [P, n_latent, style_dim] on the recipe's rows."""
+        rows = w_plus[:, self.first:self.end].float()
+        return (rows - self.mean.to(rows)) @ self.comp.to(rows) / self.std
+
+    def offset(self, w_plus: torch.Tensor, t: float) -> torch.Tensor:
+        """[P, n_latent, style_dim] offset that moves each code [P, n_latent, style_dim] for slider value ``t``."""
+        goal = self.strength if t > 0 else -self.strength
+        step = abs(t) * (goal - self.coordinate(w_plus))  # [P, rows]
+        offset = torch.zeros_like(w_plus, dtype=torch.float32)
+        offset[:, self.first:self.end] = step[..., None] * self.comp.to(offset) * self.std
+        return offset
+
+
+@dataclass(frozen=True)
 class Direction:
     """One editable attribute.
 
     Attributes:
         name: shown on the slider.
-        vector: [n_latent, style_dim] W+ offset for strength 1.
-        limits: sensible slider range (min, max).
+        vector: [n_latent, style_dim] W+ offset for strength 1 (for a ``setpoint`` direction: the axis it
+            moves along, comp * std on its rows).
+        limits: sensible slider range (min, max); (-1, 1) for a ``setpoint`` direction.
         source: where it came from (file name, "PCA of W", ...).
         group: the slider group it is shown in ("Components", "InterFaceGAN", "Your files", ...).
+        setpoint: for a GANSpace recipe, the published set-coordinate edit (the offset then depends on
+            the code); None for a constant offset.
     """
 
     name: str
@@ -43,6 +80,13 @@ class Direction:
     limits: tuple[float, float] = (-3.0, 3.0)
     source: str = ""
     group: str = ""
+    setpoint: SetCoordinate | None = None
+
+    def offset(self, w_plus: torch.Tensor, strength: float) -> torch.Tensor:
+        """[P, n_latent, style_dim] offset for codes ``w_plus`` [P, n_latent, style_dim] at slider value ``strength``."""
+        if self.setpoint is not None:
+            return self.setpoint.offset(w_plus, float(strength))
+        return float(strength) * self.vector.to(w_plus.device, torch.float32).expand(w_plus.shape[0], -1, -1)
 
 
 @torch.no_grad()
@@ -83,31 +127,36 @@ def _w_samples(G: Generator, samples: int, seed: int) -> torch.Tensor:
     return w - w.mean(0, keepdim=True)
 
 
-# GANSpace's published recipes for the FFHQ generator: name -> (component, first layer, end layer, slider limit).
-# The direction adds strength * std[k] * comp[k] to W+ rows [first, end).
+# GANSpace's published recipes for the StyleGAN2 FFHQ generator in W (harskish/ganspace,
+# notebooks/figure_teaser.ipynb; encoder4editing's notebook copies the first five):
+# name -> (component, first W+ row, end row, strength). Each sets the coordinate along its component to
+# `strength` std on rows [first, end) (`SetCoordinate`). Names as published, "_" shown as " ".
 GANSPACE_RECIPES: dict[str, tuple[int, int, int, float]] = {
-    "eye openness": (54, 7, 8, 20), "smile": (46, 4, 5, 20), "trimmed beard": (58, 7, 9, 20),
-    "white hair": (57, 7, 10, 24), "lipstick": (34, 10, 11, 20), "age": (20, 6, 7, 8),
-    "yaw": (1, 0, 18, 2), "gender": (0, 0, 18, 3), "glasses": (12, 0, 4, 10),
+    "eye openness": (54, 7, 8, 20), "smile": (46, 4, 5, -20), "trimmed beard": (58, 7, 9, 20),
+    "white hair": (57, 7, 10, -24), "lipstick": (34, 10, 11, 20), "wrinkles": (20, 6, 7, -18),
+    "bald": (21, 2, 5, 20), "head angle up": (11, 1, 4, 20), "eyebrow thickness": (37, 8, 9, 20),
 }
 
 
 def ganspace_directions(pca: dict, G: Generator, recipes: dict = GANSPACE_RECIPES, source: str = "GANSpace", *,
                         group: str = "Your files", label: str = "{}") -> list[Direction]:
     """Directions from a GANSpace PCA of W ({"comp": [C, 1, D], "std": [C], "mean": [1, D]}) and recipes,
-    named ``label.format(recipe name)``; recipes that do not fit ``G`` (component or layer out of range)
-    are skipped."""
+    named ``label.format(recipe name)``, each a `SetCoordinate` edit with slider limits (-1, 1); recipes
+    that do not fit ``G`` (component or layer out of range) are skipped."""
     comp = torch.as_tensor(pca["comp"]).float().reshape(len(pca["std"]), -1)
     std = torch.as_tensor(pca["std"]).float()
-    if comp.shape[1] != G.style_dim:
+    mean = torch.as_tensor(pca.get("mean", torch.zeros(comp.shape[1]))).float().reshape(-1)
+    if comp.shape[1] != G.style_dim or mean.shape[0] != G.style_dim:
         raise InvalidInputError(f"{source}: components are {comp.shape[1]}-d, this generator's W is {G.style_dim}-d.")
     directions = []
-    for name, (k, first, end, limit) in recipes.items():
+    for name, (k, first, end, strength) in recipes.items():
         if k >= len(std) or end > G.n_latent:
             continue
+        unit = comp[k] / comp[k].norm()
         vector = torch.zeros(G.n_latent, G.style_dim)
-        vector[first:end] = comp[k] * std[k]
-        directions.append(Direction(label.format(name), vector, (-float(limit), float(limit)), source, group))
+        vector[first:end] = unit * std[k]
+        setpoint = SetCoordinate(unit, float(std[k]), mean, first, end, float(strength))
+        directions.append(Direction(label.format(name), vector, (-1.0, 1.0), source, group, setpoint))
     return directions
 
 

@@ -21,30 +21,63 @@ from chunky.images import resize_images
 from chunky.inversion import Codes, InversionResult, render_codes, replace_rows, select_codes, select_rows, space_of
 
 
-def combined_offset(directions: Sequence[Direction], strengths: Mapping[str, float], G: Generator) -> torch.Tensor:
-    """Σ strength · direction: [n_latent, style_dim]."""
+def combined_offset(directions: Sequence[Direction], strengths: Mapping[str, float], G: Generator,
+                    w_plus: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ of each direction's offset at its slider value, for codes ``w_plus`` [P, n_latent, style_dim]:
+    [P, n_latent, style_dim]. A GANSpace recipe's offset depends on the code (it sets a coordinate;
+    `chunky.directions.SetCoordinate`), a plain direction's is strength * vector. Without ``w_plus``
+    the codes are taken to be the mean code (w_avg on every row) and the result is [n_latent, style_dim]."""
     by_name = {d.name: d for d in directions}
     unknown = sorted(set(strengths) - set(by_name))
     if unknown:
         raise InvalidInputError(f"Unknown directions {unknown}; available: {sorted(by_name)}.")
-    offset = torch.zeros(G.n_latent, G.style_dim, device=G.w_avg.device)
+    codes = w_plus if w_plus is not None else G.w_avg.reshape(1, 1, -1).expand(1, G.n_latent, -1)
+    offset = torch.zeros(codes.shape, device=codes.device)
     for name, strength in strengths.items():
         if strength:
-            offset += float(strength) * by_name[name].vector.to(offset.device)
-    return offset
+            offset += by_name[name].offset(codes, float(strength)).to(offset.device)
+    return offset if w_plus is not None else offset[0]
 
 
 def move_codes(G: Generator, codes: Codes, offset: torch.Tensor) -> Codes:
-    """Codes moved by a W+ offset [n_latent, style_dim]: W codes become W+; S codes move by the affine
-    modulation's linear part (exact, since each style is an affine function of its W+ row)."""
+    """Codes moved by a W+ offset ([n_latent, style_dim] for all, or [P, n_latent, style_dim] one per code):
+    W codes become W+; S codes move by the affine modulation's linear part (exact, since each style is
+    an affine function of its W+ row)."""
     if isinstance(codes, list):
+        offset = offset if offset.ndim == 3 else offset[None]
         zero = torch.zeros(1, G.n_latent, G.style_dim, device=offset.device)
         with torch.no_grad():
-            deltas = [a - b for a, b in zip(G.styles(offset[None]), G.styles(zero))]
+            deltas = [a - b for a, b in zip(G.styles(offset), G.styles(zero))]
         return [c + d[:, : c.shape[1]].to(c) for c, d in zip(codes, deltas)]
     if codes.ndim == 2:
         codes = codes[:, None].expand(-1, G.n_latent, -1)
     return codes + offset.to(codes)
+
+
+@torch.no_grad()
+def w_plus_of(G: Generator, codes: Codes) -> torch.Tensor:
+    """W+ codes [P, n_latent, style_dim] of W, W+ or S codes. S codes are mapped back row by row: the
+    least-squares w of each W+ row's modulations (exact where a row feeds at least style_dim channels,
+    as on every row of the FFHQ generator up to 64 px)."""
+    if not isinstance(codes, list):
+        return codes[:, None].expand(-1, G.n_latent, -1) if codes.ndim == 2 else codes
+    rows = torch.zeros(codes[0].shape[0], G.n_latent, G.style_dim, dtype=torch.float64, device=codes[0].device)
+    layers = G.modulated_layers(None)
+    with torch.autocast(rows.device.type, enabled=False):  # least squares in float64, never in bf16
+        for row in range(G.n_latent):
+            _fit_row(rows, row, [(layer.modulation, style) for (r, layer), style in zip(layers, codes) if r == row])
+    return rows.float()
+
+
+def _fit_row(rows: torch.Tensor, row: int, picked: list) -> None:
+    """rows[:, row] = the least-squares w whose modulations give the styles in ``picked`` [(modulation, [P, C])]."""
+    if not picked:
+        return
+    eye = torch.eye(rows.shape[-1], device=rows.device)
+    bias = torch.cat([m(torch.zeros_like(eye[:1])) for m, _ in picked], dim=1).double()  # [1, C]
+    linear = torch.cat([m(eye) for m, _ in picked], dim=1).double() - bias  # [D, C]
+    styles = torch.cat([s.float() for _, s in picked], dim=1).double() - bias  # [P, C]
+    rows[:, row] = torch.linalg.lstsq(linear.T, styles.T).solution.T
 
 
 @dataclass
@@ -80,17 +113,19 @@ def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direc
     not_projected = [k for k in chosen if k not in result.projected]
     if not_projected:
         raise InvalidInputError(f"Segments {not_projected} were kept from the photo and have no code to edit.")
-    offset = combined_offset(directions, strengths, G)
     rows = [result.projected.index(k) for k in chosen]
+    chosen_codes = select_rows(result.codes, rows)
+    offset = combined_offset(directions, strengths, G, w_plus_of(G, chosen_codes))  # [len(rows), n_latent, D]
     # Only the chosen codes move (the others keep their value, in the same space as the moved ones).
-    moved = replace_rows(move_codes(G, result.codes, torch.zeros_like(offset)), rows,
-                         move_codes(G, select_rows(result.codes, rows), offset))
+    moved = replace_rows(move_codes(G, result.codes, torch.zeros_like(offset[0])), rows,
+                         move_codes(G, chosen_codes, offset))
     renders = resize_images(result.renders, size).clone()
     for row, k in zip(rows, chosen):
         renders[k] = render_codes(result.generator_for(k, G), select_codes(moved, slice(row, row + 1)), space_of(moved),
                                   size)[0].float()
     target, masks = resize_images(result.target, size), resize_images(result.masks, size)
-    composite = soft_composite(renders, masks, target, keep=result.keep)
+    dilate_px = round(result.config.dilate_px * size / result.target.shape[-1])  # in pixels at ``size``
+    composite = soft_composite(renders, masks, target, keep=result.keep, dilate_px=dilate_px)
     return EditResult(codes=moved, renders=renders, composite=composite, segments=chosen, generators=result.generators)
 
 
@@ -133,7 +168,8 @@ def style_variations(G: Generator, result: InversionResult, segment: int, count:
         mixed[row, first:] = donor
         renders = result.renders.clone()
         renders[segment] = render_codes(result.generator_for(segment, G), mixed[row:row + 1], "w+", size)[0].float()
-        composite = soft_composite(renders, result.masks, result.target, keep=result.keep)
+        composite = soft_composite(renders, result.masks, result.target, keep=result.keep,
+                                   dilate_px=result.config.dilate_px)
         variations.append(EditResult(codes=mixed, renders=renders, composite=composite, segments=[segment],
                                      generators=result.generators))
     return variations
@@ -165,7 +201,7 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     masks[segment] = new_region[0]  # ... and the old segment shrinks to exactly the new one
     renders = result.renders.clone()
     renders[segment] = reference.renders[reference_segment]
-    composite = soft_composite(renders, masks, result.target, keep=result.keep)
+    composite = soft_composite(renders, masks, result.target, keep=result.keep, dilate_px=result.config.dilate_px)
     if stitch:  # Poisson cloning works in 8 bits: keep the exact values outside the cloned region
         stitched = poisson_stitch(renders[segment:segment + 1], masks[segment:segment + 1], composite)
         composite = torch.where(masks[segment:segment + 1] > 0.5, stitched, composite)

@@ -22,7 +22,7 @@ from chunky.device import autocast
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, Window, window_margin
 from chunky.images import resize_images
-from chunky.losses import build_perceptual, latent_regulariser, lpips_features, segment_losses
+from chunky.losses import build_perceptual, latent_regulariser, latent_spread, lpips_features, segment_losses
 from chunky.segmentation import dilate_masks
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     for p in params:
         p.requires_grad_(True)
     center = _initial_codes(G, config.space, 1, None, device)
+    spread = latent_spread(G, config.space) if config.reg_weight > 0 else 1.0
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     render_size = target.shape[-1]
     loss_masks = dilate_masks(masks[projected], config.dilate_px)
@@ -152,7 +153,7 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
                                         pixel_weight=config.pixel_weight, target_features=plan.features)
             per_segment = losses["total"]
             if config.reg_weight > 0:
-                per_segment = per_segment + config.reg_weight * latent_regulariser(chunk_codes, center)
+                per_segment = per_segment + config.reg_weight * latent_regulariser(chunk_codes, center, spread)
             chunk_total = per_segment.sum()
             chunk_total.backward()
             step_total = step_total + chunk_total.detach()
@@ -188,7 +189,7 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
         all_losses[k][projected] = v.cpu()
     return InversionResult(
         codes=best_codes, projected=projected, keep=list(keep), masks=masks, target=target, renders=renders,
-        composite=soft_composite(renders, masks, target, keep=keep), segment_losses=all_losses, loss=best_loss,
+        composite=soft_composite(renders, masks, target, keep=keep, dilate_px=config.dilate_px), segment_losses=all_losses, loss=best_loss,
         history=history, seconds=seconds, steps_run=steps_run, cancelled=cancelled, config=config,
     )
 
@@ -233,7 +234,8 @@ def reproject(G: Generator, result: InversionResult, segments: Sequence[int], *,
         if part.cancelled:
             break
     return dataclasses.replace(
-        result, codes=codes, renders=renders, composite=soft_composite(renders, result.masks, result.target, keep=result.keep),
+        result, codes=codes, renders=renders, composite=soft_composite(renders, result.masks, result.target, keep=result.keep,
+                                                             dilate_px=config.dilate_px),
         segment_losses=losses, loss=sum(p.loss for p in parts), history=[sum(step) for step in zip(*(p.history for p in parts))],
         seconds=sum(p.seconds for p in parts), steps_run=max(p.steps_run for p in parts),
         cancelled=any(p.cancelled for p in parts), config=config)

@@ -7,14 +7,17 @@ weighted mean over its mask, so it is zero outside the segment's (dilated) regio
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chunky.errors import WeightsUnavailableError
+from chunky.errors import CheckpointError
 
-_TORCHVISION_BACKBONES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+# torchvision's ImageNet files for the LPIPS backbones, by registry name (weights/registry.toml).
+LPIPS_BACKBONES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+CONTEXT_DILATE_PX = 3  # a 7x7 max filter, as the authors' tool dilates the mask before pasting
 
 
 def build_perceptual(kind: str, *, pretrained_backbone: bool = True) -> nn.Module | None:
@@ -23,8 +26,9 @@ def build_perceptual(kind: str, *, pretrained_backbone: bool = True) -> nn.Modul
     Args:
         kind: "lpips-vgg", "lpips-alex" or "none".
         pretrained_backbone: False builds a randomly initialised backbone (tests and the test mode;
-            offline). True uses torchvision's ImageNet weights, downloaded by torchvision on first use
-            into ``$TORCH_HOME/hub/checkpoints``.
+            offline). True loads torchvision's ImageNet backbone file through the registry
+            (`chunky.weights.fetch`: pinned sha256, ``CHUNKY_WEIGHTS_DIR``, a clear offline error);
+            torchvision itself never downloads. LPIPS's linear layers ship with the ``lpips`` package.
     """
     if kind == "none":
         return None
@@ -34,16 +38,28 @@ def build_perceptual(kind: str, *, pretrained_backbone: bool = True) -> nn.Modul
     import lpips
 
     net = kind.removeprefix("lpips-")
-    try:
-        with warnings.catch_warnings():  # lpips calls torchvision with its deprecated `pretrained=` argument
-            warnings.simplefilter("ignore", UserWarning)
-            model = lpips.LPIPS(net=net, spatial=True, pnet_rand=not pretrained_backbone, verbose=False)
-    except OSError as error:  # urllib's URLError is an OSError: offline and not cached
-        raise WeightsUnavailableError(
-            f"LPIPS needs torchvision's ImageNet {net} backbone ({_TORCHVISION_BACKBONES[net]}), which could not be "
-            f"downloaded ({error}). Place the file in $TORCH_HOME/hub/checkpoints/ or use perceptual='none'."
-        ) from None
+    with warnings.catch_warnings():  # lpips calls torchvision with its deprecated `pretrained=` argument
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, spatial=True, pnet_rand=True, verbose=False)
+    if pretrained_backbone:
+        from chunky.weights import fetch
+
+        name = LPIPS_BACKBONES[net]
+        load_backbone(model.net, torch.load(fetch(name), map_location="cpu", weights_only=True), name)
     return model.eval().requires_grad_(False)
+
+
+def load_backbone(backbone: nn.Module, state: dict, name: str) -> None:
+    """Load a torchvision VGG16 / AlexNet state dict (``features.<index>.<param>`` keys) into lpips's
+    sliced backbone (``slice<n>.<index>.<param>``), strictly: every feature tensor must find its layer."""
+    features = {key.removeprefix("features."): value for key, value in state.items() if key.startswith("features.")}
+    expected = {key.split(".", 1)[1]: key for key in backbone.state_dict()}  # "0.weight" -> "slice1.0.weight"
+    wrong = sorted(set(features) ^ set(expected))
+    wrong += [k for k in features if k in expected and features[k].shape != backbone.state_dict()[expected[k]].shape]
+    if wrong:
+        raise CheckpointError(f"{name} is not torchvision's ImageNet backbone for LPIPS (keys or shapes differ: "
+                            f"{wrong[:4]}); delete it and fetch it again.")
+    backbone.load_state_dict({expected[k]: v for k, v in features.items()}, strict=True)
 
 
 def masked_mean(values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -75,6 +91,11 @@ def segment_losses(renders: torch.Tensor, target: torch.Tensor, masks: torch.Ten
                    target_features: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Per-segment reconstruction losses.
 
+    LPIPS judges each segment in context, as the authors' tool does: the render is pasted into the
+    photo outside its mask grown by a 7x7 max filter (``render * m + target * (1 - m)``), so the
+    backbone's receptive field around a small segment sees the photo, not unconstrained pixels; the
+    distance map is then averaged over the mask.
+
     Args:
         renders: [K, 3, R, R] one render per segment.
         target: [1, 3, R, R] the photo at the same resolution.
@@ -92,16 +113,53 @@ def segment_losses(renders: torch.Tensor, target: torch.Tensor, masks: torch.Ten
     else:
         if target_features is None:
             target_features = lpips_features(perceptual, target)
-        distance = lpips_map(perceptual, lpips_features(perceptual, renders), target_features, renders.shape[-2:])
+        distance = lpips_map(perceptual, lpips_features(perceptual, paste_in_context(renders, target, masks)),
+                             target_features, renders.shape[-2:])
         lpips_value = masked_mean(distance.float(), masks)
     return {"lpips": lpips_value, "l2": l2, "total": lpips_value + pixel_weight * l2}
 
 
-def latent_regulariser(codes: torch.Tensor | list[torch.Tensor], center: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-    """mean((code - center)^2) per segment, over layers and dimensions -> [K].
+def paste_in_context(renders: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each render [K, 3, R, R] inside its mask [K, 1, R, R] grown by a 7x7 max filter, the photo
+    [1, 3, R, R] outside it: what LPIPS compares with the photo."""
+    grown = F.max_pool2d(masks, 2 * CONTEXT_DILATE_PX + 1, stride=1, padding=CONTEXT_DILATE_PX).to(renders.dtype)
+    return renders * grown + target.to(renders.dtype) * (1 - grown)
 
-    ``codes`` is [K, ..., D] (W or W+) or, in S, a list of [K, C_l] (each layer weighs the same)."""
+
+REG_SAMPLES = 10_000  # z samples behind the regulariser's scale (the authors' tool uses 10 000)
+_spread_cache: "weakref.WeakKeyDictionary[nn.Module, dict[str, float]]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def latent_spread(G, space: str) -> float:
+    """w_std^2 of the authors' tool for codes in ``space``: the total variance of the generator's codes,
+    summed over their dimensions, from seeded samples (computed once per generator and space).
+
+    W: E||w - w_avg||^2 over 512-d w (about 130 for FFHQ). W+: n_latent times that (a W+ code of the
+    mapping is its w on every row, so the regulariser of a W+ code is the W one divided by n_latent).
+    S: the total variance of all style channels of mapped w."""
+    spreads = _spread_cache.setdefault(G, {})
+    if space not in spreads:
+        z = torch.randn(REG_SAMPLES, G.style_dim, generator=torch.Generator().manual_seed(123)).to(G.w_avg.device)
+        w = G.mapping(z).double()
+        total = float((w - w.mean(0)).square().sum(1).mean())
+        if space == "w+":
+            total *= G.n_latent
+        elif space == "s":
+            styles = torch.cat(G.styles(w[:1000].float()), dim=1).double()
+            total = float((styles - styles.mean(0)).square().sum(1).mean())
+        spreads[space] = total
+    return spreads[space]
+
+
+def latent_regulariser(codes: torch.Tensor | list[torch.Tensor], center: torch.Tensor | list[torch.Tensor],
+                       spread: float = 1.0) -> torch.Tensor:
+    """mean(((code - center) / w_std)^2) per segment -> [K], with ``spread`` = w_std^2 (`latent_spread`).
+
+    The mean runs over layers and dimensions: ``codes`` is [K, ..., D] (W or W+) or, in S, a list of
+    [K, C_l] (each channel weighs the same). Multiplied by `InversionConfig.reg_weight` (10 in the
+    authors' tool), this is their ``mean_latent_loss_weight`` term."""
     if isinstance(codes, torch.Tensor):
-        return (codes - center).square().flatten(1).mean(dim=1)
-    per_layer = [(c - m).square().mean(dim=1) for c, m in zip(codes, center)]
-    return torch.stack(per_layer, dim=1).mean(dim=1)
+        return (codes - center).square().flatten(1).mean(dim=1) / spread
+    squares = torch.cat([(c - m).square() for c, m in zip(codes, center)], dim=1)
+    return squares.mean(dim=1) / spread

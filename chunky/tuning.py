@@ -97,5 +97,6 @@ def tune_segment(G: Generator, result: InversionResult, segment: int, *, steps: 
     for name, values in losses.items():
         values[segment] = full[name][0].float().cpu()
     return dataclasses.replace(
-        result, renders=renders, composite=soft_composite(renders, result.masks, result.target, keep=result.keep),
+        result, renders=renders, composite=soft_composite(renders, result.masks, result.target, keep=result.keep,
+                                                    dilate_px=result.config.dilate_px),
         segment_losses=losses, generators={**result.generators, segment: tuned})

@@ -2,10 +2,14 @@
 
 import os
 
-# Before anything imports huggingface_hub or gradio: they read these at import time.
-os.environ["HF_HUB_OFFLINE"] = "1"
+# Before anything imports huggingface_hub or gradio: they read these at import time. Tests marked
+# real_weights (`CHUNKY_REAL_WEIGHTS=1 python -m pytest -m real_weights`) need the network or
+# CHUNKY_WEIGHTS_DIR, so only they leave both alone.
+REAL_WEIGHTS = os.environ.get("CHUNKY_REAL_WEIGHTS") == "1"
+if not REAL_WEIGHTS:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.pop("CHUNKY_WEIGHTS_DIR", None)
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ.pop("CHUNKY_WEIGHTS_DIR", None)
 
 from pathlib import Path  # noqa: E402
 
@@ -20,6 +24,21 @@ from chunky.generator import random_generator  # noqa: E402
 torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_weights: needs the real FFHQ generator and face models (downloads them); "
+                                       "skipped unless CHUNKY_REAL_WEIGHTS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if REAL_WEIGHTS:
+        return
+    skip = pytest.mark.skip(reason="needs the real weights and network access: run `python -m chunky doctor`, or "
+                                   "CHUNKY_REAL_WEIGHTS=1 python -m pytest -m real_weights")
+    for item in items:
+        if "real_weights" in item.keywords:
+            item.add_marker(skip)
 
 
 def shared_file(relative: str) -> Path:

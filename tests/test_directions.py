@@ -75,14 +75,10 @@ def test_published_formats_give_the_offsets_computed_by_hand():
     path = shared_file("directions/chunkmogrify/smile_styleganv2.npy")
     smile = load_direction_file(path, FFHQShape())
     torch.testing.assert_close(-2.0 * smile.vector, -2.0 * torch.from_numpy(np.load(path)).float())
-    # GANSpace: strength * std[k] * comp[k] on the recipe's layers only
+    # GANSpace: the published recipe sets the coordinate along its component (tested below)
     pca = torch.load(shared_file("directions/e4e/e4e_ganspace_ffhq_pca.pt"), map_location="cpu", weights_only=True)
     by_name = {d.name: d for d in ganspace_directions(pca, FFHQShape())}
-    offset = combined_offset(list(by_name.values()), {"white hair": 3.0}, FFHQShape())
-    expected = torch.zeros(18, 512)
-    expected[7:10] = 3.0 * pca["std"][57].float() * pca["comp"][57, 0].float()
-    torch.testing.assert_close(offset, expected)
-    assert by_name["white hair"].limits == (-24.0, 24.0) and set(GANSPACE_RECIPES) == set(by_name)
+    assert by_name["white hair"].limits == (-1.0, 1.0) and set(GANSPACE_RECIPES) == set(by_name)
 
 
 def test_a_ganspace_file_in_the_directions_folder_yields_its_recipes(tmp_path, tiny_generator):
@@ -90,10 +86,15 @@ def test_a_ganspace_file_in_the_directions_folder_yields_its_recipes(tmp_path, t
     pca = {"comp": torch.randn(60, 1, G.style_dim), "std": torch.rand(60), "mean": torch.zeros(1, G.style_dim)}
     torch.save(pca, tmp_path / "pca.pt")
     names = {d.name for d in load_direction_folder(tmp_path, G)}
-    # only recipes whose layers exist in an 8-row W+ fit: eye openness (7-8) and smile (4-5), glasses (0-4)
-    assert names == {"eye openness", "smile", "glasses", "age"}
+    # only recipes whose layers exist in an 8-row W+ fit
+    assert names == {"eye openness", "smile", "wrinkles", "bald", "head angle up"}
 
 
+
+
+def published_direction_files() -> list[str]:
+    """Registry names of the published direction files (the other URL entries are LPIPS backbones)."""
+    return [name for name in registry() if name.startswith(("e4e-", "chunkmogrify-"))]
 
 
 def shared_direction(registry_name: str):
@@ -108,9 +109,8 @@ def shared_direction(registry_name: str):
 def published_downloads(tmp_path, monkeypatch):
     """The published direction files placed where a first download would have left them."""
     monkeypatch.setenv("CHUNKY_DOWNLOADS_DIR", str(tmp_path))
-    for name, entry in registry().items():
-        if entry.urls:
-            shutil.copyfile(shared_direction(name), tmp_path / name)
+    for name in published_direction_files():
+        shutil.copyfile(shared_direction(name), tmp_path / name)
     return tmp_path
 
 
@@ -135,6 +135,7 @@ def test_published_directions_load_offline_with_their_pinned_digests(published_d
     torch.testing.assert_close(by_name["pose (InterFaceGAN)"].vector, pose[0].float())
     pca = torch.load(shared_direction("e4e-ganspace-ffhq-pca.pt"), map_location="cpu", weights_only=True)
     torch.testing.assert_close(by_name["white hair (GANSpace)"].vector[8], pca["std"][57] * pca["comp"][57, 0])
+    assert by_name["white hair (GANSpace)"].setpoint.strength == -24.0
 
 
 def test_published_directions_only_for_their_generator(published_downloads):
@@ -150,10 +151,54 @@ def test_unavailable_published_directions_leave_a_warning_not_an_error(tmp_path,
 
 
 def test_published_files_are_pinned_by_commit_and_digest():
-    for name, entry in registry().items():
-        if not entry.urls:
-            continue
+    for name in published_direction_files():
+        entry = registry()[name]
         data = shared_direction(name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry.sha256, name
         for url in entry.urls:
             assert url.startswith("https://") and any(len(part) == 40 for part in url.split("/")), url
+
+
+def published_pca():
+    pca = torch.load(shared_file("directions/e4e/e4e_ganspace_ffhq_pca.pt"), map_location="cpu", weights_only=True)
+    return pca, FFHQShape()
+
+
+def synthetic_pca():
+    """A GANSpace-format PCA of an 18-row, 512-d W with orthonormal components, like the published file."""
+    g = torch.Generator().manual_seed(0)
+    comp = torch.linalg.qr(torch.randn(512, 80, generator=g))[0].T  # [80, 512] orthonormal rows
+    pca = {"comp": comp[:, None], "std": torch.rand(80, generator=g) + 0.3, "mean": torch.randn(1, 512, generator=g)}
+    return pca, FFHQShape()
+
+
+@pytest.mark.parametrize("source", [published_pca, synthetic_pca])
+def test_ganspace_positive_end_reaches_the_published_coordinate(source):
+    pca, G = source()
+    by_name = {d.name: d for d in ganspace_directions(pca, G)}
+    comp = lambda k: pca["comp"][k].reshape(-1).float()
+    coordinate = lambda w, k, row: float((w[0, row] - pca["mean"].reshape(-1)) @ comp(k) / pca["std"][k])
+    g = torch.Generator().manual_seed(1)
+    start = pca["mean"].reshape(1, 1, -1).float() + 0.3 * torch.randn(1, 18, 512, generator=g)  # some code
+    for name, k, rows, goal in (("smile", 46, [4], -20.0), ("white hair", 57, [7, 8, 9], -24.0)):
+        d = by_name[name]
+        top = start + combined_offset([d], {name: d.limits[1]}, G, start)
+        for row in rows:
+            assert coordinate(top, k, row) == pytest.approx(goal, abs=1e-3)
+        assert torch.equal(top[:, :rows[0]], start[:, :rows[0]]) and torch.equal(top[:, rows[-1] + 1:], start[:, rows[-1] + 1:])
+        bottom = start + combined_offset([d], {name: d.limits[0]}, G, start)
+        assert coordinate(bottom, k, rows[0]) == pytest.approx(-goal, abs=1e-3)  # the opposite end: -strength
+        half = start + combined_offset([d], {name: 0.5}, G, start)
+        middle = (coordinate(start, k, rows[0]) + goal) / 2
+        assert coordinate(half, k, rows[0]) == pytest.approx(middle, abs=1e-3)
+        assert combined_offset([d], {name: 0.0}, G, start).abs().max() == 0  # at 0 nothing moves
+
+
+def test_ganspace_from_the_mean_code_is_exactly_the_published_edit():
+    pca, G = synthetic_pca()
+    smile = {d.name: d for d in ganspace_directions(pca, G)}["smile"]
+    mean = pca["mean"].reshape(1, 1, -1).expand(1, 18, -1)
+    offset = combined_offset([smile], {"smile": 1.0}, G, mean)
+    expected = torch.zeros(1, 18, 512)  # the published edit: (strength - 0) * comp * std on rows [4, 5)
+    expected[0, 4] = -20.0 * pca["comp"][46, 0] * pca["std"][46]
+    torch.testing.assert_close(offset, expected, atol=1e-5, rtol=0)

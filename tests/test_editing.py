@@ -159,3 +159,22 @@ def test_region_transfer_changes_only_the_union_of_both_segments(tiny_generator)
     torch.testing.assert_close(unchanged.renders[0], b.renders[0], atol=1e-5, rtol=0)
     with pytest.raises(InvalidInputError, match="same size"):
         transfer_segment(a, invert(tiny_generator, target_b[..., :16, :16], None, config=FAST.replace(resolution=16)), 0, 0)
+
+
+def test_s_codes_map_back_to_their_w_plus_rows_for_coordinate_edits():
+    from chunky.directions import ganspace_directions
+    from chunky.editing import combined_offset, w_plus_of
+    from chunky.generator import random_generator
+
+    G = random_generator(32, 8, 2, seed=3)  # every W+ row feeds at least 8 style channels: exact
+    g = torch.Generator().manual_seed(0)
+    w_plus = G.mapping(torch.randn(2, 8, generator=g))[:, None].expand(-1, G.n_latent, -1) + 0.1 * torch.randn(2, G.n_latent, 8, generator=g)
+    styles = G.styles(w_plus)
+    torch.testing.assert_close(w_plus_of(G, styles), w_plus, atol=1e-4, rtol=0)
+    comp = torch.linalg.qr(torch.randn(8, 8, generator=g))[0].T
+    pca = {"comp": comp[:, None], "std": torch.ones(8), "mean": G.w_avg}
+    (d,) = ganspace_directions(pca, G, {"test": (2, 1, 4, 5.0)})
+    offset = combined_offset([d], {"test": 1.0}, G, w_plus_of(G, styles))
+    for a, b in zip(move_codes(G, styles, offset), G.styles(w_plus + offset)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert d.setpoint.coordinate(w_plus + offset).sub(5.0).abs().max() < 1e-4

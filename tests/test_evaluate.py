@@ -58,6 +58,7 @@ def test_evaluate_table_on_tiny_composites_ranks_chunky_below_global_on_l2(edito
     assert table["chunky-w+"]["l2"][0] < table["w+"]["l2"][0]  # the method's claim, measured
     markdown = (out / "table.md").read_text()
     assert "| chunky-w+ |" in markdown and "0.319 / 0.094 / 0.021" in markdown and "broken.png" in markdown
+    assert "1 - cos ArcFace (fixed crop)" in markdown and "CurricularFace, MTCNN; not comparable" in markdown
     assert (out / "table.csv").read_text().count("\n") == 3 and (out / "grid.png").exists()
     assert json.loads((out / "results.json").read_text())["images"] == 2
 
