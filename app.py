@@ -22,12 +22,12 @@ from pathlib import Path
 import gradio as gr
 import torch
 
+from chunky import views
 from chunky.config import InversionConfig
 from chunky.editor import ChunkyEditor
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import export_session
 from chunky.images import read_image, tensor_to_uint8
-from chunky.segmentation import segment_colour
 from chunky.session import KEEP_BY_DEFAULT, Session, open_session
 
 log = logging.getLogger("chunky.app")
@@ -58,11 +58,11 @@ def screen(page: "Page", s: Session | None, message: str, *, segments: bool = Tr
         return [None, message] + [keep] * (len(SCREEN_PARTS) - 2 + len(page.names))
     state, names = s.state, list(s.names)
     chosen = [n for n in names if n not in KEEP_BY_DEFAULT]
-    segment_parts = [s.aligned.crop, state.segmentation.overlay(s.target_image), legend(s),
+    segment_parts = [s.aligned.crop, state.segmentation.overlay(s.target_image), views.legend(s),
                      gr.update(choices=names, value=chosen), gr.update(choices=names, value=names[0]),
                      gr.update(choices=names, value=[]), gr.update(choices=names, value=(chosen or names)[0]),
                      gr.update(choices=names, value=[]), gr.update(choices=names, value=[])] if segments else [keep] * 9
-    inversion_parts = [s.target_image, renders(s), metrics(s), baselines(s)] if inversion else [keep] * 4
+    inversion_parts = [s.target_image, views.renders(s), views.metrics(s), views.baselines(s)] if inversion else [keep] * 4
     strengths = s.strengths()
     return [s, message, *segment_parts, gr.update(choices=names, value=list(state.targets)), s.display(),
             *inversion_parts, *(strengths.get(name, 0.0) for name in page.names)]
@@ -79,35 +79,6 @@ class Page:
 SCREEN_PARTS = ("session", "status", "crop", "overlay", "legend", "reproject", "sketch_segment", "merge_choice",
                 "variation_segment", "reproject_after", "tune_choice", "targets", "result", "photo", "renders", "metrics",
                 "baselines")
-
-
-def legend(s: Session) -> str:
-    return " · ".join(f"<span style='color:rgb{segment_colour(n)}'>■</span> {html.escape(n)} ({100 * float(a):.0f}%)"
-                      for n, a in zip(s.names, s.state.segmentation.area()))
-
-
-def renders(s: Session) -> list:
-    result = s.state.result
-    return [] if result is None else [(tensor_to_uint8(result.renders[k]), s.names[k]) for k in result.projected]
-
-
-def metrics(s: Session) -> list:
-    result = s.state.result
-    if result is None:
-        return []
-    losses = result.segment_losses
-    return [[name, k in result.keep, round(float(losses["lpips"][k]), 4), round(float(losses["l2"][k]), 4)]
-            for k, name in enumerate(s.names)]
-
-
-def baselines(s: Session) -> list:
-    state = s.state
-    if state.result is None:
-        return []
-    target = state.result.target
-    shown = [(label, r.composite) for label, r in state.baselines] + [("chunky (per segment)", state.first_composite)]
-    return [(tensor_to_uint8(image), f"{label}: L2 {float((image - target).square().mean()):.4f}") for label, image in shown
-            if image is not None and image.shape == target.shape]
 
 
 def action(fn=None, *, segments=False, inversion=False, extras=0):
@@ -159,21 +130,14 @@ def loaded(s: Session | None) -> Session:
 @action(segments=True, inversion=True, extras=1)
 def load_photo(page: Page, path, face_index, aligned_flag):
     if not path:
-        raise InvalidInputError("Choose a photo to upload first.")
-    return start(page.editor, read_image(Path(path), name=Path(path).name), face_index, aligned_flag, Path(path).name)
-
-
-@action(segments=True, inversion=True, extras=1)
-def use_webcam(page: Page, path, face_index, aligned_flag):
-    if not path:
-        raise InvalidInputError("Take a photo with the webcam first.")
-    return start(page.editor, read_image(Path(path), name="the webcam photo"), face_index, aligned_flag, "Webcam photo")
+        raise InvalidInputError("Choose a photo (upload or webcam) first.")
+    return start(page, read_image(Path(path), name=Path(path).name), face_index, aligned_flag, Path(path).name)
 
 
 @action(segments=True, inversion=True, extras=1)
 def random_face(page: Page, seed):
     face = page.editor.random_face(int(seed or 0), resolution=page.editor.work_size())
-    return start(page.editor, face, 0, True, f"Random face #{int(seed or 0)}")
+    return start(page, face, 0, True, f"Random face #{int(seed or 0)}")
 
 
 @action(segments=True, inversion=True, extras=1)
@@ -184,12 +148,12 @@ def open_work(page: Page, path):
     return s, f"Opened {html.escape(Path(path).name)}: continue editing where you left off.", s.aligned.crop
 
 
-def start(editor, photo, face_index, aligned_flag, source):
-    s = Session.start(editor, photo, face_index=int(face_index or 0), skip_alignment=True if aligned_flag else None)
-    found = f"{s.aligned.face_count} face(s) found, using face {s.aligned.face_index}" if not s.aligned.skipped \
-        else "used as an aligned crop"
-    note = f" {html.escape(s.aligned.note)}" if s.aligned.note else ""
-    return s, f"{html.escape(source)}: {found}.{note} Next: check the segments (step 2), then Invert (step 3).", s.aligned.crop
+def start(page: Page, photo, face_index, aligned_flag, source):
+    s = Session.start(page.editor, photo, face_index=int(face_index or 0), skip_alignment=True if aligned_flag else None)
+    a = s.aligned
+    found = "used as an aligned crop" if a.skipped else f"{a.face_count} face(s) found, using face {a.face_index}"
+    return s, (f"{html.escape(source)}: {found}. {html.escape(a.note)} Next: check the segments (step 2), then Invert "
+               "(step 3)."), a.crop
 
 
 @action(segments=True)
@@ -343,7 +307,9 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
                         "(a tiny random model: its outputs are noise, not faces).")
             return demo
         gr.Markdown(f"Model: **{html.escape(editor.label)}** · device: {editor.device.type}")
-        directions = sorted(editor.directions()[:MAX_SLIDERS], key=lambda d: d.group)  # sliders grouped by source
+        directions = editor.directions()[:MAX_SLIDERS]
+        groups = list(dict.fromkeys(d.group for d in directions))
+        directions = sorted(directions, key=lambda d: groups.index(d.group))  # slider order = direction order
         page = Page(editor, tuple(d.name for d in directions))
         c = {"session": gr.State(None)} | photo_step() | segments_step() | invert_step(editor) | result_step()
         c |= edit_step(directions) | export_step()
@@ -352,133 +318,122 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
 
 
 def photo_step() -> dict:
+    c = {}
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("### 1 · Photo")
-            upload = gr.File(label="Photo (PNG, JPEG, WebP, ...)", file_types=["image"], type="filepath", elem_id="upload")
+            c["upload"] = gr.File(label="Photo (PNG, JPEG, WebP, ...)", file_types=["image"], type="filepath", elem_id="upload")
             with gr.Row():
-                face_index = gr.Number(value=0, precision=0, minimum=0, label="Face (0 = largest)")
-                aligned = gr.Checkbox(value=False, label="Already an aligned face crop")
-            load = gr.Button("Load photo", variant="primary", elem_id="load")
+                c["face_index"] = gr.Number(value=0, precision=0, minimum=0, label="Face (0 = largest)")
+                c["aligned"] = gr.Checkbox(value=False, label="Already an aligned face crop")
+            c["load"] = gr.Button("Load photo", variant="primary", elem_id="load")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, label="Seed")
-                random_button = gr.Button("Random face")
+                c["seed"], c["random"] = gr.Number(value=0, precision=0, label="Seed"), gr.Button("Random face")
             with gr.Accordion("…or take a photo with the webcam", open=False):
-                webcam = gr.Image(sources=["webcam"], type="filepath", label="Webcam", format="png")
-                webcam_button = gr.Button("Use this photo")
+                c["webcam"] = gr.Image(sources=["webcam"], type="filepath", label="Webcam", format="png")
+                c["webcam_button"] = gr.Button("Use this photo")
             with gr.Accordion("…or continue from an export (work.pt)", open=False):
-                work_file = gr.File(label="work.pt", file_types=[".pt"], type="filepath", elem_id="work-file")
-                open_button = gr.Button("Open")
-        crop = gr.Image(label="Aligned face", type="numpy", format="png", interactive=False, elem_id="crop", height=IMAGE_HEIGHT)
-        overlay = gr.Image(label="Segments", type="numpy", format="png", interactive=False, elem_id="overlay",
-                           height=IMAGE_HEIGHT)
-    return dict(upload=upload, face_index=face_index, aligned=aligned, load=load, seed=seed, random=random_button,
-                webcam=webcam, webcam_button=webcam_button, work_file=work_file, open=open_button, crop=crop, overlay=overlay)
+                c["work_file"] = gr.File(label="work.pt", file_types=[".pt"], type="filepath", elem_id="work-file")
+                c["open"] = gr.Button("Open")
+        for name, label in (("crop", "Aligned face"), ("overlay", "Segments")):
+            c[name] = gr.Image(label=label, type="numpy", format="png", interactive=False, elem_id=name, height=IMAGE_HEIGHT)
+    return c
 
 
 def segments_step() -> dict:
+    c = {}
     with gr.Accordion("2 · Segments: choose what to re-project, sketch corrections, merge or split", open=False):
-        legend_view = gr.Markdown()
-        reproject = gr.CheckboxGroup(label="Re-project (unchecked segments are taken straight from the photo)",
-                                     elem_id="reproject")
+        c["legend"] = gr.Markdown()
+        c["reproject"] = gr.CheckboxGroup(label="Re-project (unchecked segments are taken straight from the photo)",
+                                          elem_id="reproject")
         with gr.Row():
-            sketch_view = gr.ImageEditor(label="Sketch on the crop", type="numpy", layers=False,
-                                         brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"), eraser=False)
+            c["sketch"] = gr.ImageEditor(label="Sketch on the crop", type="numpy", layers=False, eraser=False,
+                                         brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"))
             with gr.Column():
-                sketch_segment = gr.Dropdown(label="Segment to correct")
-                add = gr.Button("Add painted pixels to it")
-                remove = gr.Button("Remove painted pixels from it")
-                split = gr.Button("Split it by parser label")
-                merge_choice = gr.CheckboxGroup(label="Segments to merge into one")
-                merge = gr.Button("Merge")
-                reset = gr.Button("Reset to automatic")
-    return dict(legend=legend_view, reproject=reproject, sketch=sketch_view, sketch_segment=sketch_segment, add=add,
-                remove=remove, split=split, merge_choice=merge_choice, merge=merge, reset=reset)
+                c["sketch_segment"] = gr.Dropdown(label="Segment to correct")
+                for name, label in (("add", "Add painted pixels to it"), ("remove", "Remove painted pixels from it"),
+                                    ("split", "Split it by parser label")):
+                    c[name] = gr.Button(label)
+                c["merge_choice"] = gr.CheckboxGroup(label="Segments to merge into one")
+                c["merge"], c["reset"] = gr.Button("Merge"), gr.Button("Reset to automatic")
+    return c
 
 
 def invert_step(editor: ChunkyEditor) -> dict:
-    on_cpu = editor.device.type != "cuda"
+    c, on_cpu = {}, editor.device.type != "cuda"
     gr.Markdown("### 3 · Invert")
     with gr.Row():
-        space = gr.Radio(list(SPACES), value="W+", label="Latent space")
-        preset = gr.Radio(list(PRESETS), value="Preview" if on_cpu else "Balanced", label="Quality")
-        with_baselines = gr.Checkbox(value=False, label="Also run global W and W+ (shown side by side)")
-    with gr.Accordion("Advanced", open=False):
-        with gr.Row():
-            steps = gr.Slider(0, 1000, value=0, step=10, label="Steps (0 = from the preset)", elem_id="steps")
-            reg = gr.Slider(0, 5, value=0, step=0.1, label="λ_reg (pull toward the mean face)")
-            dilate = gr.Slider(0, 32, value=8, step=1, label="Segment overlap (px)")
-            precision = gr.Radio(["fp32", "bf16"], value="bf16" if on_cpu else "fp32", label="Precision")
+        c["space"] = gr.Radio(list(SPACES), value="W+", label="Latent space")
+        c["preset"] = gr.Radio(list(PRESETS), value="Preview" if on_cpu else "Balanced", label="Quality")
+        c["baselines_flag"] = gr.Checkbox(value=False, label="Also run global W and W+ (shown side by side)")
+    with gr.Accordion("Advanced", open=False), gr.Row():
+        c["steps"] = gr.Slider(0, 1000, value=0, step=10, label="Steps (0 = from the preset)", elem_id="steps")
+        c["reg"] = gr.Slider(0, 50, value=0, step=1, label="Regulariser (pull toward the mean face; the authors' tool uses 10)")
+        c["dilate"] = gr.Slider(0, 32, value=InversionConfig().dilate_px, step=1, label="Segment overlap (px)")
+        c["precision"] = gr.Radio(["fp32", "bf16"], value="bf16" if on_cpu else "fp32", label="Precision")
     with gr.Row():
-        invert_button = gr.Button("Invert", variant="primary", elem_id="invert")
-        cancel_button = gr.Button("Cancel", elem_id="cancel")
-    return dict(space=space, preset=preset, baselines_flag=with_baselines, steps=steps, reg=reg, dilate=dilate,
-                precision=precision, invert=invert_button, cancel=cancel_button)
+        c["invert"] = gr.Button("Invert", variant="primary", elem_id="invert")
+        c["cancel"] = gr.Button("Cancel", elem_id="cancel")
+    return c
 
 
 def result_step() -> dict:
+    c = {}
     gr.Markdown("### 4 · Result and edits")
     with gr.Row():
-        photo = gr.Image(label="Photo (aligned)", type="numpy", format="png", interactive=False, height=IMAGE_HEIGHT,
-                         elem_id="photo")
-        result = gr.Image(label="Result", type="numpy", format="png", interactive=False, elem_id="result", height=IMAGE_HEIGHT)
+        for name, label in (("photo", "Photo (aligned)"), ("result", "Result")):
+            c[name] = gr.Image(label=label, type="numpy", format="png", interactive=False, elem_id=name, height=IMAGE_HEIGHT)
         with gr.Column():
-            status = gr.Markdown("Start with step 1: upload a photo or make a random face.", elem_id="status")
-            undo_button = gr.Button("Undo", elem_id="undo")
+            c["status"] = gr.Markdown("Start with step 1: upload a photo or make a random face.", elem_id="status")
+            c["undo"] = gr.Button("Undo", elem_id="undo")
     with gr.Row():
-        renders_view = gr.Gallery(label="Per-segment renders", columns=6, height=220)
-        baselines_view = gr.Gallery(label="Global codes vs. per-segment codes (L2 to the photo)", columns=3, height=220,
+        c["renders"] = gr.Gallery(label="Per-segment renders", columns=6, height=220)
+        c["baselines"] = gr.Gallery(label="Global codes vs. per-segment codes (L2 to the photo)", columns=3, height=220,
                                     elem_id="baselines")
-    metrics_view = gr.Dataframe(headers=["segment", "kept", "LPIPS", "L2"], label="Reconstruction", interactive=False)
-    return dict(photo=photo, result=result, status=status, undo=undo_button, renders=renders_view,
-                baselines=baselines_view, metrics=metrics_view)
+    c["metrics"] = gr.Dataframe(headers=["segment", "kept", "LPIPS", "L2"], label="Reconstruction", interactive=False)
+    return c
 
 
 def edit_step(directions) -> dict:
-    c = dict(targets=gr.CheckboxGroup(label="Apply edits to (none checked = every projected segment)", elem_id="targets"))
-    sliders = []
+    c, sliders = {"targets": gr.CheckboxGroup(label="Apply edits to (none checked = every projected segment)",
+                                              elem_id="targets")}, []
     for group in dict.fromkeys(d.group for d in directions):
         with gr.Accordion(f"Directions: {group}", open=not sliders):
-            sliders += [gr.Slider(*d.limits, value=0.0, step=0.1, label=d.name, elem_id=f"slider-{len(sliders) + i}")
+            sliders += [gr.Slider(*d.limits, value=0.0, step=0.05 if d.limits[1] <= 1 else 0.1, label=d.name, elem_id=f"slider-{len(sliders) + i}")
                         for i, d in enumerate(d for d in directions if d.group == group)]
     with gr.Row():
         c["refine"] = gr.Button("Refine boundaries (level set)", elem_id="refine")
         c["freeze"] = gr.Button("Freeze (edit on top of this)", elem_id="freeze")
-    with gr.Row():
         c["reproject_after"] = gr.CheckboxGroup(label="When freezing, re-project these segments against the frozen result",
-                                                elem_id="reproject-after", scale=3)
-        c["reproject_steps"] = gr.Slider(10, 300, value=30, step=10, label="Re-projection steps", scale=1)
-    with gr.Accordion("Variations of one segment", open=False):
-        with gr.Row():
-            c["variation_segment"] = gr.Dropdown(label="Variations of")
-            c["variation_seed"] = gr.Number(value=0, precision=0, label="Seed")
-            c["variations"] = gr.Button("Show variations")
+                                                elem_id="reproject-after", scale=2)
+        c["reproject_steps"] = gr.Slider(10, 300, value=30, step=10, label="Re-projection steps")
+    with gr.Accordion("Variations of one segment", open=False), gr.Row():
+        c["variation_segment"] = gr.Dropdown(label="Variations of")
+        c["variation_seed"], c["variations"] = gr.Number(value=0, precision=0, label="Seed"), gr.Button("Show variations")
         c["offers"] = gr.Gallery(label="Variations (click one to use it)", columns=4, height=200)
-    with gr.Accordion("Take a segment from a reference photo", open=False):
-        with gr.Row():
-            c["reference"] = gr.File(label="Reference photo", file_types=["image"], type="filepath")
-            c["transfer_segment"] = gr.Dropdown(["hair", "eyes", "brows", "nose", "mouth", "skin"], value="hair",
-                                                label="Segment to take")
-            c["transfer"] = gr.Button("Transfer")
-    with gr.Accordion("Fine-tune the generator for some segments (pivotal tuning; slow on a CPU)", open=False):
-        with gr.Row():
-            c["tune_choice"] = gr.CheckboxGroup(label="Segments to fine-tune", elem_id="tune-segments", scale=3)
-            c["tune_steps"] = gr.Slider(10, 200, value=40, step=10, label="Steps per segment", scale=1)
-            c["tune"] = gr.Button("Fine-tune", elem_id="tune", scale=1)
+    with gr.Accordion("Take a segment from a reference photo", open=False), gr.Row():
+        c["reference"] = gr.File(label="Reference photo", file_types=["image"], type="filepath")
+        c["transfer_segment"] = gr.Dropdown(["hair", "eyes", "brows", "nose", "mouth", "skin"], value="hair", label="Segment")
+        c["transfer"] = gr.Button("Transfer")
+    with gr.Accordion("Fine-tune the generator for some segments (pivotal tuning; slow on a CPU)", open=False), gr.Row():
+        c["tune_choice"] = gr.CheckboxGroup(label="Segments to fine-tune", elem_id="tune-segments", scale=3)
+        c["tune_steps"] = gr.Slider(10, 200, value=40, step=10, label="Steps per segment")
+        c["tune"] = gr.Button("Fine-tune", elem_id="tune")
     return c | {"sliders": sliders}
 
 
 def export_step() -> dict:
+    c = {}
     gr.Markdown("### 5 · Export")
     with gr.Row():
-        tile = gr.Slider(64, 1024, value=256, step=64, label="Grid tile size (px)")
-        captions = gr.Checkbox(value=False, label="Metric captions in the grid (L2, LPIPS)")
-        export_button = gr.Button("Export", variant="primary", elem_id="export")
+        c["tile"] = gr.Slider(64, 1024, value=256, step=64, label="Grid tile size (px)")
+        c["captions"] = gr.Checkbox(value=False, label="Metric captions in the grid (L2, LPIPS)")
+        c["export"] = gr.Button("Export", variant="primary", elem_id="export")
     with gr.Row():
-        grid = gr.Image(label="Comparison grid (what the export holds)", type="numpy", format="png", interactive=False,
-                        elem_id="grid")
-        files = gr.File(label="Downloads", file_count="multiple", elem_id="downloads")
-    return dict(tile=tile, captions=captions, export=export_button, grid=grid, files=files)
+        c["grid"] = gr.Image(label="Comparison grid (what the export holds)", type="numpy", format="png", interactive=False,
+                             elem_id="grid")
+        c["files"] = gr.File(label="Downloads", file_count="multiple", elem_id="downloads")
+    return c
 
 
 def wire(page: Page, c: dict) -> None:
@@ -488,7 +443,8 @@ def wire(page: Page, c: dict) -> None:
     loading = dict(outputs=out + [c["sketch"]])
     c["load"].click(bind(page, load_photo), [c["upload"], c["face_index"], c["aligned"]], api_name="load", **loading)
     c["random"].click(bind(page, random_face), [c["seed"]], api_name="random_face", **loading)
-    c["webcam_button"].click(bind(page, use_webcam), [c["webcam"], c["face_index"], c["aligned"]], api_name="webcam", **loading)
+    c["webcam_button"].click(bind(page, load_photo), [c["webcam"], c["face_index"], c["aligned"]], api_name="webcam",
+                             **loading)
     c["open"].click(bind(page, open_work), [c["work_file"]], api_name="open", **loading)
     for button, erase in ((c["add"], False), (c["remove"], True)):
         button.click(bind(page, sketch), [s, c["sketch"], c["sketch_segment"], gr.State(erase)], out, api_name=False)

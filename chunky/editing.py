@@ -140,7 +140,7 @@ def freeze(result: InversionResult, edit: EditResult) -> InversionResult:
         raise InvalidInputError("Freeze a full-resolution edit, not a preview.")
     renders = edit.renders.clone()
     renders[result.keep] = edit.composite[0]  # a kept segment's render is its target
-    composite = soft_composite(renders, result.masks, edit.composite, keep=result.keep)
+    composite = result.composite_of(renders, target=edit.composite)
     return dataclasses.replace(result, codes=edit.codes, target=edit.composite, renders=renders,
                                composite=composite, config=result.config.replace(space=space_of(edit.codes)),
                                generators=edit.generators)

@@ -16,7 +16,6 @@ import torch
 
 from chunky.align import AlignedFace, FaceDetector, align_face
 from chunky.cache import InversionCache, cached_invert
-from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import PRECISIONS, autocast, default_device
 from chunky.directions import Direction, factor_directions, load_direction_folder, pca_directions, published_directions
@@ -210,9 +209,9 @@ class ChunkyEditor:
         renders = edit.renders if edit is not None else result.renders
         masks = refine_all(result.masks, result.target, renders, segments)
         refined = dataclasses.replace(result, masks=masks,
-                                      composite=soft_composite(result.renders, masks, result.target, keep=result.keep))
+                                      composite=result.composite_of(result.renders, masks))
         if edit is not None:
-            edit = dataclasses.replace(edit, composite=soft_composite(edit.renders, masks, result.target, keep=result.keep))
+            edit = dataclasses.replace(edit, composite=result.composite_of(edit.renders, masks))
         return refined, edit
 
     def reproject(self, result: InversionResult, segments: Sequence[str], names: tuple[str, ...], *, steps: int,

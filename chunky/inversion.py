@@ -72,6 +72,13 @@ class InversionResult:
     config: InversionConfig
     generators: dict[int, Generator] = dataclasses.field(default_factory=dict)
 
+    def composite_of(self, renders: torch.Tensor, masks: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                     keep: Sequence[int] | None = None) -> torch.Tensor:
+        """[1, 3, H, W] the soft composite of ``renders`` [K, 3, H, W] with this result's masks, target, kept
+        segments and blending settings (each replaceable)."""
+        return soft_composite(renders, self.masks if masks is None else masks, self.target if target is None else target,
+                              keep=self.keep if keep is None else keep, dilate_px=self.config.dilate_px)
+
     def generator_for(self, segment: int, G: Generator) -> Generator:
         """The generator that renders ``segment``: its fine-tuned copy, else ``G``."""
         return self.generators.get(segment, G)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from chunky.align import AlignedFace
-from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.editing import EditResult, freeze
 from chunky.editor import ChunkyEditor
@@ -258,7 +257,7 @@ class Session:
         state, result = self.state, self.require_result()
         masks = result.masks if change.masks is None else change.masks
         adopted = dataclasses.replace(result, codes=change.codes, renders=change.renders, masks=masks,
-                                      composite=soft_composite(change.renders, masks, result.target, keep=result.keep),
+                                      composite=result.composite_of(change.renders, masks),
                                       config=result.config.replace(space=space_of(change.codes)),
                                       generators=change.generators)
         segmentation = dataclasses.replace(state.segmentation, masks=masks)
@@ -312,7 +311,7 @@ def carry_over(result: InversionResult, parents: Sequence[int], masks: torch.Ten
     renders = result.renders[list(parents)]
     return dataclasses.replace(
         result, codes=codes, projected=projected, keep=keep, masks=masks, renders=renders,
-        composite=soft_composite(renders, masks, result.target, keep=keep),
+        composite=result.composite_of(renders, masks, keep=keep),
         segment_losses={name: values[list(parents)] for name, values in result.segment_losses.items()},
         generators={k: result.generators[parents[k]] for k in projected if parents[k] in result.generators})
 

@@ -62,7 +62,8 @@ def check_invariants(s: Session, photo: np.ndarray, crop: np.ndarray) -> None:
             assert torch.allclose(again[0], result.renders[k], atol=1e-5), f"render of {state.names[k]} is stale"
         for k in result.keep:
             assert torch.equal(result.renders[k], result.target[0])
-    assert torch.allclose(result.composite, soft_composite(result.renders, result.masks, result.target, keep=result.keep), atol=1e-6)
+    assert torch.allclose(result.composite, soft_composite(result.renders, result.masks, result.target, keep=result.keep,
+                                                           dilate_px=result.config.dilate_px), atol=1e-6)
     shown = s.display()
     if state.strengths:
         targets = [k for k in (state.names.index(n) for n in state.targets) if k in result.projected] or None

@@ -1,0 +1,48 @@
+"""What a page shows of a session besides its images: the segment legend, the render gallery, the
+reconstruction table and the baseline tiles. Plain data (strings, lists, uint8 arrays); no UI library.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+
+from chunky.images import tensor_to_uint8, uint8_to_tensor
+from chunky.metrics import l2_distance
+from chunky.segmentation import segment_colour
+
+
+def legend(session) -> str:
+    """HTML: a coloured square, the name and the share of the crop for each segment."""
+    segmentation = session.state.segmentation
+    return " · ".join(f"<span style='color:rgb{segment_colour(n)}'>■</span> {html.escape(n)} ({100 * float(a):.0f}%)"
+                      for n, a in zip(segmentation.names, segmentation.area()))
+
+
+def renders(session) -> list[tuple[np.ndarray, str]]:
+    """(render [S, S, 3] uint8, segment name) for each projected segment; empty before inverting."""
+    result = session.state.result
+    return [] if result is None else [(tensor_to_uint8(result.renders[k]), session.names[k]) for k in result.projected]
+
+
+def metrics(session) -> list[list]:
+    """Rows [segment, kept, LPIPS, L2] of the reconstruction, measured inside each segment's loss region."""
+    result = session.state.result
+    if result is None:
+        return []
+    losses = result.segment_losses
+    return [[name, k in result.keep, round(float(losses["lpips"][k]), 4), round(float(losses["l2"][k]), 4)]
+            for k, name in enumerate(session.names)]
+
+
+def baselines(session) -> list[tuple[np.ndarray, str]]:
+    """(composite, caption with its L2 to the photo) for each global baseline and for the per-segment inversion
+    (as first inverted), side by side; empty before inverting."""
+    state = session.state
+    if state.result is None:
+        return []
+    photo = uint8_to_tensor(session.target_image)
+    shown = [(label, r.composite) for label, r in state.baselines] + [("per segment (chunky)", state.first_composite)]
+    return [(tensor_to_uint8(image), f"{label}: L2 {float(l2_distance(image.cpu(), photo)[0]):.4f}")
+            for label, image in shown if image is not None]
