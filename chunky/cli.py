@@ -19,7 +19,7 @@ from chunky.align import paste_back
 from chunky.cache import InversionCache
 from chunky.config import PERCEPTUAL, SPACES, InversionConfig
 from chunky.device import PRECISIONS
-from chunky.editor import ChunkyEditor
+from chunky.editor import load_editor
 from chunky.errors import ChunkyError
 from chunky.evaluate import METHODS, evaluate
 from chunky.generator import Generator
@@ -112,7 +112,7 @@ def run_invert(args: argparse.Namespace) -> int:
         pixel_weight=args.pixel_weight, dilate_px=args.dilate, resolution=args.resolution,
         coarse_to_fine=args.coarse_to_fine, precision=args.precision, patience=args.patience)
     photo = read_image(args.photo, name=f"photo {args.photo.name}")
-    editor = _load_editor(args.model, args.cache)
+    editor = load_editor(args.model, cache_dir=args.cache)
     aligned = editor.align(photo, face_index=args.face, skip_alignment=True if args.aligned else None)
     if aligned.face_count > 1:
         log.warning("%d faces found; using face %d (choose with --face)", aligned.face_count, aligned.face_index)
@@ -137,7 +137,7 @@ def run_invert(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    editor = _load_editor(args.model, None)
+    editor = load_editor(args.model)
     methods = [m for m in args.methods.split(",") if m]
 
     def report(done: int, total: int, name: str) -> None:
@@ -155,24 +155,12 @@ def run_doctor(args: argparse.Namespace) -> int:
     """Print the doctor's PASS/FAIL table; exit code 1 when a check failed."""
     from chunky import doctor
 
-    editor = _load_editor(args.model, None)
+    editor = load_editor(args.model)
     size = min(args.size, editor.generator.size)
     checks = doctor.run(editor, real=args.model != "tiny", faces=args.faces, steps=args.steps, size=size,
                         fetch_weights=not args.no_fetch, progress=lambda stage: print(f"checking {stage} ...", file=sys.stderr))
     print(doctor.format_table(checks))
     return 1 if any(c.status == doctor.FAIL for c in checks) else 0
-
-
-def _load_editor(model: str, cache_dir: Path | None) -> ChunkyEditor:
-    cache = InversionCache(cache_dir) if cache_dir else None
-    if model == "tiny":
-        editor = ChunkyEditor.tiny()
-    elif model == "ffhq":
-        editor = ChunkyEditor.from_pretrained()
-    else:
-        editor = ChunkyEditor(Generator.from_checkpoint(model), label=str(model))
-    editor.cache = cache
-    return editor
 
 
 def _print_progress(step: int, total: int, info: dict) -> None:

@@ -267,6 +267,29 @@ class ChunkyEditor:
         return invert(self.generator, target, masks, **kwargs)
 
 
+def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, check_network: bool = False) -> ChunkyEditor:
+    """The editor for ``model``: "ffhq" (the Hub's FFHQ generator), "tiny" (the random test model) or a path
+    to a StyleGAN2 checkpoint; finished inversions are cached in ``cache_dir`` when given.
+
+    ``check_network``: first make one quick check that the Hub is reachable; if it is not, downloads are not
+    retried (cached files are used, a missing one fails at once with the fix) instead of minutes of retries.
+    """
+    from chunky.weights import hub_reachable
+
+    if check_network and model == "ffhq" and not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable():
+        log.warning("the Hugging Face Hub is not reachable: using cached files only")
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    if model == "tiny":
+        editor = ChunkyEditor.tiny()
+    elif model == "ffhq":
+        editor = ChunkyEditor.from_pretrained()
+    else:
+        editor = ChunkyEditor(Generator.from_checkpoint(model), label=str(model))
+    # created on demand; a failed write (read-only or full disk) only means no caching
+    editor.cache = InversionCache(cache_dir) if cache_dir else None
+    return editor
+
+
 def segment_indices(names: Sequence[str], wanted: Sequence[str]) -> list[int]:
     """Indices of the segments named ``wanted`` in ``names`` (a segmentation's names), or a clear error."""
     missing = [n for n in wanted if n not in names]

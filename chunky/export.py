@@ -4,6 +4,9 @@ comparison grid and the work file (`chunky.workfile`), all made from the session
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +78,32 @@ def export_session(session, folder: str | Path, *, tile: int = 256, captions: bo
         files.append(folder / name)
     files.append(write_work(session, folder / "work.pt"))
     return Export(files, grid)
+
+
+class ExportFolders:
+    """Fresh folders for exports under a private root (made with mode 0700 by ``tempfile.mkdtemp``, so no
+    other user and no pre-existing symlink is involved); folders older than ``max_age_s`` are deleted,
+    and the oldest go first while the root holds more than ``max_bytes``."""
+
+    def __init__(self, *, max_age_s: float = 3600, max_bytes: int = 2 << 30, root: Path | None = None):
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="chunky-exports-"))
+        self.max_age_s, self.max_bytes = max_age_s, max_bytes
+
+    def new(self) -> Path:
+        """A new empty folder (after pruning)."""
+        self.prune()
+        return Path(tempfile.mkdtemp(prefix="export-", dir=self.root))
+
+    def prune(self) -> None:
+        """Delete folders past the age limit, then the oldest until the total is under the byte budget."""
+        folders = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()), key=lambda p: p.stat().st_mtime)
+        now, sizes = time.time(), {p: _folder_bytes(p) for p in folders}
+        total = sum(sizes.values())
+        for folder in folders:
+            if now - folder.stat().st_mtime > self.max_age_s or total > self.max_bytes:
+                shutil.rmtree(folder, ignore_errors=True)
+                total -= sizes[folder]
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())

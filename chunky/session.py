@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +118,17 @@ class Session:
             raise InvalidInputError("Run the inversion first (step 3: Invert).")
         return self.state.result
 
+    def progress(self, report: Callable[[int, int, str], object], *, seconds: float) -> ProgressCallback:
+        """A progress callback for one request, however many optimisations it runs (baselines, re-projections):
+        ``report(step, total, text)`` sees each step; it stops at `cancel` or once ``seconds`` have passed since
+        this call."""
+        start = time.perf_counter()
+
+        def callback(step: int, total: int, info: dict) -> bool:
+            report(step, total, f"loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
+            return not self.cancel.is_set() and time.perf_counter() - start < seconds
+        return callback
+
     # ------------------------------------------------------------------------------- history
     def _push(self, state: State) -> None:
         self.history.append(self.state)
@@ -196,6 +207,16 @@ class Session:
         if clean == self.state.strengths and targets == self.state.targets:
             return
         self._push(self._with_edit(dataclasses.replace(self.state, strengths=clean, targets=targets, action="edit")))
+
+    def preview(self, strengths: Mapping[str, float], targets: Sequence[str] = ()) -> np.ndarray | None:
+        """[s, s, 3] uint8 at a quarter of the work size: the composite ``strengths`` would give, for a live
+        preview while a slider moves (nothing changes); None before inverting."""
+        if self.state.result is None:
+            return None
+        clean = {str(k): _finite(k, v) for k, v in strengths.items() if v}
+        size = max(16, self.editor.work_size() // 4)
+        edit = self.editor.edit(self.state.result, clean, list(targets) or None, names=self.names, resolution=size)
+        return tensor_to_uint8(edit.composite)
 
     def _with_edit(self, state: State) -> State:
         """``state`` with its edit recomputed from its result, strengths and targets."""

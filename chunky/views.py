@@ -46,3 +46,10 @@ def baselines(session) -> list[tuple[np.ndarray, str]]:
     shown = [(label, r.composite) for label, r in state.baselines] + [("per segment (chunky)", state.first_composite)]
     return [(tensor_to_uint8(image), f"{label}: L2 {float(l2_distance(image.cpu(), photo)[0]):.4f}")
             for label, image in shown if image is not None]
+
+
+def slider_directions(directions: list, limit: int) -> list:
+    """The first ``limit`` directions, grouped by source (groups in order of first appearance), as sliders show them."""
+    directions = directions[:limit]
+    groups = list(dict.fromkeys(d.group for d in directions))
+    return sorted(directions, key=lambda d: groups.index(d.group))
