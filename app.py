@@ -297,7 +297,7 @@ def inversion_steps(editor: ChunkyEditor) -> dict:
             c["undo"] = gr.Button("Undo", elem_id="undo")
     with gr.Row():
         c["renders"] = gr.Gallery(label="Per-segment renders", columns=6, height=220)
-        c["baselines"] = gr.Gallery(label="Global codes vs. per-segment codes (L2 to the photo)", columns=3, height=220,
+        c["baselines"] = gr.Gallery(label="Global codes vs. per-segment codes (L2 to the photo)", columns=3, height=220, object_fit="contain",
                                     elem_id="baselines")
     c["metrics"] = gr.Dataframe(headers=["segment", "kept", "LPIPS", "L2"], label="Reconstruction", interactive=False)
     return c
@@ -331,7 +331,7 @@ def editing_steps(directions) -> dict:
         c["tune"] = gr.Button("Fine-tune", elem_id="tune")
     gr.Markdown("### 5 · Export")
     with gr.Row():
-        c["tile"] = gr.Slider(64, 1024, value=256, step=64, label="Grid tile size (px)")
+        c["tile"] = gr.Slider(64, 1024, value=256, step=64, label="Grid tile size (px)", elem_id="tile")
         c["captions"] = gr.Checkbox(value=False, label="Metric captions in the grid (L2, LPIPS)")
         c["export"] = gr.Button("Export", variant="primary", elem_id="export")
     with gr.Row():

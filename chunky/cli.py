@@ -1,7 +1,8 @@
-"""Command line: `python -m chunky invert PHOTO --out DIR`, `python -m chunky evaluate --images DIR --out DIR`,
-`python -m chunky doctor`, `python -m chunky bench`.
+"""Command line: `python -m chunky invert PHOTO --out DIR`, `python -m chunky open work.pt --out DIR`,
+`python -m chunky evaluate --images DIR --out DIR`, `python -m chunky doctor`, `python -m chunky bench`.
 
-The CLI parses arguments, calls the `ChunkyEditor` facade and writes files; it holds no algorithm.
+The CLI parses arguments, drives a `chunky.session.Session` (the same owner of a user's work as the app) and
+writes the same export; it holds no algorithm.
 """
 
 from __future__ import annotations
@@ -15,18 +16,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from chunky.align import paste_back
-from chunky.cache import InversionCache
 from chunky.config import PERCEPTUAL, SPACES, InversionConfig
 from chunky.device import PRECISIONS
 from chunky.editor import load_editor
 from chunky.errors import ChunkyError
 from chunky.evaluate import METHODS, evaluate
-from chunky.generator import Generator
+from chunky.export import export_session
 from chunky.images import read_image, tensor_to_uint8
-from chunky.inversion import InversionResult
 from chunky.metrics import l2_distance, lpips_distance
 from chunky.segmentation import Segmentation
+from chunky.session import Session
+from chunky.workfile import read_work
 
 log = logging.getLogger("chunky.cli")
 
@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--size", type=int, default=256, help="inversion and edit resolution")
     doc.add_argument("--no-fetch", action="store_true", help="skip fetching and hashing the registry files")
 
+    op = commands.add_parser("open", help="re-open a work file (work.pt) and export it again",
+                             description="Read a work.pt written by `invert` or the app's Export and write the export "
+                                         "files again: pasted_back.png, aligned_crop.png, edited.png, comparison.png, work.pt.")
+    op.add_argument("work", type=Path, help="a work.pt file")
+    op.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    op.add_argument("--tile", type=int, default=256, help="comparison grid cell size in pixels")
+    op.add_argument("--model", default="ffhq", help="the model the work was made with: 'ffhq', 'tiny' or a checkpoint path")
+
     bench = commands.add_parser("bench", help="speed benchmarks (see chunky.bench)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -98,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.main(args.args)
         return 0
     try:
-        if args.command == "doctor":
-            return run_doctor(args)
+        if args.command in ("doctor", "open"):
+            return run_doctor(args) if args.command == "doctor" else run_open(args)
         return run_evaluate(args) if args.command == "evaluate" else run_invert(args)
     except ChunkyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -113,26 +121,33 @@ def run_invert(args: argparse.Namespace) -> int:
         coarse_to_fine=args.coarse_to_fine, precision=args.precision, patience=args.patience)
     photo = read_image(args.photo, name=f"photo {args.photo.name}")
     editor = load_editor(args.model, cache_dir=args.cache)
-    aligned = editor.align(photo, face_index=args.face, skip_alignment=True if args.aligned else None)
-    if aligned.face_count > 1:
-        log.warning("%d faces found; using face %d (choose with --face)", aligned.face_count, aligned.face_index)
-    if args.global_code:
-        segmentation = None
+    size = args.size or editor.generator.size
+    segmentation = None
+    if args.global_code:  # one segment covering the whole image: the global baseline
+        segmentation = Segmentation(("global",), torch.ones(1, 1, size, size))
     elif args.masks:
         segmentation = Segmentation.read(args.masks)
-    else:
-        segmentation = editor.segment(aligned.crop)
-    keep = [name for name in args.keep.split(",") if name]
-    result = editor.invert(aligned.crop, segmentation, config=config, keep=keep, size=args.size,
-                           progress=None if args.quiet else _print_progress)
+    session = Session.start(editor, photo, face_index=args.face, skip_alignment=True if args.aligned else None,
+                            segmentation=segmentation, size=size)
+    if session.aligned.face_count > 1:
+        log.warning("%d faces found; using face %d (choose with --face)", session.aligned.face_count, args.face)
+    session.invert(config, keep=[name for name in args.keep.split(",") if name],
+                   progress=None if args.quiet else _print_progress)
     if not args.quiet:
         print(file=sys.stderr)
-    names = segmentation.names if segmentation else ("global",)
-    metrics = write_outputs(args.out, result, names, editor.perceptual(config.perceptual))
-    pasted = paste_back(tensor_to_uint8(result.composite), aligned)
-    Image.fromarray(pasted).save(args.out / "pasted.png")
+    export_session(session, args.out)
+    metrics = write_outputs(args.out, session, editor.perceptual(config.perceptual))
     print(f"wrote {args.out}: composite LPIPS {metrics['composite']['lpips']}, L2 {metrics['composite']['l2']:.4f}, "
           f"{metrics['seconds']:.1f} s")
+    return 0
+
+
+def run_open(args: argparse.Namespace) -> int:
+    """Re-open a work file and export it again (the same files the app's Export writes)."""
+    session = read_work(load_editor(args.model), args.work)
+    done = export_session(session, args.out, tile=args.tile)
+    edit = ", ".join(f"{k} {v:+.2f}" for k, v in session.strengths().items()) or "no edit"
+    print(f"wrote {args.out}: {len(done.files)} files; segments {', '.join(session.names)}; {edit}")
     return 0
 
 
@@ -168,21 +183,18 @@ def _print_progress(step: int, total: int, info: dict) -> None:
           end="", file=sys.stderr, flush=True)
 
 
-def write_outputs(out: Path, result: InversionResult, names: tuple[str, ...], perceptual) -> dict:
-    """Write composite.png, photo.png (the aligned crop), masks.png, renders/<k>_<name>.png, codes.pt and metrics.json to ``out``.
+def write_outputs(out: Path, session: Session, perceptual) -> dict:
+    """Beside the export: masks.png (segment indices), renders/<k>_<name>.png and metrics.json.
 
     Returns the metrics written: per segment {lpips, l2, total} (at the optimisation resolution, inside the
-    segment's dilated region), the composite's LPIPS/L2 against the photo (at 256 px; LPIPS is None when
-    the perceptual loss is "none"), the loss, seconds and steps.
+    segment's loss region), the composite's LPIPS/L2 against the photo (at 256 px; LPIPS is None when the
+    perceptual loss is "none"), the loss, seconds and steps.
     """
+    result, names = session.require_result(), session.names
     (out / "renders").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(tensor_to_uint8(result.composite)).save(out / "composite.png")
-    Image.fromarray(tensor_to_uint8(result.target)).save(out / "photo.png")
-    Segmentation(names, result.masks).to_label_png(out / "masks.png")
+    session.state.segmentation.to_label_png(out / "masks.png")
     for k, name in enumerate(names):
         Image.fromarray(tensor_to_uint8(result.renders[k])).save(out / "renders" / f"{k:02d}_{name}.png")
-    torch.save({"codes": result.codes, "projected": result.projected, "keep": result.keep, "names": list(names),
-                "config": json.loads(result.config.to_json())}, out / "codes.pt")
     losses = {key: value.tolist() for key, value in result.segment_losses.items()}
     metrics = {
         "segments": {name: {key: losses[key][k] for key in losses} | {"kept": k in result.keep}

@@ -105,10 +105,6 @@ class ChunkyEditor:
         size = self.generator.size
         return size if self.device.type == "cuda" else min(size, 512)
 
-    def work_crop(self, crop: np.ndarray) -> np.ndarray:
-        """An aligned crop [S, S, 3] uint8 at the work size."""
-        return resize_uint8(crop, self.work_size())
-
     def detector(self) -> FaceDetector | None:
         """The face detector (built on first use), or None in test mode."""
         if self._detector is None and self.face_models:

@@ -24,9 +24,9 @@ import torch
 from chunky.align import AlignedFace
 from chunky.config import InversionConfig
 from chunky.editing import EditResult, freeze
-from chunky.editor import ChunkyEditor
+from chunky.editor import ChunkyEditor, segment_indices
 from chunky.errors import InvalidInputError
-from chunky.images import tensor_to_uint8
+from chunky.images import resize_uint8, tensor_to_uint8
 from chunky.inversion import InversionResult, ProgressCallback, select_rows, space_of
 from chunky.segmentation import Segmentation
 
@@ -88,12 +88,19 @@ class Session:
     _offers: tuple[InversionResult | None, list[EditResult]] = (None, [])
 
     @classmethod
-    def start(cls, editor: ChunkyEditor, photo: np.ndarray, *, face_index: int = 0,
-              skip_alignment: bool | None = None, segmentation: Segmentation | None = None) -> "Session":
-        """Align ``photo`` ([H, W, 3] uint8) and segment it (automatically unless ``segmentation`` is given)."""
+    def start(cls, editor: ChunkyEditor, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None,
+              segmentation: Segmentation | None = None, size: int | None = None) -> "Session":
+        """Align ``photo`` ([H, W, 3] uint8) and segment it (automatically unless ``segmentation`` is given).
+
+        ``size``: the side the session works at (renders, composite, masks); default ``editor.work_size()``."""
         aligned = editor.align(photo, face_index=face_index, skip_alignment=skip_alignment)
-        found = (segmentation or editor.segment(aligned.crop)).resized(editor.work_size())
+        found = (segmentation or editor.segment(aligned.crop)).resized(size or editor.work_size())
         return cls(editor, aligned, found, State(found))
+
+    @property
+    def size(self) -> int:
+        """The side of this session's renders, composite and masks."""
+        return self.state.segmentation.size
 
     # ------------------------------------------------------------------------------- reading
     @property
@@ -103,7 +110,7 @@ class Session:
     @property
     def target_image(self) -> np.ndarray:
         """[S, S, 3] uint8: the aligned photo at the work size (what the inversion compares with)."""
-        return self.editor.work_crop(self.aligned.crop)
+        return resize_uint8(self.aligned.crop, self.size)
 
     def display(self) -> np.ndarray | None:
         """[S, S, 3] uint8: what the page shows as the result (None before inverting)."""
@@ -179,18 +186,20 @@ class Session:
                                                        action=action)))
 
     # ------------------------------------------------------------------------------- inversion
-    def invert(self, config: InversionConfig, keep: Sequence[str] = KEEP_BY_DEFAULT, *, baselines: bool = False,
+    def invert(self, config: InversionConfig, keep: Sequence[str] | None = None, *, baselines: bool = False,
                progress: ProgressCallback | None = None) -> InversionResult:
         """Invert the photo, one code per segment (and, with ``baselines``, one global W and one W+ code).
-        The edit is cleared: a new inversion starts a new edit (undo goes back)."""
+        ``keep``: names taken straight from the photo (default: the background, if there is one). The edit is
+        cleared: a new inversion starts a new edit (undo goes back)."""
         self.cancel.clear()
-        keep = [n for n in keep if n in self.names]
+        keep = [n for n in KEEP_BY_DEFAULT if n in self.names] if keep is None else list(keep)
+        segment_indices(self.names, keep)  # a clear error for an unknown name
         result = self.editor.invert(self.target_image, self.state.segmentation, config=config, keep=keep,
-                                    size=self.editor.work_size(), progress=progress)
+                                    size=self.size, progress=progress)
         found = []
         for label, space in (("global W", "w"), ("global W+", "w+")) if baselines and not result.cancelled else ():
             found.append((label, self.editor.invert(self.target_image, None, config=config.replace(space=space),
-                                                    size=self.editor.work_size(), progress=progress)))
+                                                    size=self.size, progress=progress)))
             if found[-1][1].cancelled:
                 break
         self._push(State(self.state.segmentation, result, baselines=tuple(found), first_composite=result.composite,
@@ -214,7 +223,7 @@ class Session:
         if self.state.result is None:
             return None
         clean = {str(k): _finite(k, v) for k, v in strengths.items() if v}
-        size = max(16, self.editor.work_size() // 4)
+        size = max(16, self.size // 4)
         edit = self.editor.edit(self.state.result, clean, list(targets) or None, names=self.names, resolution=size)
         return tensor_to_uint8(edit.composite)
 
@@ -265,10 +274,10 @@ class Session:
         result = self.require_result()
         self.cancel.clear()
         aligned = self.editor.align(photo, skip_alignment=skip_alignment)
-        segments = self.editor.segment(aligned.crop).resized(self.editor.work_size())
+        segments = self.editor.segment(aligned.crop).resized(self.size)
         keep = [n for n in segments.names if n in KEEP_BY_DEFAULT]
-        reference = self.editor.invert(self.editor.work_crop(aligned.crop), segments, config=result.config, keep=keep,
-                                       size=self.editor.work_size(), progress=progress)
+        reference = self.editor.invert(resize_uint8(aligned.crop, self.size), segments, config=result.config, keep=keep,
+                                       size=self.size, progress=progress)
         if reference.cancelled:
             raise InvalidInputError("The reference photo's inversion was cancelled; nothing was transferred.")
         self._adopt(self.editor.transfer(result, self.names, reference, segments.names, segment, stitch=False), "transfer")

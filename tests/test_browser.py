@@ -1,10 +1,14 @@
-"""A real browser (system Chromium driven by Playwright) using the app in test mode, start to finish.
-Screenshots of each stage are saved in tests/output/browser/."""
+"""A real browser (system Chromium driven by Playwright) using the app in test mode, start to finish:
+load -> invert -> edit -> freeze -> type a slider value and click Export at once -> undo. The exported grid's
+photo column must be the aligned crop and its edited column what the page shows. Screenshots of each stage
+are saved in tests/output/browser/."""
 
+import io
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,6 +19,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(__file__).resolve().parent / "output" / "browser"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TILE = 64  # the test model's work size: grid cells are then the images themselves, pixel for pixel
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the system Chromium (apt-get install chromium); .ci/run installs it")
 
@@ -49,7 +54,34 @@ def shot(page, name):
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_upload_invert_edit_freeze_undo_export_in_a_browser(page_and_editor, tmp_path):
+def image_at(page, selector) -> np.ndarray:
+    """The pixels an <img> on the page shows, fetched from its source."""
+    source = page.get_attribute(selector, "src")
+    data = page.request.get(source).body() if not source.startswith("data:") else None
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def set_number(page, selector, value: str):
+    """Type into a number box until the page holds the value (a start-up update can swallow the first try)."""
+    box = page.locator(f"{selector} input[type=number]")
+    box.wait_for()
+
+    def holds():
+        if page.locator(f"{selector} input[type=range]").input_value() == value:
+            return True
+        box.fill(value)
+        box.press("Tab")
+        time.sleep(0.5)
+        return page.locator(f"{selector} input[type=range]").input_value() == value
+
+    wait_until(holds, timeout=40, what=f"{selector} = {value}")
+
+
+def status(page) -> str:
+    return page.inner_text("#status")
+
+
+def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_path):
     page, editor = page_and_editor
     photo = tmp_path / "face.png"
     Image.fromarray(editor.random_face(5)).save(photo)
@@ -57,52 +89,57 @@ def test_upload_invert_edit_freeze_undo_export_in_a_browser(page_and_editor, tmp
     page.set_input_files("#upload input[type=file]", str(photo))
     page.get_by_label("Already an aligned face crop").check()
     page.click("#load")
-    page.wait_for_selector("#crop img", timeout=60_000)
+    wait_until(lambda: "used as an aligned crop" in status(page), what="the photo to load")
     page.wait_for_selector("#overlay img", timeout=60_000)
     shot(page, "1-loaded")
 
     page.click("text=Advanced")
-    steps = page.locator("#steps input[type=number]")
-    steps.wait_for()
-
-    def steps_set_to_20():  # typing can race the page's own start-up updates: type again until it holds
-        if page.locator("#steps input[type=range]").input_value() == "20":
-            return True
-        steps.fill("20")
-        steps.press("Tab")
-        time.sleep(0.5)
-        return page.locator("#steps input[type=range]").input_value() == "20"
-
-    wait_until(steps_set_to_20, timeout=40, what="steps = 20")
+    set_number(page, "#steps", "20")
     page.click("#invert")
     seen_progress = []
-    wait_until(lambda: seen_progress.append("s left" in page.inner_text("body")) or "Done:" in page.inner_text("#status"),
+    wait_until(lambda: seen_progress.append("s left" in page.inner_text("body")) or "Done:" in status(page),
                what="the inversion to finish")
     assert any(seen_progress), "the progress bar with the loss and time left was never shown"
-    assert "Done: 20 steps" in page.inner_text("#status")
+    assert "Done: 20 steps" in status(page)
     page.wait_for_selector("#result img")
     shot(page, "2-inverted")
+    crop = image_at(page, "#photo img")
+    assert np.array_equal(crop, editor.random_face(5))
 
     inverted = page.get_attribute("#result img", "src")
     box = page.locator("#slider-0 input[type=range]").bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
-    wait_until(lambda: page.get_attribute("#result img", "src") != inverted, what="the edited image")
-    edited = page.get_attribute("#result img", "src")
+    wait_until(lambda: "Edited" in status(page), what="the edit")
     shot(page, "3-edited")
 
     page.click("#freeze")
-    wait_until(lambda: page.locator("#slider-0 input[type=number]").input_value() == "0", what="sliders reset by freeze")
+    wait_until(lambda: "Frozen" in status(page), what="the freeze")
+    assert page.locator("#slider-0 input[type=number]").input_value() == "0"
+    assert np.array_equal(image_at(page, "#photo img"), crop)  # the photo panel still shows the photo
     shot(page, "4-frozen")
-    page.click("#undo")
-    wait_until(lambda: page.get_attribute("#result img", "src") not in (edited,), what="undo")
-    shot(page, "5-undone")
 
+    set_number(page, "#tile", str(TILE))
+    typed = page.locator("#slider-1 input[type=number]")
+    typed.fill("2.5")  # typed, not committed: the Export click itself takes the focus away
     page.click("#export")
-    link = page.locator("#downloads a[download='pasted_back.png']")
+    wait_until(lambda: "Exported" in status(page), what="the export")
+    link = page.locator("#downloads a[download='comparison.png']")
     link.wait_for(timeout=60_000)
     with page.expect_download() as download:
         link.click()
-    saved = tmp_path / "downloaded.png"
+    saved = tmp_path / "comparison.png"
     download.value.save_as(saved)
-    assert Image.open(saved).size == Image.open(photo).size
-    shot(page, "6-exported")
+    grid = np.asarray(Image.open(saved).convert("RGB"))
+    shown = image_at(page, "#result img")
+    header, gap = max(24, TILE // 8), 8
+    cell = lambda column: grid[header:header + TILE, gap + column * (TILE + gap):gap + column * (TILE + gap) + TILE]  # noqa: E731
+    columns = (grid.shape[1] - gap) // (TILE + gap)
+    assert np.array_equal(cell(0), crop), "the grid's photo column is not the aligned photo"
+    assert np.array_equal(cell(columns - 1), shown), "the grid's edited column is not what the page shows"
+    assert page.locator("#slider-1 input[type=number]").input_value() == "2.5"
+    shot(page, "5-exported")
+
+    page.click("#undo")
+    wait_until(lambda: "Undid" in status(page), what="undo")
+    assert page.get_attribute("#result img", "src") != inverted
+    shot(page, "6-undone")

@@ -43,12 +43,14 @@ def test_invert_with_a_label_png_writes_every_output(tmp_path, photo, label_png)
     assert metrics["composite"]["lpips"] > 0 and metrics["composite"]["l2"] > 0 and metrics["steps_run"] == 3
     assert metrics["config"]["steps"] == 3 and metrics["seconds"] > 0
     assert sorted(p.name for p in (out / "renders").iterdir()) == ["00_label_0.png", "01_label_5.png", "02_label_9.png"]
-    composite = np.asarray(Image.open(out / "composite.png"))
+    composite = np.asarray(Image.open(out / "edited.png"))
     photo_pixels = np.asarray(Image.open(photo))
     assert np.array_equal(composite[40:], photo_pixels[40:])  # the kept segment is the photo
     assert not np.array_equal(composite[:40], photo_pixels[:40])
-    codes = torch.load(out / "codes.pt", weights_only=True)
-    assert codes["codes"].shape == (2, 10, 64) and codes["projected"] == [0, 1] and codes["names"][2] == "label_9"
+    work = torch.load(out / "work.pt", weights_only=True)
+    assert work["result"]["codes"].shape == (2, 10, 64) and work["result"]["projected"] == [0, 1]
+    assert work["names"][2] == "label_9" and work["format"] == "chunky-work"
+    assert {"pasted_back.png", "aligned_crop.png", "comparison.png"} <= {p.name for p in out.iterdir()}
     labels = np.asarray(Image.open(label_png))
     assert np.array_equal(np.asarray(Image.open(out / "masks.png")), (labels == 5) * 1 + (labels == 9) * 2)
 
@@ -69,7 +71,7 @@ def test_invert_global_is_the_baseline(tmp_path, photo):
     assert main(["invert", str(photo), "--global", "--out", str(tmp_path / "out"), "--space", "w", *FAST]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(metrics["segments"]) == ["global"]
-    assert torch.load(tmp_path / "out" / "codes.pt", weights_only=True)["codes"].shape == (1, 64)
+    assert torch.load(tmp_path / "out" / "work.pt", weights_only=True)["result"]["codes"].shape == (1, 64)
 
 
 def test_cached_second_run_does_not_optimise(tmp_path, photo, label_png):
@@ -78,7 +80,8 @@ def test_cached_second_run_does_not_optimise(tmp_path, photo, label_png):
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     first, second = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
     assert first["seconds"] == second["seconds"]  # the stored result, not a new run
-    assert torch.equal(torch.load(tmp_path / "a" / "codes.pt")["codes"], torch.load(tmp_path / "b" / "codes.pt")["codes"])
+    codes = [torch.load(tmp_path / d / "work.pt", weights_only=True)["result"]["codes"] for d in ("a", "b")]
+    assert torch.equal(*codes)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -100,7 +103,7 @@ def test_module_entry_point_runs(tmp_path, photo):
     done = subprocess.run([sys.executable, "-m", "chunky", "invert", str(photo), "--global", "--out", str(tmp_path / "out"), *FAST],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "composite LPIPS" in done.stdout and (tmp_path / "out" / "composite.png").exists()
+    assert "composite LPIPS" in done.stdout and (tmp_path / "out" / "edited.png").exists()
 
 
 def test_without_masks_the_photo_is_parsed_automatically(tmp_path, photo, monkeypatch):
@@ -116,7 +119,7 @@ def test_without_masks_the_photo_is_parsed_automatically(tmp_path, photo, monkey
     assert main(["invert", str(photo), "--out", str(tmp_path / "out"), *FAST]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(metrics["segments"]) == ["hair", "background"]
-    assert np.asarray(Image.open(tmp_path / "out" / "pasted.png")).shape == (64, 64, 3)
+    assert np.asarray(Image.open(tmp_path / "out" / "pasted_back.png")).shape == (64, 64, 3)
 
 
 def test_test_mode_segments_with_the_built_in_layout(tmp_path, photo):
@@ -124,3 +127,16 @@ def test_test_mode_segments_with_the_built_in_layout(tmp_path, photo):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"skin", "hair", "eyes", "mouth", "background"} <= set(metrics["segments"])
     assert metrics["segments"]["background"]["kept"]
+
+
+def test_open_re_exports_a_work_file_exactly(tmp_path, photo):
+    assert main(["invert", str(photo), "--keep", "background", "--out", str(tmp_path / "a"), *FAST]) == 0
+    assert main(["open", str(tmp_path / "a" / "work.pt"), "--model", "tiny", "--out", str(tmp_path / "b")]) == 0
+    for name in ("edited.png", "pasted_back.png", "aligned_crop.png", "comparison.png"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / name)), np.asarray(Image.open(tmp_path / "b" / name)))
+
+
+def test_open_refuses_what_is_not_a_work_file(tmp_path, capsys):
+    (tmp_path / "x.pt").write_bytes(b"not a torch file")
+    assert main(["open", str(tmp_path / "x.pt"), "--model", "tiny", "--out", str(tmp_path / "out")]) == 2
+    assert "not a chunky work file" in capsys.readouterr().err
