@@ -18,10 +18,10 @@ import gradio as gr
 import torch
 
 from chunky import views
-from chunky.config import InversionConfig
+from chunky.config import MAX_STEPS, InversionConfig, whole
 from chunky.editor import ChunkyEditor, load_editor
 from chunky.errors import ChunkyError, InvalidInputError
-from chunky.export import ExportFolders, export_session
+from chunky.export import FolderBudget, export_session
 from chunky.images import read_image
 from chunky.session import KEEP_BY_DEFAULT, Session, open_session
 
@@ -38,7 +38,7 @@ SPACES = {"W": "w", "W+": "w+", "S": "s"}
 MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 IMAGE_HEIGHT = 320
 MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one request's time limit, all its runs together
-EXPORTS = ExportFolders(max_age_s=3600, max_bytes=2 << 30)  # private to this process; pruned at each export
+EXPORTS = FolderBudget(max_age_s=3600, max_bytes=2 << 30)  # private to this process; pruned at each export
 
 
 # ------------------------------------------------------------------------------------ the screen
@@ -119,8 +119,8 @@ class Page:
 
     @action(needs_session=False)
     def random_face(self, seed):
-        face = self.editor.random_face(int(seed or 0), resolution=self.editor.work_size())
-        return self.start(face, 0, True, f"Random face #{int(seed or 0)}")
+        face = self.editor.random_face(seed, resolution=self.editor.work_size())
+        return self.start(face, 0, True, f"Random face #{seed}")
 
     @action(needs_session=False)
     def open_work(self, path):
@@ -130,7 +130,7 @@ class Page:
         return s, f"Opened {html.escape(Path(path).name)}: continue editing where you left off."
 
     def start(self, photo, face_index, aligned_flag, source):
-        s = Session.start(self.editor, photo, face_index=int(face_index or 0), skip_alignment=True if aligned_flag else None)
+        s = Session.start(self.editor, photo, face_index=face_index, skip_alignment=True if aligned_flag else None)
         a = s.aligned
         found = "used as an aligned crop" if a.skipped else f"{a.face_count} face(s) found, using face {a.face_index}"
         return s, f"{html.escape(source)}: {found}. {html.escape(a.note)} Next: check the segments (2), then Invert (3)."
@@ -146,7 +146,7 @@ class Page:
     @action
     def invert(self, s, space, preset, steps, reg, dilate, precision, chosen, with_baselines, progress=gr.Progress()):
         preset_steps, resolution, coarse = PRESETS[preset]
-        config = InversionConfig(space=SPACES[space], steps=int(steps) or preset_steps, resolution=resolution,
+        config = InversionConfig(space=SPACES[space], steps=whole("steps", steps, 0, MAX_STEPS) or preset_steps, resolution=resolution,
                                  coarse_to_fine=coarse, reg_weight=float(reg), dilate_px=int(dilate), precision=precision)
         result = s.invert(config, keep=[n for n in s.names if n not in (chosen or [])], baselines=bool(with_baselines),
                           progress=progress_bar(s, progress, "inverting"))
@@ -168,7 +168,7 @@ class Page:
 
     @action(sliders=True)
     def freeze(self, s, targets, reproject_names, steps, progress=gr.Progress()):
-        s.freeze(reproject_names or (), steps=int(steps), progress=progress_bar(s, progress, "re-projecting"))
+        s.freeze(reproject_names or (), steps=steps, progress=progress_bar(s, progress, "re-projecting"))
         return s, "Frozen: the next edit builds on this one (Undo goes back). Sliders are back at 0."
 
     @action(sliders=True)
@@ -178,7 +178,7 @@ class Page:
 
     @action(extras=1, sliders=True)
     def variations(self, s, targets, segment, seed):
-        offers = s.variations(segment, seed=int(seed or 0))
+        offers = s.variations(segment, seed=seed)
         return s, f"{len(offers)} variations of {html.escape(str(segment))}: click one to use it.", offers
 
     @action
@@ -197,7 +197,7 @@ class Page:
 
     @action(sliders=True)
     def tune(self, s, targets, segments, steps, progress=gr.Progress()):
-        seconds = s.tune(segments or (), steps=int(steps), progress=progress_bar(s, progress, "fine-tuning"))
+        seconds = s.tune(segments or (), steps=steps, progress=progress_bar(s, progress, "fine-tuning"))
         return s, f"Fine-tuned {html.escape(', '.join(dict.fromkeys(segments)))} in {seconds:.0f} s. Undo goes back."
 
     @action
@@ -207,7 +207,7 @@ class Page:
 
     @action(extras=2, sliders=True)
     def export(self, s, targets, tile, captions):
-        done = export_session(s, EXPORTS.new(), tile=int(tile), captions=bool(captions),
+        done = export_session(s, EXPORTS.new(), tile=tile, captions=bool(captions),
                               perceptual=s.editor.perceptual("lpips-alex") if captions else None)
         return s, "Exported exactly what is shown: download the files below.", [str(f) for f in done.files], done.grid
 

@@ -7,7 +7,7 @@ Coordinates are continuous pixel coordinates (pixel (i, j) covers [j, j+1] x [i,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import cv2
@@ -44,6 +44,26 @@ class FaceDetector(Protocol):
         """Faces in an [H, W, 3] uint8 RGB image."""
 
 
+COMPACT_PHOTO_BYTES = 24 << 20  # photos larger than this in memory are kept PNG-encoded (lossless)
+
+
+@dataclass(frozen=True)
+class EncodedPhoto:
+    """A large photo kept as PNG bytes (lossless; decoded only to paste an edit back)."""
+
+    png: bytes
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> "EncodedPhoto":
+        ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise InvalidInputError("The photo could not be encoded for keeping.")
+        return cls(data.tobytes())
+
+    def decode(self) -> np.ndarray:
+        return cv2.cvtColor(cv2.imdecode(np.frombuffer(self.png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 @dataclass(frozen=True)
 class AlignedFace:
     """An FFHQ-aligned crop and how to put it back.
@@ -51,7 +71,8 @@ class AlignedFace:
     Attributes:
         crop: [S, S, 3] uint8, the aligned face.
         matrix: [2, 3] float64 similarity transform, photo coordinates -> crop coordinates.
-        original: [H, W, 3] uint8, the photo at full resolution (EXIF orientation applied).
+        original: [H, W, 3] uint8, the photo at full resolution (EXIF orientation applied), or an
+            `EncodedPhoto` of it (see `compact`); `photo()` gives the pixels either way.
         landmarks: [5, 2] landmarks in photo coordinates (None when alignment was skipped).
         face_count: faces found in the photo (1 when alignment was skipped).
         face_index: which one this is (0 = the largest).
@@ -71,6 +92,20 @@ class AlignedFace:
     @property
     def size(self) -> int:
         return self.crop.shape[0]
+
+    def photo(self) -> np.ndarray:
+        """[H, W, 3] uint8: the full-resolution photo."""
+        return self.original.decode() if isinstance(self.original, EncodedPhoto) else self.original
+
+    def compact(self, max_bytes: int = COMPACT_PHOTO_BYTES) -> "AlignedFace":
+        """This face, with the photo PNG-encoded in memory when it holds more than ``max_bytes`` raw."""
+        if isinstance(self.original, EncodedPhoto) or self.original.nbytes <= max_bytes:
+            return self
+        return replace(self, original=EncodedPhoto.of(self.original))
+
+    def photo_bytes(self) -> int:
+        """Bytes the photo takes in memory."""
+        return len(self.original.png) if isinstance(self.original, EncodedPhoto) else self.original.nbytes
 
 
 def canonical_landmarks(size: int) -> np.ndarray:
@@ -193,9 +228,9 @@ def _centre_square(photo: np.ndarray, size: int) -> AlignedFace:
     height, width = photo.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    aligned = _as_aligned(photo[top:top + side, left:left + side], size)
     if side == height == width:
-        return aligned
+        return _as_aligned(photo, size)
+    aligned = _as_aligned(photo[top:top + side, left:left + side], size)
     scale = size / side
     matrix = np.array([[scale, 0, -scale * left], [0, scale, -scale * top]], dtype=np.float64)
     note = f"The {width}x{height} photo is not square: its centred {side}x{side} square is used."
@@ -254,7 +289,7 @@ def paste_back(edited: np.ndarray, aligned: AlignedFace, *, region: np.ndarray |
     weight[:edge], weight[-edge:], weight[:, :edge], weight[:, -edge:] = 0, 0, 0, 0
     weight = cv2.GaussianBlur(weight, (0, 0), edge / 2) if edge > 1 else weight
 
-    photo = aligned.original
+    photo = aligned.photo()
     height, width = photo.shape[:2]
     # only the photo's part under the crop is touched (a small box in a big photo)
     corners = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64)

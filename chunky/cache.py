@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -22,8 +22,10 @@ import torch
 from chunky.config import InversionConfig
 from chunky.generator import Generator
 from chunky.inversion import Codes, InversionResult, invert
+from chunky.workfile import result_from_dict, result_to_dict
 
 log = logging.getLogger(__name__)
+CACHE_VERSION = 2  # entries of another version are discarded
 
 
 def generator_fingerprint(G: Generator) -> str:
@@ -68,16 +70,22 @@ class InversionCache:
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.pt"
 
-    def get(self, key: str) -> InversionResult | None:
+    def get(self, key: str, *, expect: Callable[[InversionResult], str | None] | None = None) -> InversionResult | None:
+        """The stored result, or None. An entry that cannot be read, has another format version, or that
+        ``expect`` (a check returning what is wrong, or None) refuses is deleted: the caller recomputes it."""
         path = self._path(key)
         if not path.is_file():
             return None
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-            data["config"] = InversionConfig(**data["config"])
-            result = InversionResult(**data)
-        except Exception as error:  # any unreadable entry is a miss, never a crash
-            log.warning("discarding corrupt cache entry %s (%s)", path.name, type(error).__name__)
+            if data.pop("cache_version", None) != CACHE_VERSION:
+                raise ValueError(f"not cache format {CACHE_VERSION}")
+            result = result_from_dict(data)
+            problem = expect(result) if expect is not None else None
+            if problem:
+                raise ValueError(problem)
+        except Exception as error:  # any unreadable or wrong entry is a miss, never a crash
+            log.warning("discarding cache entry %s (%s: %s)", path.name, type(error).__name__, error)
             path.unlink(missing_ok=True)
             return None
         os.utime(path)  # mark as recently used
@@ -85,8 +93,7 @@ class InversionCache:
 
     def put(self, key: str, result: InversionResult) -> None:
         # fine-tuned generators are never part of an inversion's answer (they come later, per session)
-        data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "generators"}
-        data["config"] = dataclasses.asdict(result.config)
+        data = result_to_dict(dataclasses.replace(result, generators={})) | {"cache_version": CACHE_VERSION}
         temp: Path | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -116,12 +123,31 @@ class InversionCache:
 def cached_invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None, *, cache: InversionCache,
                   config: InversionConfig = InversionConfig(), keep: Sequence[int] = (), init: Codes | None = None,
                   **kwargs) -> InversionResult:
-    """`invert`, answered from ``cache`` when the same call was made before. Cancelled runs are not stored."""
+    """`invert`, answered from ``cache`` when the same call was made before (an entry that does not fit the
+    request is discarded and recomputed). Cancelled runs are not stored."""
     key = inversion_key(G, target, masks, config, keep, init)
-    hit = cache.get(key)
+    hit = cache.get(key, expect=lambda r: mismatch(r, target, masks, config, keep))
     if hit is not None:
         return hit
     result = invert(G, target, masks, config=config, keep=keep, init=init, **kwargs)
     if not result.cancelled:
         cache.put(key, result)
     return result
+
+
+def mismatch(result: InversionResult, target: torch.Tensor, masks: torch.Tensor | None, config: InversionConfig,
+             keep: Sequence[int]) -> str | None:
+    """What makes ``result`` not an answer to this request (shapes, kept segments, config), or None."""
+    count = 1 if masks is None else masks.shape[0]
+    codes = result.codes if isinstance(result.codes, list) else [result.codes]
+    checks = {
+        "target shape": result.target.shape == target.shape,
+        "mask shape": masks is None or result.masks.shape == masks.shape,
+        "renders shape": result.renders.shape == (count, 3, *target.shape[-2:]),
+        "composite shape": result.composite.shape == target.shape,
+        "kept segments": sorted(result.keep) == sorted(keep) and sorted(result.projected + result.keep) == list(range(count)),
+        "code rows": all(c.shape[0] == len(result.projected) for c in codes),
+        "config": result.config == config,
+    }
+    wrong = [name for name, ok in checks.items() if not ok]
+    return f"wrong {', '.join(wrong)}" if wrong else None

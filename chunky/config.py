@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from chunky.device import PRECISIONS
@@ -71,6 +72,11 @@ class InversionConfig:
         def fail(name, expected):
             raise InvalidInputError(f"InversionConfig.{name} must be {expected}, got {getattr(self, name)!r}.")
 
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f.name, "a finite number")
+
         if self.space not in SPACES:
             fail("space", f"one of {SPACES}")
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -101,3 +107,14 @@ class InversionConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def whole(name: str, value, low: int, high: int) -> int:
+    """``value`` as an int in [low, high], or a clear error naming ``name`` (NaN, None, 2.5 and text refused)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number) or not low <= number <= high:
+        raise InvalidInputError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    return int(number)

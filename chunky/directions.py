@@ -148,6 +148,8 @@ def ganspace_directions(pca: dict, G: Generator, recipes: dict = GANSPACE_RECIPE
     mean = torch.as_tensor(pca.get("mean", torch.zeros(comp.shape[1]))).float().reshape(-1)
     if comp.shape[1] != G.style_dim or mean.shape[0] != G.style_dim:
         raise InvalidInputError(f"{source}: components are {comp.shape[1]}-d, this generator's W is {G.style_dim}-d.")
+    if not all(torch.isfinite(t).all() for t in (comp, std, mean)):
+        raise InvalidInputError(f"{source} holds NaN or infinite values; it cannot be used as directions.")
     directions = []
     for name, (k, first, end, strength) in recipes.items():
         if k >= len(std) or end > G.n_latent:
@@ -179,6 +181,8 @@ def load_direction_file(path: str | Path, G: Generator) -> Direction:
         raise InvalidInputError(f"{path.name} is not a direction file this code can read safely ({error}).") from None
     if not isinstance(array, torch.Tensor):
         raise InvalidInputError(f"{path.name} holds a {type(array).__name__}, not one direction tensor.")
+    if not torch.isfinite(array.float()).all():
+        raise InvalidInputError(f"{path.name} holds NaN or infinite values; it cannot be used as a direction.")
     return Direction(path.stem.replace("_", " "), as_w_plus(array.float(), G, path.name), source=path.name,
                      group="Your files")
 

@@ -16,7 +16,7 @@ import torch
 
 from chunky.align import AlignedFace, FaceDetector, align_face
 from chunky.cache import InversionCache, cached_invert
-from chunky.config import InversionConfig
+from chunky.config import InversionConfig, whole
 from chunky.device import PRECISIONS, autocast, default_device
 from chunky.directions import Direction, factor_directions, load_direction_folder, pca_directions, published_directions
 from chunky.editing import EditResult, apply_edit, style_variations, transfer_segment
@@ -94,7 +94,7 @@ class ChunkyEditor:
         if not 0.0 <= truncation <= 1.0:
             raise InvalidInputError(f"truncation must be in [0, 1], got {truncation}.")
         G = self.generator
-        z = torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(int(seed))).to(self.device)
+        z = torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(whole("seed", seed, 0, 2**31 - 1))).to(self.device)
         with autocast(self.precision, self.device):
             image = G.synthesis(G.mapping(z, truncation_psi=truncation), resolution=resolution)
         return tensor_to_uint8(image.float())

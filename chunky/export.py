@@ -4,8 +4,10 @@ comparison grid and the work file (`chunky.workfile`), all made from the session
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +17,14 @@ import torch
 from PIL import Image
 
 from chunky.align import paste_back
+from chunky.config import whole
 from chunky.errors import InvalidInputError
 from chunky.grid import comparison_grid
 from chunky.images import tensor_to_uint8, uint8_to_tensor
 from chunky.metrics import l2_distance, lpips_distance
 from chunky.workfile import write_work
 
+log = logging.getLogger(__name__)
 TILE_RANGE = (64, 1024)  # grid cell side, px
 
 
@@ -61,8 +65,7 @@ def export_session(session, folder: str | Path, *, tile: int = 256, captions: bo
     """Write the session's current state to ``folder`` (created): ``pasted_back.png`` (the result in the
     full-resolution photo), ``aligned_crop.png``, ``edited.png`` (what the page shows), ``comparison.png``
     (the grid, ``tile`` px per cell) and ``work.pt`` (re-openable)."""
-    if not isinstance(tile, int) or not TILE_RANGE[0] <= tile <= TILE_RANGE[1]:
-        raise InvalidInputError(f"The grid tile size must be a whole number of pixels in {list(TILE_RANGE)}, got {tile!r}.")
+    tile = whole("the grid tile size", tile, *TILE_RANGE)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     shown = session.display()
@@ -80,14 +83,28 @@ def export_session(session, folder: str | Path, *, tile: int = 256, captions: bo
     return Export(files, grid)
 
 
-class ExportFolders:
-    """Fresh folders for exports under a private root (made with mode 0700 by ``tempfile.mkdtemp``, so no
-    other user and no pre-existing symlink is involved); folders older than ``max_age_s`` are deleted,
-    and the oldest go first while the root holds more than ``max_bytes``."""
+class FolderBudget:
+    """Folders under one root with an age and a byte budget: exports (a fresh folder each, under a private
+    root made with mode 0700 by ``tempfile.mkdtemp``, so no other user and no pre-existing symlink is
+    involved), or the web server's upload folders. `prune` deletes folders older than ``max_age_s``, then the
+    oldest while the root holds more than ``max_bytes``; symlinks are never followed."""
 
     def __init__(self, *, max_age_s: float = 3600, max_bytes: int = 2 << 30, root: Path | None = None):
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="chunky-exports-"))
         self.max_age_s, self.max_bytes = max_age_s, max_bytes
+
+    def keep_pruned(self, interval_s: float = 60.0) -> threading.Thread:
+        """Prune every ``interval_s`` seconds in a daemon thread (a disk budget that holds between exports)."""
+        def loop():
+            while True:
+                time.sleep(interval_s)
+                try:
+                    self.prune()
+                except OSError as error:  # a folder vanished meanwhile, or the disk is read-only: try again later
+                    log.warning("pruning %s failed: %s", self.root, error)
+        thread = threading.Thread(target=loop, name=f"prune {self.root.name}", daemon=True)
+        thread.start()
+        return thread
 
     def new(self) -> Path:
         """A new empty folder (after pruning)."""
@@ -96,6 +113,8 @@ class ExportFolders:
 
     def prune(self) -> None:
         """Delete folders past the age limit, then the oldest until the total is under the byte budget."""
+        if not self.root.is_dir():
+            return
         folders = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()), key=lambda p: p.stat().st_mtime)
         now, sizes = time.time(), {p: _folder_bytes(p) for p in folders}
         total = sum(sizes.values())

@@ -49,8 +49,9 @@ MAX_PIXELS = 60_000_000  # e.g. 10000 x 6000; larger is refused before decoding
 MIN_SIDE = 64
 
 
-def read_image(source: str | Path | bytes, *, name: str = "the image") -> np.ndarray:
-    """Decode a user's image file into [H, W, 3] uint8 RGB, whatever its format and mode.
+def read_image(source: str | Path | bytes, *, name: str = "the image", alpha: bool = False) -> np.ndarray:
+    """Decode a user's image file into [H, W, 3] uint8 RGB (with ``alpha``: [H, W, 4] RGBA, e.g. a sketch
+    layer), whatever its format and mode. Every image that enters chunky comes through here.
 
     EXIF orientation is applied; greyscale, palette, CMYK, 16-bit and alpha images are converted
     (transparent pixels become white). Refused with `InvalidInputError`: files that are not images,
@@ -75,7 +76,7 @@ def read_image(source: str | Path | bytes, *, name: str = "the image") -> np.nda
             if getattr(image, "n_frames", 1) > 1:
                 raise InvalidInputError(f"{name} is animated ({image.n_frames} frames); upload a single still image.")
             image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return np.asarray(image.convert("RGBA")) if alpha else _to_rgb(image)
     except InvalidInputError:
         raise
     except Image.DecompressionBombError:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from chunky.align import AlignedFace
-from chunky.config import InversionConfig
+from chunky.config import MAX_STEPS, InversionConfig, whole
 from chunky.editing import EditResult, freeze
 from chunky.editor import ChunkyEditor, segment_indices
 from chunky.errors import InvalidInputError
@@ -31,7 +31,9 @@ from chunky.inversion import InversionResult, ProgressCallback, select_rows, spa
 from chunky.segmentation import Segmentation
 
 KEEP_BY_DEFAULT = ("background",)
-HISTORY_LIMIT = 30  # undo steps kept; the oldest go first
+HISTORY_STEPS = 30  # undo steps kept; the oldest go first ...
+HISTORY_BYTES = 192 << 20  # ... and while the tensors the history alone holds exceed this
+MAX_TUNED_GENERATORS = 2  # fine-tuned generator copies one session may hold (133 MB each at 1024 px)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class Session:
         """Align ``photo`` ([H, W, 3] uint8) and segment it (automatically unless ``segmentation`` is given).
 
         ``size``: the side the session works at (renders, composite, masks); default ``editor.work_size()``."""
-        aligned = editor.align(photo, face_index=face_index, skip_alignment=skip_alignment)
+        face_index = whole("face number", face_index, 0, 100)
+        aligned = editor.align(photo, face_index=face_index, skip_alignment=skip_alignment).compact()
         found = (segmentation or editor.segment(aligned.crop)).resized(size or editor.work_size())
         return cls(editor, aligned, found, State(found))
 
@@ -139,8 +142,16 @@ class Session:
     # ------------------------------------------------------------------------------- history
     def _push(self, state: State) -> None:
         self.history.append(self.state)
-        del self.history[:-HISTORY_LIMIT]
+        del self.history[:-HISTORY_STEPS]
         self.state = state
+        while len(self.history) > 1 and history_bytes(self.history, self.state) > HISTORY_BYTES:
+            del self.history[0]
+
+    def memory_bytes(self) -> int:
+        """Bytes of the tensors and images this session holds (its state, history and photo)."""
+        photo = self.aligned.photo_bytes() + self.aligned.crop.nbytes
+        return photo + history_bytes(self.history + [self.state], None) + sum(
+            p.numel() * p.element_size() for g in tuned_generators(self.history + [self.state]) for p in g.state_dict().values())
 
     def undo(self) -> str:
         """Go back to the state before the last action; returns that action's name."""
@@ -162,6 +173,7 @@ class Session:
 
     def merge(self, names: Sequence[str]) -> None:
         names = list(dict.fromkeys(names or []))
+        segment_indices(self.names, names)
         if len(names) < 2:
             raise InvalidInputError("Choose at least two different segments to merge.")
         self._change_segments(self.state.segmentation.merge(names, "+".join(names)), "merge")
@@ -243,6 +255,7 @@ class Session:
         frozen = freeze(self.require_result(), state.edit)
         if reproject:
             self.cancel.clear()
+            steps = whole("re-projection steps", steps, 1, MAX_STEPS)
             frozen = self.editor.reproject(frozen, list(dict.fromkeys(reproject)), state.names, steps=steps, progress=progress)
         self._push(dataclasses.replace(state, result=frozen, strengths=(), edit=None, action="freeze"))
 
@@ -256,6 +269,7 @@ class Session:
     def variations(self, segment: str, *, seed: int = 0, count: int = 4) -> list[np.ndarray]:
         """``count`` style variations of one segment ([S, S, 3] uint8 composites); `choose_variation` adopts one."""
         result = self.require_result()
+        seed = whole("seed", seed, 0, 2**31 - 1)
         offers = self.editor.variations(result, segment, self.names, count=count, seed=seed)
         self._offers = (result, offers)
         return [tensor_to_uint8(offer.composite) for offer in offers]
@@ -296,10 +310,14 @@ class Session:
     def tune(self, segments: Sequence[str], *, steps: int = 40, progress: ProgressCallback | None = None) -> float:
         """Pivotal tuning: each named segment gets a fine-tuned generator copy (the slider edit stays on top).
         Returns the seconds spent; a cancel keeps the segments tuned so far."""
-        segments = list(dict.fromkeys(segments or ()))
+        segments, steps = list(dict.fromkeys(segments or ())), whole("fine-tuning steps", steps, 1, 1000)
         if not segments:
             raise InvalidInputError("Choose the segments to fine-tune.")
         start_result, start = self.require_result(), time.perf_counter()
+        tuned = tuned_generators(self.history + [self.state])
+        if len(tuned) + len(segments) > MAX_TUNED_GENERATORS:
+            raise InvalidInputError(f"A session holds at most {MAX_TUNED_GENERATORS} fine-tuned segments ({len(tuned)} "
+                                    "so far, kept for undo too); Invert again to start afresh.")
         self.cancel.clear()
         result = start_result
         for name in segments:
@@ -310,6 +328,40 @@ class Session:
             raise InvalidInputError("The inversion changed while fine-tuning (a merge, freeze or undo): tune again.")
         self._push(self._with_edit(dataclasses.replace(self.state, result=result, action="fine-tune")))
         return time.perf_counter() - start
+
+
+def state_tensors(state: State):
+    """Every tensor ``state`` holds (its generators' weights aside)."""
+    yield state.segmentation.masks
+    for result in [state.result, *(r for _, r in state.baselines)]:
+        if result is not None:
+            yield from (result.masks, result.target, result.renders, result.composite,
+                        *(result.codes if isinstance(result.codes, list) else [result.codes]))
+    if state.edit is not None:
+        yield from (state.edit.renders, state.edit.composite)
+    if state.first_composite is not None:
+        yield state.first_composite
+
+
+def history_bytes(history: Sequence[State], current: State | None) -> int:
+    """Bytes of tensor storage held by ``history`` and not by ``current`` (shared storage counted once)."""
+    shared = {t.untyped_storage().data_ptr() for t in state_tensors(current)} if current is not None else set()
+    seen: dict[int, int] = {}
+    for state in history:
+        for t in state_tensors(state):
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in shared:
+                seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def tuned_generators(states: Sequence[State]) -> list:
+    """The distinct fine-tuned generator copies held by ``states``."""
+    found = {}
+    for state in states:
+        if state.result is not None:
+            found.update((id(g), g) for g in state.result.generators.values())
+    return list(found.values())
 
 
 def _finite(name: str, value: float) -> float:

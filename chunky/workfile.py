@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from chunky.align import AlignedFace
+from chunky.align import AlignedFace, EncodedPhoto
 from chunky.config import InversionConfig
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator
@@ -58,7 +58,7 @@ def write_work(session, path: str | Path) -> Path:
     data = {
         "format": FORMAT, "version": VERSION, "torch": str(torch.__version__),
         "generator": generator_fingerprint(session.editor.generator),
-        "photo_png": _png_bytes(aligned.original), "matrix": torch.tensor(aligned.matrix),
+        "photo_png": aligned.original.png if isinstance(aligned.original, EncodedPhoto) else _png_bytes(aligned.original), "matrix": torch.tensor(aligned.matrix),
         "crop": torch.from_numpy(np.array(aligned.crop)), "skipped": aligned.skipped, "note": aligned.note,
         "names": list(state.names), "masks": state.segmentation.masks.cpu(),
         "automatic": {"names": list(session.automatic.names), "masks": session.automatic.masks.cpu()},
@@ -90,7 +90,8 @@ def read_work(editor, path: str | Path):
         raise InvalidInputError(f"{Path(path).name} was made with another generator than the one loaded here; "
                                 "open it where that model is loaded.")
     original = read_image(data["photo_png"], name="the photo in the work file")
-    aligned = AlignedFace(data["crop"].numpy(), data["matrix"].numpy(), original, skipped=data["skipped"], note=data["note"])
+    aligned = AlignedFace(data["crop"].numpy(), data["matrix"].numpy(), original, skipped=data["skipped"],
+                          note=data["note"]).compact()
     labels = None if data["labels"] is None else data["labels"].numpy()
     segmentation = Segmentation(tuple(data["names"]), data["masks"], labels)
     automatic = Segmentation(tuple(data["automatic"]["names"]), data["automatic"]["masks"])

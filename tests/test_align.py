@@ -161,3 +161,12 @@ def test_aligned_face_records_the_original():
     face = face_256()
     aligned = align_face(face, None, size=64, skip_alignment=True)
     assert isinstance(aligned, AlignedFace) and aligned.original is face and aligned.size == 64
+
+
+def test_a_large_photo_is_kept_encoded_and_pastes_back_the_same():
+    rng = np.random.default_rng(1)
+    photo = np.repeat(np.repeat(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8), 8, axis=0), 8, axis=1)  # 2400x3200
+    aligned = align_face(photo, None, size=64, skip_alignment=True)
+    compact = aligned.compact(max_bytes=1 << 20)
+    assert compact.photo_bytes() < photo.nbytes / 4 and np.array_equal(compact.photo(), photo)
+    assert np.array_equal(paste_back(aligned.crop, compact), paste_back(aligned.crop, aligned))

@@ -88,3 +88,28 @@ def test_failed_write_leaves_the_cache_as_it_was(tmp_path, tiny_generator, scene
     result = cached_invert(tiny_generator, *scene, cache=cache, config=CONFIG.replace(seed=9))
     assert result.steps_run == 4  # the user still gets the result
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp file left, nothing changed
+
+
+def test_an_entry_with_the_right_keys_but_wrong_shapes_is_recomputed_not_served(tmp_path, tiny_generator, scene):
+    cache = InversionCache(tmp_path)
+    good = cached_invert(tiny_generator, *scene, cache=cache, config=CONFIG)
+    key = inversion_key(tiny_generator, *scene, CONFIG)
+    entry = torch.load(tmp_path / f"{key}.pt", weights_only=True)
+    entry["codes"] = entry["codes"][:1]  # one code for two projected segments
+    torch.save(entry, tmp_path / f"{key}.pt")
+    calls, progress = counting()
+    again = cached_invert(tiny_generator, *scene, cache=cache, config=CONFIG, progress=progress)
+    assert calls == [1, 2, 3, 4] and torch.equal(again.codes, good.codes)  # recomputed, same answer
+    calls.clear()
+    cached_invert(tiny_generator, *scene, cache=cache, config=CONFIG, progress=progress)
+    assert calls == []  # and the fixed entry is served from then on
+
+
+def test_an_entry_of_another_format_version_is_discarded(tmp_path, tiny_generator, scene):
+    cache = InversionCache(tmp_path)
+    cached_invert(tiny_generator, *scene, cache=cache, config=CONFIG)
+    key = inversion_key(tiny_generator, *scene, CONFIG)
+    entry = torch.load(tmp_path / f"{key}.pt", weights_only=True)
+    entry["cache_version"] = 1
+    torch.save(entry, tmp_path / f"{key}.pt")
+    assert cache.get(key) is None and not (tmp_path / f"{key}.pt").exists()

@@ -4,7 +4,7 @@ import os
 import stat
 import time
 
-from chunky.export import ExportFolders
+from chunky.export import FolderBudget
 
 
 def age(path, seconds):
@@ -13,14 +13,14 @@ def age(path, seconds):
 
 
 def test_each_process_gets_a_private_root_and_fresh_folders():
-    a, b = ExportFolders(), ExportFolders()
+    a, b = FolderBudget(), FolderBudget()
     assert a.root != b.root and stat.S_IMODE(a.root.stat().st_mode) == 0o700
     first, second = a.new(), a.new()
     assert first != second and first.parent == a.root and not any(first.iterdir())
 
 
 def test_old_folders_go_first_and_the_byte_budget_holds(tmp_path):
-    folders = ExportFolders(root=tmp_path, max_age_s=3600, max_bytes=2500)
+    folders = FolderBudget(root=tmp_path, max_age_s=3600, max_bytes=2500)
     old, middle, new = (tmp_path / name for name in ("old", "middle", "new"))
     for k, folder in enumerate((old, middle, new)):
         folder.mkdir()
@@ -41,5 +41,5 @@ def test_a_symlink_in_the_root_is_not_followed(tmp_path):
     root.mkdir()
     (root / "link").symlink_to(outside, target_is_directory=True)
     age(root, 7200)
-    ExportFolders(root=root, max_age_s=1).prune()
+    FolderBudget(root=root, max_age_s=1).prune()
     assert (outside / "precious").is_dir() and (root / "link").is_symlink()

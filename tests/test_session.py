@@ -42,7 +42,7 @@ def face(editor, seed) -> np.ndarray:
 
 def check_invariants(s: Session, photo: np.ndarray, crop: np.ndarray) -> None:
     state = s.state
-    assert np.array_equal(s.aligned.original, photo) and np.array_equal(s.aligned.crop, crop)
+    assert np.array_equal(s.aligned.photo(), photo) and np.array_equal(s.aligned.crop, crop)
     K = len(state.names)
     assert state.segmentation.masks.shape[0] == K and len(set(state.names)) == K
     result = state.result
@@ -140,7 +140,7 @@ def test_random_action_sequences_keep_the_session_consistent(editor, tmp_path):
             export_session(s, tmp_path / f"e{sequence}")
             again = read_work(editor, tmp_path / f"e{sequence}" / "work.pt")
             assert again.names == s.names and np.array_equal(again.display(), s.display())
-            assert np.array_equal(again.aligned.crop, s.aligned.crop) and np.array_equal(again.aligned.original, photo)
+            assert np.array_equal(again.aligned.crop, s.aligned.crop) and np.array_equal(again.aligned.photo(), photo)
             codes = (again.state.edit or again.state.result).codes, (s.state.edit or s.state.result).codes
             assert all(torch.equal(a, b) for a, b in zip(*codes)) if isinstance(codes[0], list) else torch.equal(*codes)
             counts["reopened"] += 1
@@ -173,7 +173,7 @@ def test_photo_is_never_overwritten_by_freeze_and_undo_brings_the_edit_back(edit
     s.set_edit({editor.directions()[0].name: 3.0})
     edited = s.display()
     s.freeze()
-    assert np.array_equal(s.aligned.crop, crop) and np.array_equal(s.aligned.original, photo)
+    assert np.array_equal(s.aligned.crop, crop) and np.array_equal(s.aligned.photo(), photo)
     assert not torch.equal(s.state.result.target, target_before)  # the frozen edit is the new target ...
     assert np.array_equal(tensor_to_uint8(s.state.result.target), edited)  # ... beside the photo
     s.undo()
