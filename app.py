@@ -6,11 +6,13 @@ page is redrawn from it (`screen`), and a refused action shows its message witho
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import inspect
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from chunky.editor import ChunkyEditor, load_editor
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget, export_session
 from chunky.images import read_image
+from chunky.jobs import JobQueue
 from chunky.session import KEEP_BY_DEFAULT, Session, open_session
 
 log = logging.getLogger("chunky.app")
@@ -39,6 +42,8 @@ MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 IMAGE_HEIGHT = 320
 MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one request's time limit, all its runs together
 EXPORTS = FolderBudget(max_age_s=3600, max_bytes=2 << 30)  # private to this process; pruned at each export
+JOBS = JobQueue(slots=int(os.environ.get("CHUNKY_CONCURRENCY", "1")), max_waiting=8)  # long jobs, one per session
+SESSION_TTL_S = 2 * 3600  # a session's state is dropped this long after its last change (API clients included)
 
 
 # ------------------------------------------------------------------------------------ the screen
@@ -64,11 +69,12 @@ SCREEN_PARTS = ("session status crop overlay legend sketch reproject sketch_segm
                 "tune_choice targets result photo renders metrics baselines").split()
 
 
-def action(fn=None, *, extras=0, needs_session=True, sliders=False):
+def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
     """Wrap a handler ``fn(page, *inputs) -> (session, message[, extras...])`` into one returning the screen. With
-    ``sliders``, inputs are ``(session, targets, ..., *slider values)`` and the sliders become the edit first."""
+    ``sliders``, inputs are ``(session, targets, ..., *slider values)`` and the sliders become the edit first;
+    a ``long`` job waits for its turn in `JOBS` (one per session)."""
     if fn is None:
-        return functools.partial(action, extras=extras, needs_session=needs_session, sliders=sliders)
+        return functools.partial(action, extras=extras, needs_session=needs_session, sliders=sliders, long=long)
 
     @functools.wraps(fn)
     def wrapper(page: "Page", *args, **kwargs):
@@ -80,7 +86,10 @@ def action(fn=None, *, extras=0, needs_session=True, sliders=False):
                 args, values = args[:len(args) - len(page.names)], args[len(args) - len(page.names):]
                 args[0].set_edit(dict(zip(page.names, (float(v or 0) for v in values))), args[1] or ())
             before = args[0].state if needs_session else None
-            s, message, *more = fn(page, *args, **kwargs)
+            bar = next((a for a in args if isinstance(a, gr.Progress)), None)
+            with JOBS.admit(args[0], label=fn.__name__, on_wait=lambda n, eta: bar and bar(0, desc=f"{n} ahead, ~{eta:.0f} s"),
+                            ) if long else contextlib.nullcontext():
+                s, message, *more = fn(page, *args, **kwargs)
             took = time.perf_counter() - start
             return [*screen(page, s, f"{message} ({took:.1f} s)" if took >= 0.1 else message, before), *more]
         except ChunkyError as error:
@@ -137,13 +146,13 @@ class Page:
 
     @action
     def change_segments(self, s, kind, sketched, names, name):
-        {"add": lambda: s.sketch(name, (sketched or {}).get("layers") or []), "merge": lambda: s.merge(names or []),
-         "remove": lambda: s.sketch(name, (sketched or {}).get("layers") or [], erase=True), "split": lambda: s.split(name),
-         "reset": s.reset_segments}[kind]()
+        layers = [read_image(Path(p), name="the sketch", alpha=True) for p in (sketched or {}).get("layers") or []]
+        {"add": lambda: s.sketch(name, layers), "merge": lambda: s.merge(names or []), "split": lambda: s.split(name),
+         "remove": lambda: s.sketch(name, layers, erase=True), "reset": s.reset_segments}[kind]()
         carried = " Codes were carried over from the parent segments; Invert again for a fresh fit." if s.state.result else ""
         return s, f"Segments: {kind} done.{carried}"
 
-    @action
+    @action(long=True)
     def invert(self, s, space, preset, steps, reg, dilate, precision, chosen, with_baselines, progress=gr.Progress()):
         preset_steps, resolution, coarse = PRESETS[preset]
         config = InversionConfig(space=SPACES[space], steps=whole("steps", steps, 0, MAX_STEPS) or preset_steps, resolution=resolution,
@@ -166,7 +175,7 @@ class Page:
         except (AttributeError, ChunkyError, ValueError, TypeError):  # no session yet, or a value being typed
             return gr.update()
 
-    @action(sliders=True)
+    @action(sliders=True, long=True)
     def freeze(self, s, targets, reproject_names, steps, progress=gr.Progress()):
         s.freeze(reproject_names or (), steps=steps, progress=progress_bar(s, progress, "re-projecting"))
         return s, "Frozen: the next edit builds on this one (Undo goes back). Sliders are back at 0."
@@ -186,7 +195,7 @@ class Page:
         s.choose_variation(int(event.index))
         return s, "Variation adopted; the slider edit stays on top. Undo goes back."
 
-    @action(sliders=True)
+    @action(sliders=True, long=True)
     def transfer(self, s, targets, path, segment, aligned_flag, progress=gr.Progress()):
         if not path:
             raise InvalidInputError("Choose a reference photo first.")
@@ -195,7 +204,7 @@ class Page:
                    progress=progress_bar(s, progress, "inverting the reference"))
         return s, f"Took the {html.escape(str(segment))} from the reference photo. Undo goes back."
 
-    @action(sliders=True)
+    @action(sliders=True, long=True)
     def tune(self, s, targets, segments, steps, progress=gr.Progress()):
         seconds = s.tune(segments or (), steps=steps, progress=progress_bar(s, progress, "fine-tuning"))
         return s, f"Fine-tuned {html.escape(', '.join(dict.fromkeys(segments)))} in {seconds:.0f} s. Undo goes back."
@@ -231,7 +240,7 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
             return demo
         gr.Markdown(f"Model: **{html.escape(editor.label)}** · device: {editor.device.type}")
         directions = views.slider_directions(editor.directions(), MAX_SLIDERS)
-        c = {"session": gr.State(None)} | input_steps() | inversion_steps(editor) | editing_steps(directions)
+        c = {"session": gr.State(None, time_to_live=SESSION_TTL_S)} | input_steps() | inversion_steps(editor) | editing_steps(directions)
         wire(Page(editor, tuple(d.name for d in directions)), c)
     return demo
 
@@ -262,7 +271,7 @@ def input_steps() -> dict:
         c["reproject"] = gr.CheckboxGroup(label="Re-project (unchecked segments are taken straight from the photo)",
                                           elem_id="reproject")
         with gr.Row():
-            c["sketch"] = gr.ImageEditor(label="Sketch on the crop", type="numpy", layers=False, eraser=False,
+            c["sketch"] = gr.ImageEditor(label="Sketch on the crop", type="filepath", layers=False, eraser=False,
                                          brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"))
             with gr.Column():
                 c["sketch_segment"] = gr.Dropdown(label="Segment to correct")
@@ -356,7 +365,7 @@ EVENTS = (  # (button, handler, inputs, extra outputs, api name); "sliders" stan
     ("undo", "undo", "session", "", "undo"),
     ("export", "export", "session targets tile captions sliders", "files grid", "export"),
 )
-LONG = ("invert", "freeze", "transfer", "tune")  # borrow a GPU on ZeroGPU Spaces
+LONG = ("invert", "freeze", "transfer", "tune")  # JOBS decides when they run; on ZeroGPU Spaces they borrow a GPU
 
 
 def wire(page: Page, c: dict) -> None:
@@ -366,7 +375,7 @@ def wire(page: Page, c: dict) -> None:
         fn = on_gpu(getattr(page, handler)) if handler in LONG else getattr(page, handler)
         listen = c[button].select if button == "offers" else c[button].click
         listen(fn, [x for name in inputs.split() for x in (sliders if name == "sliders" else [c[name]])],
-               out + [c[name] for name in extra.split()], api_name=api_name)
+               out + [c[name] for name in extra.split()], api_name=api_name, concurrency_limit=None if handler in LONG else "default")
     for kind in ("add", "remove", "merge", "split", "reset"):
         c[kind].click(page.change_segments, [c["session"], gr.State(kind), c["sketch"], c["merge_choice"], c["sketch_segment"]],
                       out, api_name=kind)
@@ -392,7 +401,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     editor, error = start_editor()
     demo = build_demo(editor, startup_error=error)
-    demo.queue(default_concurrency_limit=int(os.environ.get("CHUNKY_CONCURRENCY", "1")), max_size=32)
+    EXPORTS.keep_pruned(60)
+    FolderBudget(root=Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio")), max_age_s=3600,
+                 max_bytes=2 << 30).keep_pruned(60)  # uploads: Gradio's own folder, on the same budget
+    demo.queue(default_concurrency_limit=2, max_size=64)  # short events; long ones wait in JOBS
     demo.launch(max_file_size="64mb")  # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose the address (Spaces set them)
 
 
