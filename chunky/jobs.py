@@ -55,8 +55,8 @@ class JobQueue:
         key = id(owner)
         with self._lock:
             if key in self._owners:
-                raise BusyError(f"You already have a {label} running or waiting; wait for it to finish (or press "
-                                "Cancel) before starting another.")
+                raise BusyError(f"You already have a job running or waiting; wait for it to finish (or press Cancel) "
+                                f"before starting another ({label}).")
             if len(self._running) >= self.slots and len(self._waiting) >= self.max_waiting:
                 ahead = len(self._running) + len(self._waiting)
                 raise BusyError(f"The server is busy: {ahead} jobs are running or waiting (about "
