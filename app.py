@@ -46,7 +46,6 @@ JOBS = JobQueue(slots=int(os.environ.get("CHUNKY_CONCURRENCY", "1")), max_waitin
 SESSION_TTL_S = 2 * 3600  # a session's state is dropped this long after its last change (API clients included)
 
 
-# ------------------------------------------------------------------------------------ the screen
 def screen(page: "Page", s: Session | None, message: str, before=None) -> list:
     """Every output of `SCREEN_PARTS` plus the sliders, drawn from the session: what the page shows is a function
     of the state. Parts that did not change since the ``before`` state are left as they are (no re-encoding)."""
@@ -86,9 +85,8 @@ def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
                 args, values = args[:len(args) - len(page.names)], args[len(args) - len(page.names):]
                 args[0].set_edit(dict(zip(page.names, (float(v or 0) for v in values))), args[1] or ())
             before = args[0].state if needs_session else None
-            bar = next((a for a in args if isinstance(a, gr.Progress)), None)
-            with JOBS.admit(args[0], label=fn.__name__, on_wait=lambda n, eta: bar and bar(0, desc=f"{n} ahead, ~{eta:.0f} s"),
-                            ) if long else contextlib.nullcontext():
+            waiting = lambda n, eta: [a(0, desc=f"{n} ahead, ~{eta:.0f} s") for a in args if isinstance(a, gr.Progress)]  # noqa: E731
+            with JOBS.admit(args[0], label=fn.__name__, on_wait=waiting) if long else contextlib.nullcontext():
                 s, message, *more = fn(page, *args, **kwargs)
             took = time.perf_counter() - start
             return [*screen(page, s, f"{message} ({took:.1f} s)" if took >= 0.1 else message, before), *more]
@@ -108,17 +106,16 @@ def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
     return wrapper
 
 
-def progress_bar(s: Session, progress: gr.Progress, label: str):
-    """The session's progress callback for one request (stops on Cancel or after MAX_SECONDS), shown as a bar."""
-    return s.progress(lambda step, total, text: progress((step, total), desc=f"{label}: {text}"), seconds=MAX_SECONDS)
-
-
-# ------------------------------------------------------------------------------------ handlers
 class Page:
     """The handlers, wrapped by `action`; ``editor``: the shared models, ``names``: each slider's direction."""
 
     def __init__(self, editor: ChunkyEditor, names: tuple[str, ...]):
         self.editor, self.names = editor, names
+
+    @staticmethod
+    def bar(s: Session, progress: gr.Progress, label: str):
+        """The session's progress callback for one request (stops on Cancel or after MAX_SECONDS), shown as a bar."""
+        return s.progress(lambda step, total, text: progress((step, total), desc=f"{label}: {text}"), seconds=MAX_SECONDS)
 
     @action(needs_session=False)
     def load_photo(self, path, face_index, aligned_flag):
@@ -158,7 +155,7 @@ class Page:
         config = InversionConfig(space=SPACES[space], steps=whole("steps", steps, 0, MAX_STEPS) or preset_steps, resolution=resolution,
                                  coarse_to_fine=coarse, reg_weight=float(reg), dilate_px=int(dilate), precision=precision)
         result = s.invert(config, keep=[n for n in s.names if n not in (chosen or [])], baselines=bool(with_baselines),
-                          progress=progress_bar(s, progress, "inverting"))
+                          progress=self.bar(s, progress, "inverting"))
         if result.cancelled:
             return s, f"Stopped after {result.steps_run} steps (Cancel, or the {MAX_SECONDS:.0f} s limit): the best so far."
         return s, f"Done: {result.steps_run} steps. Next: move a slider (step 4), then Export (step 5)."
@@ -177,7 +174,7 @@ class Page:
 
     @action(sliders=True, long=True)
     def freeze(self, s, targets, reproject_names, steps, progress=gr.Progress()):
-        s.freeze(reproject_names or (), steps=steps, progress=progress_bar(s, progress, "re-projecting"))
+        s.freeze(reproject_names or (), steps=steps, progress=self.bar(s, progress, "re-projecting"))
         return s, "Frozen: the next edit builds on this one (Undo goes back). Sliders are back at 0."
 
     @action(sliders=True)
@@ -201,12 +198,12 @@ class Page:
             raise InvalidInputError("Choose a reference photo first.")
         photo = read_image(Path(path), name=Path(path).name)
         s.transfer(photo, segment, skip_alignment=True if aligned_flag else None,
-                   progress=progress_bar(s, progress, "inverting the reference"))
+                   progress=self.bar(s, progress, "inverting the reference"))
         return s, f"Took the {html.escape(str(segment))} from the reference photo. Undo goes back."
 
     @action(sliders=True, long=True)
     def tune(self, s, targets, segments, steps, progress=gr.Progress()):
-        seconds = s.tune(segments or (), steps=steps, progress=progress_bar(s, progress, "fine-tuning"))
+        seconds = s.tune(segments or (), steps=steps, progress=self.bar(s, progress, "fine-tuning"))
         return s, f"Fine-tuned {html.escape(', '.join(dict.fromkeys(segments)))} in {seconds:.0f} s. Undo goes back."
 
     @action
@@ -220,13 +217,9 @@ class Page:
                               perceptual=s.editor.perceptual("lpips-alex") if captions else None)
         return s, "Exported exactly what is shown: download the files below.", [str(f) for f in done.files], done.grid
 
-    def cancel(self, s):
-        if s is not None:
-            s.cancel.set()
-        return "Cancelling…"
+    cancel = staticmethod(lambda s: (s and s.cancel.set()) or "Cancelling…")  # runs outside the queue, at once
 
 
-# ------------------------------------------------------------------------------------ the page
 def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Blocks:
     """Lay out the page and wire it to ``editor``. With no editor, the page explains ``startup_error``."""
     with gr.Blocks(title="chunky: ChunkyGAN in the browser", delete_cache=(3600, 86400)) as demo:
