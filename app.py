@@ -81,12 +81,13 @@ def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
         try:
             if needs_session and args[0] is None:
                 raise InvalidInputError("Load a photo first (step 1).")
-            if sliders:
-                args, values = args[:len(args) - len(page.names)], args[len(args) - len(page.names):]
-                args[0].set_edit(dict(zip(page.names, (float(v or 0) for v in values))), args[1] or ())
-            before = args[0].state if needs_session else None
             waiting = lambda n, eta: [a(0, desc=f"{n} ahead, ~{eta:.0f} s") for a in args if isinstance(a, gr.Progress)]  # noqa: E731
-            with JOBS.admit(args[0], label=fn.__name__, on_wait=waiting) if long else contextlib.nullcontext():
+            with JOBS.admit(args[0], label=fn.__name__, on_wait=waiting) if long else contextlib.nullcontext(), \
+                    args[0].acting(wait=long) if needs_session else contextlib.nullcontext():
+                if sliders:
+                    args, values = args[:len(args) - len(page.names)], args[len(args) - len(page.names):]
+                    args[0].set_edit(dict(zip(page.names, (float(v or 0) for v in values))), args[1] or ())
+                before = args[0].state if needs_session else None
                 s, message, *more = fn(page, *args, **kwargs)
             took = time.perf_counter() - start
             return [*screen(page, s, f"{message} ({took:.1f} s)" if took >= 0.1 else message, before), *more]

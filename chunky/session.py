@@ -15,6 +15,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,7 @@ class Session:
     state: State
     history: list[State] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _offers: tuple[InversionResult | None, list[EditResult]] = (None, [])
 
     @classmethod
@@ -138,6 +140,17 @@ class Session:
             report(step, total, f"loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
             return not self.cancel.is_set() and time.perf_counter() - start < seconds
         return callback
+
+    @contextmanager
+    def acting(self, *, wait: bool = False):
+        """Hold this session for one action, so two actions never interleave (a web page can send several at
+        once). With ``wait`` False, refuse at once while another action (a long job) holds it."""
+        if not self._lock.acquire(blocking=wait):
+            raise InvalidInputError("Your previous action is still running; wait for it to finish (or press Cancel).")
+        try:
+            yield self
+        finally:
+            self._lock.release()
 
     # ------------------------------------------------------------------------------- history
     def _push(self, state: State) -> None:

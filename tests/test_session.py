@@ -191,3 +191,26 @@ def test_nan_strength_and_unknown_names_are_refused_and_change_nothing(editor):
     with pytest.raises(InvalidInputError, match="two different segments"):
         s.merge(["skin", "skin"])
     assert s.state is state
+
+
+def test_actions_never_interleave_a_short_one_is_refused_while_a_long_one_runs(editor):
+    import threading
+
+    s = Session.start(editor, face(editor, 1), skip_alignment=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def long_job():
+        with s.acting(wait=True):
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=long_job)
+    thread.start()
+    inside.wait(10)
+    with pytest.raises(InvalidInputError, match="previous action is still running"):
+        with s.acting():
+            pass
+    release.set()
+    thread.join(10)
+    with s.acting():  # free again
+        pass
