@@ -20,7 +20,9 @@ import gradio as gr
 import torch
 
 from chunky import views
-from chunky.config import MAX_STEPS, InversionConfig, whole
+from chunky.calibration import Estimates
+from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig, whole
+from chunky.config import preset as preset_config
 from chunky.editor import ChunkyEditor, load_editor
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget, export_session
@@ -36,7 +38,7 @@ try:  # Hugging Face ZeroGPU Spaces: borrow a GPU for the long calls; elsewhere 
 except ImportError:
     on_gpu = lambda fn: fn  # noqa: E731
 
-PRESETS = {"Preview": (40, 128, False), "Balanced": (150, 256, False), "Best": (400, 256, True)}  # steps, px, coarse
+ESTIMATES = Estimates()  # each preset's time on this device, measured in the background at start-up (main)
 SPACES = {"W": "w", "W+": "w+", "S": "s"}
 MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 IMAGE_HEIGHT = 320
@@ -152,14 +154,14 @@ class Page:
 
     @action(long=True)
     def invert(self, s, space, preset, steps, reg, dilate, precision, chosen, with_baselines, progress=gr.Progress()):
-        preset_steps, resolution, coarse = PRESETS[preset]
-        config = InversionConfig(space=SPACES[space], steps=whole("steps", steps, 0, MAX_STEPS) or preset_steps, resolution=resolution,
-                                 coarse_to_fine=coarse, reg_weight=float(reg), dilate_px=int(dilate), precision=precision)
+        config = preset_config(preset, space=SPACES[space], reg_weight=reg, dilate_px=whole("overlap", dilate, 0, 64),
+                               precision=precision)
+        config = config.replace(steps=whole("steps", steps, 0, MAX_STEPS)) if steps else config
         result = s.invert(config, keep=[n for n in s.names if n not in (chosen or [])], baselines=bool(with_baselines),
                           progress=self.bar(s, progress, "inverting"))
         if result.cancelled:
             return s, f"Stopped after {result.steps_run} steps (Cancel, or the {MAX_SECONDS:.0f} s limit): the best so far."
-        return s, f"Done: {result.steps_run} steps. Next: move a slider (step 4), then Export (step 5)."
+        return s, f"Done: {result.steps_run} steps, {result.passes} generator passes. Next: move a slider (4), then Export (5)."
 
     @action(sliders=True)
     def edit(self, s, targets):
@@ -218,6 +220,7 @@ class Page:
                               perceptual=s.editor.perceptual("lpips-alex") if captions else None)
         return s, "Exported exactly what is shown: download the files below.", [str(f) for f in done.files], done.grid
 
+    preset_choices = staticmethod(lambda: gr.update(choices=[(ESTIMATES.label(n, preset_config(n)), n) for n in PRESET_NAMES]))
     cancel = staticmethod(lambda s: (s and s.cancel.set()) or "Cancelling…")  # runs outside the queue, at once
 
 
@@ -236,6 +239,7 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
         directions = views.slider_directions(editor.directions(), MAX_SLIDERS)
         c = {"session": gr.State(None, time_to_live=SESSION_TTL_S)} | input_steps() | inversion_steps(editor) | editing_steps(directions)
         wire(Page(editor, tuple(d.name for d in directions)), c)
+        demo.load(Page.preset_choices, None, c["preset"], api_name=False)  # the estimates, once measured
     return demo
 
 
@@ -282,10 +286,10 @@ def inversion_steps(editor: ChunkyEditor) -> dict:
     gr.Markdown("### 3 · Invert")
     with gr.Row():
         c["space"] = gr.Radio(list(SPACES), value="W+", label="Latent space")
-        c["preset"] = gr.Radio(list(PRESETS), value="Preview" if on_cpu else "Balanced", label="Quality")
+        c["preset"] = gr.Radio(list(PRESET_NAMES), value="preview" if on_cpu else "balanced", label="Quality", elem_id="preset")
         c["baselines_flag"] = gr.Checkbox(value=False, label="Also run global W and W+ (shown side by side)")
     with gr.Accordion("Advanced", open=False), gr.Row():
-        c["steps"] = gr.Slider(0, 1000, value=0, step=10, label="Steps (0 = from the preset)", elem_id="steps")
+        c["steps"] = gr.Slider(0, 1000, value=0, step=1, label="Steps per segment (0 = from the preset)", elem_id="steps")
         c["reg"] = gr.Slider(0, 50, value=0, step=1, label="Regulariser (pull toward the mean face; the authors' tool uses 10)")
         c["dilate"] = gr.Slider(0, 32, value=InversionConfig().dilate_px, step=1, label="Segment overlap (px)")
         c["precision"] = gr.Radio(["fp32", "bf16"], value="bf16" if on_cpu else "fp32", label="Precision")
@@ -385,7 +389,8 @@ def start_editor() -> tuple[ChunkyEditor | None, str]:
     """The editor named by CHUNKY_MODEL ("ffhq" by default, "tiny": test mode), or why it could not be loaded."""
     cache = os.environ.get("CHUNKY_CACHE_DIR", Path.home() / ".cache" / "chunky" / "inversions")
     try:
-        return load_editor(os.environ.get("CHUNKY_MODEL", "ffhq"), cache_dir=cache, check_network=True), ""
+        size = int(os.environ["CHUNKY_WORK_SIZE"]) if os.environ.get("CHUNKY_WORK_SIZE") else None
+        return load_editor(os.environ.get("CHUNKY_MODEL", "ffhq"), cache_dir=cache, check_network=True, work_size=size), ""
     except ChunkyError as error:
         log.error("%s", error)
         return None, str(error)
@@ -394,6 +399,8 @@ def start_editor() -> tuple[ChunkyEditor | None, str]:
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     editor, error = start_editor()
+    if editor is not None:
+        ESTIMATES.start(editor, [preset_config(name) for name in PRESET_NAMES])
     demo = build_demo(editor, startup_error=error)
     EXPORTS.keep_pruned(60)
     FolderBudget(root=Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio")), max_age_s=3600,

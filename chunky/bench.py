@@ -1,4 +1,4 @@
-"""Speed benchmarks: ``python -m chunky bench [generator|inversion]``.
+"""Speed benchmarks: ``python -m chunky bench [generator|inversion|presets|...]``.
 
 Prints absolute times (best of ``--repeat`` runs) and ratios measured in the same run, with the
 machine's description. Random weights: speed does not depend on their values.
@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from chunky.device import autocast
+from chunky.config import InversionConfig
+from chunky.device import autocast, default_device
 from chunky.generator import ModulatedConv2d, config_f_channels, random_generator
 
 
@@ -26,7 +27,8 @@ def machine_description() -> str:
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return f"{cpu}; torch {torch.__version__}; {torch.get_num_threads()} threads; {os.cpu_count()} logical CPUs"
+    gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "; no GPU"
+    return f"{cpu}; torch {torch.__version__}; {torch.get_num_threads()} threads; {os.cpu_count()} logical CPUs{gpu}"
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:
@@ -185,6 +187,83 @@ def print_inversion_table(rows: list[dict]) -> None:
     if lines:
         print("ratios (same run):")
         print("\n".join(lines))
+
+
+TODAY = InversionConfig(space="w+", steps=150, resolution=256, precision="bf16", full_render_fraction=0.0)  # before presets
+
+
+def preset_scene(G, size: int = 256, seed: int = 0, truncation: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
+    """A target the generator can reach segment by segment: one W code per face-layout segment, drawn near
+    w_avg (``truncation``), each rendered at ``size`` and composited with the [8, 1, size, size] masks."""
+    from chunky.calibration import face_layout_masks
+
+    masks = face_layout_masks(size).to(G.w_avg.device)
+    z = torch.randn(masks.shape[0], G.style_dim, generator=torch.Generator().manual_seed(seed)).to(masks.device)
+    with torch.no_grad():
+        renders = G.synthesis(G.mapping(z, truncation_psi=truncation), resolution=size)
+    return (renders * masks).sum(dim=0, keepdim=True).clamp(-1, 1), masks
+
+
+def scaled(config: InversionConfig, scale: float) -> InversionConfig:
+    """``config`` with its step counts multiplied by ``scale`` (for a quick development run)."""
+    if scale == 1:
+        return config
+    return config.replace(steps=max(1, round(config.steps * scale)),
+                          warm_start_steps=round(config.warm_start_steps * scale),
+                          segment_patience=max(1, round(config.segment_patience * scale)) if config.segment_patience else 0)
+
+
+def bench_presets(scale: float = 1.0, seed: int = 0, only: str = "") -> list[dict]:
+    """Each preset beside today's recipe on `preset_scene` (config-f 1024 architecture, random weights,
+    256 px target): wall time, steps and passes run, composite MSE and LPIPS. LPIPS-VGG with a random
+    backbone is the loss (as in `bench_inversion`); LPIPS-Alex with a random backbone is reported."""
+    from chunky.config import PRESET_NAMES, preset
+    from chunky.inversion import invert
+    from chunky.losses import build_perceptual
+    from chunky.metrics import l2_distance, lpips_distance
+
+    device = default_device()
+    G = random_generator(1024, 512, 8, config_f_channels(1024), seed=seed).to(device)
+    loss = build_perceptual("lpips-vgg", pretrained_backbone=False).to(device)
+    metric = build_perceptual("lpips-alex", pretrained_backbone=False).to(device)
+    target, masks = (t.to(device) for t in preset_scene(G, 256, seed))
+    variants = [("today", TODAY)] + [(name, preset(name)) for name in PRESET_NAMES]
+    rows = []
+    for label, config in variants:
+        if only and only not in label:
+            continue
+        config = scaled(config, scale)
+        start = time.perf_counter()
+        result = invert(G, target, masks, config=config, perceptual=loss)
+        wall = time.perf_counter() - start
+        rows.append({"variant": label, "wall_s": wall, "steps": result.steps_run, "passes": result.passes,
+                     "segment_steps": sum(result.segment_steps), "mse": float(l2_distance(result.composite, target)[0]),
+                     "lpips": float(lpips_distance(result.composite, target, metric)[0]), "config": config})
+    return rows
+
+
+def print_presets_table(rows: list[dict], scale: float = 1.0) -> None:
+    print(f"Presets vs today's recipe (150 per-segment W+ steps from w_avg, 256 px, bf16): 8-segment face layout, "
+          f"config-f 1024 architecture, random weights (a stand-in for a real face), target from codes near w_avg"
+          f"{'' if scale == 1 else f', step counts x{scale:g}'} -- {machine_description()}")
+    print(f"{'preset':<9} | {'wall s':>7} | {'steps':>5} | {'passes':>6} | {'segment-steps':>13} | {'MSE':>8} | "
+          f"{'LPIPS':>6} | {'time / today':>12} | {'MSE / today':>11}")
+    base = next((r for r in rows if r["variant"] == "today"), None)
+    for r in rows:
+        ratios = (f"{r['wall_s'] / base['wall_s']:>12.3f} | {r['mse'] / base['mse']:>11.3f}" if base else "")
+        print(f"{r['variant']:<9} | {r['wall_s']:>7.1f} | {r['steps']:>5} | {r['passes']:>6} | {r['segment_steps']:>13} | "
+              f"{r['mse']:>8.5f} | {r['lpips']:>6.4f} | {ratios}")
+    get = {r["variant"]: r for r in rows}
+    if base and "balanced" in get:
+        b = get["balanced"]
+        print(f"goal balanced: MSE <= 1.05 x today ({b['mse'] / base['mse']:.3f}x) in <= 1/3 of its time "
+              f"({b['wall_s'] / base['wall_s']:.3f}x): {'met' if b['mse'] <= 1.05 * base['mse'] and 3 * b['wall_s'] <= base['wall_s'] else 'NOT met'}")
+    if "best" in get and "balanced" in get:
+        b = get["best"]
+        print(f"goal best: <= 900 s ({b['wall_s']:.0f} s) and MSE below balanced ({b['mse'] / get['balanced']['mse']:.3f}x): "
+              f"{'met' if b['wall_s'] <= 900 and b['mse'] < get['balanced']['mse'] else 'NOT met'}")
+    if "preview" in get:
+        print(f"goal preview: <= 45 s ({get['preview']['wall_s']:.1f} s): {'met' if get['preview']['wall_s'] <= 45 else 'NOT met'}")
 
 
 def bench_editing(repeat: int = 3, seed: int = 0) -> list[dict]:
@@ -409,11 +488,14 @@ def print_faces_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chunky.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["all", "generator", "inversion", "faces", "editing", "tuning", "app"], nargs="?", default="all")
+    parser.add_argument("which", choices=["all", "generator", "inversion", "presets", "faces", "editing", "tuning", "app"],
+                        nargs="?", default="all")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per generator measurement (best is reported)")
     parser.add_argument("--steps", type=int, default=30, help="inversion steps per variant")
     parser.add_argument("--only", default="", help="run only the inversion variants whose label contains this "
                                                    "(e.g. 'batch' for the batching comparison, not run by default)")
+    parser.add_argument("--scale", type=float, default=1.0, help="presets: multiply every step count (e.g. 0.2 for a quick run)")
+    parser.add_argument("--quick", action="store_true", help="presets: --scale 0.2")
     args = parser.parse_args(argv)
     if args.which in ("all", "generator"):
         print_generator_table(bench_generator(args.repeat))
@@ -427,6 +509,9 @@ def main(argv: list[str] | None = None) -> None:
         print_faces_table(bench_faces(args.repeat))
     if args.which in ("all", "inversion"):
         print_inversion_table(bench_inversion(args.steps, only=args.only))
+    if args.which == "presets":  # not part of "all": about 21 minutes on 2 CPU cores
+        scale = 0.2 if args.quick else args.scale
+        print_presets_table(bench_presets(scale, only=args.only), scale)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from chunky.config import PERCEPTUAL, SPACES, InversionConfig
+from chunky.config import PERCEPTUAL, PRESET_NAMES, SPACES, InversionConfig, preset
 from chunky.device import PRECISIONS
 from chunky.editor import load_editor
 from chunky.errors import ChunkyError
@@ -46,18 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                                               "(the baseline), no segments")
     inv.add_argument("--keep", default="", help="comma-separated segment names taken straight from the photo")
     inv.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    defaults = InversionConfig()
-    inv.add_argument("--space", choices=SPACES, default=defaults.space)
-    inv.add_argument("--steps", type=int, default=defaults.steps)
-    inv.add_argument("--lr", type=float, default=defaults.lr)
-    inv.add_argument("--reg-weight", type=float, default=defaults.reg_weight, help="pull toward the mean code, normalised as in the authors' tool (10 there; 0 = off)")
-    inv.add_argument("--perceptual", choices=PERCEPTUAL, default=defaults.perceptual)
-    inv.add_argument("--pixel-weight", type=float, default=defaults.pixel_weight)
-    inv.add_argument("--dilate", type=int, default=defaults.dilate_px, help="loss-region growth past each mask, pixels (renders blend only where both were fitted)")
-    inv.add_argument("--resolution", type=int, default=defaults.resolution, help="optimisation resolution")
-    inv.add_argument("--coarse-to-fine", action="store_true", help="first half of the steps at half resolution")
-    inv.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
-    inv.add_argument("--patience", type=int, default=defaults.patience, help="stop after N steps without improvement")
+    inv.add_argument("--preset", choices=PRESET_NAMES, help="a tuned recipe (chunky.config.preset); the options "
+                                                            "below override its fields (default: InversionConfig's defaults)")
+    inv.add_argument("--space", choices=SPACES)
+    inv.add_argument("--steps", type=int)
+    inv.add_argument("--lr", type=float)
+    inv.add_argument("--reg-weight", type=float, help="pull toward the mean code, normalised as in the authors' tool "
+                                                      "(10 there; 0 = off)")
+    inv.add_argument("--perceptual", choices=PERCEPTUAL)
+    inv.add_argument("--pixel-weight", type=float)
+    inv.add_argument("--dilate", type=int, help="loss-region growth past each mask, pixels (renders blend only where "
+                                                "both were fitted)")
+    inv.add_argument("--resolution", type=int, help="optimisation resolution")
+    inv.add_argument("--coarse-to-fine", action="store_true", default=None, help="first half of the steps at half resolution")
+    inv.add_argument("--precision", choices=PRECISIONS)
+    inv.add_argument("--patience", type=int, help="stop after N steps without improvement")
     inv.add_argument("--size", type=int, help="output resolution (default: the generator's)")
     inv.add_argument("--model", default="ffhq", help="'ffhq' (downloaded from the Hub), 'tiny' (random test model) "
                                                      "or a path to a StyleGAN2 .pt checkpoint")
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--images", type=Path, required=True, help="folder of face photos")
     ev.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
     ev.add_argument("--steps", type=int, default=200)
+    ev.add_argument("--preset", choices=PRESET_NAMES, help="run every method with this recipe instead of --steps plain steps")
     ev.add_argument("--limit", type=int, help="only the first N photos (sorted by name)")
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument("--model", default="ffhq", help="'ffhq', 'tiny' or a checkpoint path")
@@ -115,10 +119,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_invert(args: argparse.Namespace) -> int:
-    config = InversionConfig(
-        space=args.space, steps=args.steps, lr=args.lr, reg_weight=args.reg_weight, perceptual=args.perceptual,
-        pixel_weight=args.pixel_weight, dilate_px=args.dilate, resolution=args.resolution,
-        coarse_to_fine=args.coarse_to_fine, precision=args.precision, patience=args.patience)
+    given = {"space": args.space, "steps": args.steps, "lr": args.lr, "reg_weight": args.reg_weight,
+             "perceptual": args.perceptual, "pixel_weight": args.pixel_weight, "dilate_px": args.dilate,
+             "resolution": args.resolution, "coarse_to_fine": args.coarse_to_fine, "precision": args.precision,
+             "patience": args.patience}
+    base = preset(args.preset) if args.preset else InversionConfig()
+    config = base.replace(**{name: value for name, value in given.items() if value is not None})
     photo = read_image(args.photo, name=f"photo {args.photo.name}")
     editor = load_editor(args.model, cache_dir=args.cache)
     size = args.size or editor.generator.size
@@ -158,7 +164,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     def report(done: int, total: int, name: str) -> None:
         print(f"\r[{done}/{total}] {name:<40}", end="", file=sys.stderr, flush=True)
 
-    summary = evaluate(editor, args.images, args.out, methods=methods, steps=args.steps, limit=args.limit, progress=report)
+    summary = evaluate(editor, args.images, args.out, methods=methods, steps=args.steps, limit=args.limit,
+                       preset_name=args.preset, progress=report)
     print(file=sys.stderr)
     print((args.out / "table.md").read_text())
     for name, message in summary["errors"].items():

@@ -48,12 +48,13 @@ class ChunkyEditor:
             segments come from the parser given, if any.
         generator_name: the generator's registry name; its published directions are offered (fetched on
             first use of `directions`).
+        work_size: see `work_size` (default: chosen by device).
     """
 
     def __init__(self, generator: Generator, *, device: torch.device | str | None = None, precision: str = "fp32",
                  label: str = "", pretrained_perceptual: bool = True, cache: InversionCache | None = None,
                  detector: FaceDetector | None = None, parser: FaceParser | None = None, face_models: bool = True,
-                 generator_name: str | None = None):
+                 generator_name: str | None = None, work_size: int | None = None):
         if precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self.device = torch.device(device) if device is not None else default_device()
@@ -67,6 +68,7 @@ class ChunkyEditor:
         self._directions: list[Direction] | None = None
         self.generator_name = generator_name
         self._identity = None
+        self._work_size = work_size
 
     @classmethod
     def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
@@ -100,10 +102,11 @@ class ChunkyEditor:
         return tensor_to_uint8(image.float())
 
     def work_size(self) -> int:
-        """Side of the renders a session works at: full size on a GPU; at most 512 px on a CPU so edits stay
-        quick (the paste-back still lands in the photo at its full resolution)."""
+        """Side of the renders a session works at (optimised at that size too: what is shown is what was
+        fitted): the ``work_size`` given, else full size on a GPU and at most 256 px on a CPU, where the
+        presets' times hold (the paste-back still lands in the photo at its full resolution)."""
         size = self.generator.size
-        return size if self.device.type == "cuda" else min(size, 512)
+        return self._work_size or (size if self.device.type == "cuda" else min(size, 256))
 
     def detector(self) -> FaceDetector | None:
         """The face detector (built on first use), or None in test mode."""
@@ -263,7 +266,8 @@ class ChunkyEditor:
         return invert(self.generator, target, masks, **kwargs)
 
 
-def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, check_network: bool = False) -> ChunkyEditor:
+def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, check_network: bool = False,
+                work_size: int | None = None) -> ChunkyEditor:
     """The editor for ``model``: "ffhq" (the Hub's FFHQ generator), "tiny" (the random test model) or a path
     to a StyleGAN2 checkpoint; finished inversions are cached in ``cache_dir`` when given.
 
@@ -283,6 +287,7 @@ def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, che
         editor = ChunkyEditor(Generator.from_checkpoint(model), label=str(model))
     # created on demand; a failed write (read-only or full disk) only means no caching
     editor.cache = InversionCache(cache_dir) if cache_dir else None
+    editor._work_size = work_size
     return editor
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from chunky.config import InversionConfig
+from chunky.config import InversionConfig, preset
 from chunky.editor import ChunkyEditor
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.grid import comparison_grid
@@ -49,13 +49,15 @@ METRICS = ("lpips", "l2", "identity", "seconds")
 
 def evaluate(editor: ChunkyEditor, images: str | Path, out: str | Path, *, methods: Sequence[str] = tuple(METHODS),
              steps: int = 200, limit: int | None = None, keep: Sequence[str] = ("background",),
-             perceptual_loss: str = "lpips-vgg", progress: Callable[[int, int, str], None] | None = None) -> dict:
+             perceptual_loss: str = "lpips-vgg", preset_name: str | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Run every method on every photo in ``images`` and write table.md, table.csv, results.json and
     grid.png to ``out``.
 
     Finished photos are stored in ``out/per_image/`` and skipped when the same run is repeated.
     ``perceptual_loss`` is the optimisation's perceptual term ("none" optimises L2 only); the reported
-    LPIPS is always AlexNet's.
+    LPIPS is always AlexNet's. ``preset_name`` ("preview", "balanced", "best"): every method runs that
+    `chunky.config.preset` recipe in its own space instead of ``steps`` plain steps.
 
     Returns:
         {"table": {method: {metric: [mean, std]}}, "images": n done, "errors": {name: message}}
@@ -73,7 +75,10 @@ def evaluate(editor: ChunkyEditor, images: str | Path, out: str | Path, *, metho
     (out / "per_image").mkdir(parents=True, exist_ok=True)
     perceptual = editor.perceptual("lpips-alex")
     identity = editor.identity()
-    run_id = hashlib.sha256(json.dumps([list(methods), steps, list(keep), perceptual_loss, editor.label]).encode()).hexdigest()[:12]
+    if preset_name is not None:
+        preset(preset_name)  # an unknown name fails here, before any photo is read
+    run_id = hashlib.sha256(json.dumps([list(methods), steps, list(keep), perceptual_loss, editor.label] +
+                                       ([preset_name] if preset_name else [])).encode()).hexdigest()[:12]
 
     results, errors, grid_rows = {}, {}, []
     for i, path in enumerate(paths):
@@ -84,7 +89,8 @@ def evaluate(editor: ChunkyEditor, images: str | Path, out: str | Path, *, metho
             results[path.name] = json.loads(record.read_text())
             continue
         try:
-            row, images_row = _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity)
+            row, images_row = _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity,
+                                            preset_name)
         except ChunkyError as error:
             errors[path.name] = str(error)
             log.warning("skipped %s: %s", path.name, error)
@@ -97,13 +103,13 @@ def evaluate(editor: ChunkyEditor, images: str | Path, out: str | Path, *, metho
         progress(len(paths), len(paths), "done")
 
     table = summarise(results, methods)
-    _write_tables(out, table, len(results), steps, errors)
+    _write_tables(out, table, len(results), f"the {preset_name} preset's" if preset_name else steps, errors)
     if grid_rows:
         Image.fromarray(comparison_grid(grid_rows, ["photo", *methods], cell=192)).save(out / "grid.png")
     return {"table": table, "images": len(results), "errors": errors}
 
 
-def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity):
+def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity, preset_name):
     photo = read_image(path, name=path.name)
     aligned = editor.align(photo)
     segments = editor.segment(aligned.crop)
@@ -111,7 +117,8 @@ def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptua
     row, images_row = {}, [aligned.crop]
     for name in methods:
         method = METHODS[name]
-        config = InversionConfig(space=method.space, steps=steps, reg_weight=method.reg_weight, perceptual=perceptual_loss)
+        settings = dict(space=method.space, reg_weight=method.reg_weight, perceptual=perceptual_loss)
+        config = preset(preset_name, **settings) if preset_name else InversionConfig(steps=steps, **settings)
         result = editor.invert(aligned.crop, segments if method.segmented else None, config=config,
                                keep=kept if method.segmented else ())
         composite, target = result.composite, result.target
@@ -136,7 +143,7 @@ def summarise(results: dict, methods: Sequence[str]) -> dict:
     return table
 
 
-def _write_tables(out: Path, table: dict, count: int, steps: int, errors: dict) -> None:
+def _write_tables(out: Path, table: dict, count: int, steps: int | str, errors: dict) -> None:
     def cell(value):
         return "n/a" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}"
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from chunky.compositing import soft_composite
@@ -45,8 +46,9 @@ class InversionResult:
         target: [1, 3, H, W] the photo in [-1, 1].
         renders: [K, 3, H, W] one render per segment at H (a kept segment's render is the photo).
         composite: [1, 3, H, W] the soft composite.
-        segment_losses: {"lpips", "l2", "total"} -> [K] at the optimisation resolution (0 for kept).
-        loss: total loss of the best step.
+        segment_losses: {"lpips", "l2", "total"} -> [K] of ``renders`` area-downsampled to the
+            optimisation resolution, inside each segment's loss region (0 for kept).
+        loss: the sum of each segment's best loss in the last phase (regulariser included).
         history: total loss per step.
         seconds: wall time of the optimisation.
         steps_run: steps actually run (fewer on early stop or cancel).
@@ -54,6 +56,9 @@ class InversionResult:
         config: the settings used.
         generators: segment index -> the fine-tuned generator that renders it (pivotal tuning,
             `chunky.tuning`); every other segment renders with the shared generator.
+        segment_steps: per projected segment, the per-segment steps it ran (fewer when it converged
+            early, ``config.segment_patience``).
+        passes: generator passes run (forward + backward), the warm start's included.
     """
 
     codes: Codes
@@ -71,6 +76,8 @@ class InversionResult:
     cancelled: bool
     config: InversionConfig
     generators: dict[int, Generator] = dataclasses.field(default_factory=dict)
+    segment_steps: list[int] = dataclasses.field(default_factory=list)
+    passes: int = 0
 
     def composite_of(self, renders: torch.Tensor, masks: torch.Tensor | None = None, target: torch.Tensor | None = None,
                      keep: Sequence[int] | None = None) -> torch.Tensor:
@@ -94,20 +101,65 @@ def learning_rate(step: int, total: int, config: InversionConfig) -> float:
     return config.lr * ramp
 
 
+@dataclass(frozen=True)
+class Phase:
+    """Consecutive optimisation steps that render and judge the codes the same way.
+
+    Attributes:
+        steps: how many steps.
+        resolution: the loss is computed at this resolution.
+        render_resolution: codes are rendered here and area-downsampled to ``resolution`` (the
+            StyleGAN2-ADA projector's way, so that what is shown at this size is what was optimised).
+        global_code: the warm start: one code judged on the union of the segments' loss regions.
+        perceptual: whether the LPIPS term is on (else L2 only).
+    """
+
+    steps: int
+    resolution: int
+    render_resolution: int
+    global_code: bool = False
+    perceptual: bool = True
+
+
+def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = True) -> list[Phase]:
+    """The phases an inversion with ``config`` runs for an output of ``render_size`` px: the warm start
+    (``config.warm_start_steps``), then ``config.steps`` per-segment steps (the first half at half
+    resolution with ``coarse_to_fine``; the last ``full_render_fraction`` rendered at ``render_size``)."""
+    resolution = min(config.resolution, render_size)
+    phases = []
+    if warm_start and config.warm_start_steps:
+        warm = min(config.warm_start_resolution or resolution, render_size)
+        phases.append(Phase(config.warm_start_steps, warm, warm, True, config.warm_start_perceptual))
+    coarse = config.steps // 2 if config.coarse_to_fine else 0
+    full = round(config.full_render_fraction * (config.steps - coarse)) if render_size > resolution else 0
+    half = max(8, resolution // 2)
+    for steps, loss_at, render_at in ((coarse, half, half), (config.steps - coarse - full, resolution, resolution),
+                                      (full, resolution, render_size)):
+        if steps:
+            phases.append(Phase(steps, loss_at, render_at))
+    return phases
+
+
 def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None, *,
            config: InversionConfig = InversionConfig(), keep: Sequence[int] = (), init: Codes | None = None,
            progress: ProgressCallback | None = None, perceptual: nn.Module | None | str = "auto",
            segments_per_pass: int | None = None) -> InversionResult:
     """Project ``target`` into ``G``, one code per segment (``masks``) or one for the whole image.
 
+    Runs the phases of `schedule`: an optional warm start (one global code, then every segment starts
+    from it), then the per-segment steps; with ``config.segment_patience`` a segment whose loss stopped
+    improving keeps its best code and costs no more passes.
+
     Args:
         G: the generator (not modified).
         target: [1, 3, H, W] photo in [-1, 1]; H == W, a power of two <= G.size.
         masks: [K, 1, H, W] soft segment masks in [0, 1], or None for the global baseline (one code).
-        config: settings (space, steps, losses, resolution, precision, seed, ...).
+        config: settings (space, steps, losses, resolution, precision, seed, ...); `chunky.config.preset`
+            gives tuned ones.
         keep: indices of segments not projected: their pixels come straight from the photo.
-        init: starting codes for the projected segments (default: w_avg): W [P or 1, D] or
-            W+ [P or 1, n_latent, D] (converted to S when ``config.space == "s"``), or S (a list).
+        init: starting codes for the projected segments (default: w_avg, or the warm start's code): W
+            [P or 1, D] or W+ [P or 1, n_latent, D] (converted to S when ``config.space == "s"``), or S (a
+            list). Given codes skip the warm start.
         progress: called after every step; returning False cancels (the best codes so far are kept).
         perceptual: a prebuilt LPIPS module (or None), to share between calls; "auto" builds
             ``config.perceptual`` with the pretrained backbone.
@@ -115,90 +167,188 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
             GPU). Only speed and memory depend on it, not the result.
 
     Returns:
-        InversionResult with the best codes seen (lowest total loss at the final resolution).
+        InversionResult with each segment's best codes seen in the last phase (lowest loss of its own).
     """
     target, masks, keep = _check_inputs(G, target, masks, keep)
     projected = [k for k in range(masks.shape[0]) if k not in keep]
     if perceptual == "auto":
         perceptual = build_perceptual(config.perceptual)
-    device = target.device
-    codes = _initial_codes(G, config.space, len(projected), init, device)
-    params = codes if isinstance(codes, list) else [codes]
-    for p in params:
-        p.requires_grad_(True)
-    center = _initial_codes(G, config.space, 1, None, device)
-    spread = latent_spread(G, config.space) if config.reg_weight > 0 else 1.0
-    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     render_size = target.shape[-1]
-    loss_masks = dilate_masks(masks[projected], config.dilate_px)
-    # At most two resolutions occur (coarse-to-fine): plan each resolution's passes once (target and
-    # loss masks resized, windows chosen, the target's LPIPS features computed).
-    chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(device))
-    plans = {r: plan_passes(chunks, resize_images(target, r), resize_images(loss_masks, r), perceptual, config)
-             for r in {_resolution_at(s, config, render_size) for s in (0, config.steps - 1)}}
-
-    history: list[float] = []
-    best_loss, best_codes, best_losses = math.inf, _detach(codes), None
-    since_improvement, cancelled, steps_run = 0, False, 0
-    start = time.perf_counter()
-    for step in range(config.steps):
-        resolution = _resolution_at(step, config, render_size)
-        if step and resolution != _resolution_at(step - 1, config, render_size):
-            best_loss, since_improvement = math.inf, 0  # losses at different resolutions do not compare
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config.steps, config)
-        before = _detach(codes)  # the loss below belongs to these codes, not to the stepped ones
-        optimizer.zero_grad(set_to_none=True)
-        parts, step_total = [], 0.0
-        # Segment i's loss depends on code i only, so passes over groups of segments accumulate the exact
-        # gradient; on a CPU small passes are faster than one big batch (less memory traffic).
-        for plan in plans[resolution]:
-            chunk_codes = select_codes(codes, plan.chunk)
-            with autocast(config.precision, device):
-                renders = render_codes(G, chunk_codes, config.space, resolution, window=plan.window)
-                losses = segment_losses(renders, plan.target, plan.masks, perceptual=perceptual,
-                                        pixel_weight=config.pixel_weight, target_features=plan.features)
-            per_segment = losses["total"]
-            if config.reg_weight > 0:
-                per_segment = per_segment + config.reg_weight * latent_regulariser(chunk_codes, center, spread)
-            chunk_total = per_segment.sum()
-            chunk_total.backward()
-            step_total = step_total + chunk_total.detach()
-            parts.append({k: v.detach().float() for k, v in losses.items()})
-        losses = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
-        optimizer.step()
-        steps_run = step + 1
-
-        value = float(step_total)
-        if not math.isfinite(value):
-            raise InvalidInputError(f"The loss became {value} at step {steps_run}; lower config.lr or use precision='fp32'.")
-        history.append(value)
-        since_improvement = 0 if value < best_loss * (1 - config.min_delta) else since_improvement + 1
-        if value < best_loss:
-            best_loss, best_codes, best_losses = value, before, {k: v.detach().float() for k, v in losses.items()}
-        if progress is not None:
-            elapsed = time.perf_counter() - start
-            info = {"loss": value, "seconds": elapsed, "eta": elapsed / steps_run * (config.steps - steps_run)}
-            if progress(steps_run, config.steps, info) is False:
-                cancelled = True
-                break
-        if config.patience and since_improvement >= config.patience:
-            log.info("early stop after %d steps: no %.1e relative improvement in %d steps", steps_run, config.min_delta, config.patience)
-            break
-    seconds = time.perf_counter() - start
-
-    with torch.no_grad(), autocast(config.precision, device):
-        segment_renders = torch.cat([render_codes(G, select_codes(best_codes, c), config.space, render_size).float() for c in chunks])
+    phases = schedule(config, render_size, warm_start=init is None and len(projected) > 1)
+    run = _Run(G, target, dilate_masks(masks[projected], config.dilate_px), config, perceptual, progress,
+               total=sum(p.steps for p in phases))
+    codes = _initial_codes(G, config.space, 1 if phases[0].global_code else len(projected), init, target.device)
+    warm = [p for p in phases if p.global_code]
+    if warm:
+        codes = _repeat(run.stage(codes, warm, segments_per_pass), len(projected))
+    if not run.cancelled:
+        codes = run.stage(codes, [p for p in phases if not p.global_code], segments_per_pass)
+    seconds = time.perf_counter() - run.start
+    chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(target.device))
+    with torch.no_grad(), autocast(config.precision, target.device):
+        segment_renders = torch.cat([render_codes(G, select_codes(codes, c), config.space, render_size).float() for c in chunks])
     renders = target.expand(masks.shape[0], -1, -1, -1).clone()
     renders[projected] = segment_renders
-    all_losses = {k: torch.zeros(masks.shape[0]) for k in best_losses}
-    for k, v in best_losses.items():
-        all_losses[k][projected] = v.cpu()
     return InversionResult(
-        codes=best_codes, projected=projected, keep=list(keep), masks=masks, target=target, renders=renders,
-        composite=soft_composite(renders, masks, target, keep=keep, dilate_px=config.dilate_px), segment_losses=all_losses, loss=best_loss,
-        history=history, seconds=seconds, steps_run=steps_run, cancelled=cancelled, config=config,
-    )
+        codes=codes, projected=projected, keep=list(keep), masks=masks, target=target, renders=renders,
+        composite=soft_composite(renders, masks, target, keep=keep, dilate_px=config.dilate_px), loss=run.loss,
+        segment_losses=run.displayed_losses(renders, projected),
+        history=run.history, seconds=seconds, steps_run=run.steps_run, cancelled=run.cancelled, config=config,
+        segment_steps=run.segment_steps, passes=run.passes)
+
+
+class _Run:
+    """The state of one `invert` call across its stages: what the codes are compared with, the step
+    count, history and progress reports."""
+
+    def __init__(self, G: Generator, target: torch.Tensor, loss_masks: torch.Tensor, config: InversionConfig,
+                 perceptual: nn.Module | None, progress: ProgressCallback | None, total: int):
+        self.G, self.target, self.loss_masks, self.config = G, target, loss_masks, config
+        self.perceptual, self.progress, self.total = perceptual, progress, total
+        self.center = _initial_codes(G, config.space, 1, None, target.device)
+        self.spread = latent_spread(G, config.space) if config.reg_weight > 0 else 1.0
+        self.history: list[float] = []
+        self.steps_run, self.passes, self.loss, self.cancelled = 0, 0, math.inf, False
+        self.segment_steps = [0] * loss_masks.shape[0]
+        self.start = time.perf_counter()
+
+    def stage(self, codes: Codes, phases: list[Phase], segments_per_pass: int | None) -> Codes:
+        """Optimise ``codes`` through ``phases`` with one Adam optimiser and one learning-rate schedule;
+        returns each code's best value in the last phase run."""
+        codes = _detach(codes)
+        params = codes if isinstance(codes, list) else [codes]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.Adam(params, lr=self.config.lr, betas=(0.9, 0.999))
+        count, total, done = len(params[0]), sum(p.steps for p in phases), 0
+        chunks = _chunks(count, segments_per_pass or _default_segments_per_pass(self.target.device))
+        for phase in phases:
+            masks = self.loss_masks.amax(dim=0, keepdim=True) if phase.global_code else self.loss_masks
+            plans = plan_passes(chunks, resize_images(self.target, phase.render_resolution),
+                                resize_images(masks, phase.render_resolution), self._perceptual(phase), self.config,
+                                loss_scale=phase.render_resolution // phase.resolution)
+            patience = 0 if phase.global_code else self.config.segment_patience
+            best = _Best(codes, count, patience, self.config.min_delta)  # losses at other resolutions do not compare
+            for step in range(phase.steps):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(done + step, total, self.config)
+                optimizer.zero_grad(set_to_none=True)
+                before = _detach(codes)  # the losses below belong to these codes, not to the stepped ones
+                if not phase.global_code:
+                    self.segment_steps = [n + int(a) for n, a in zip(self.segment_steps, best.active)]
+                losses = self._losses(codes, plans, phase, best)
+                optimizer.step()
+                best.update(before, losses)
+                best.restore_stopped(codes)
+                if self._report(losses["objective"].sum(), best) or not best.active.any():
+                    break
+            done += phase.steps
+            self.loss = float(best.loss.sum())
+            if self.cancelled:
+                break
+        return best.codes
+
+    def _perceptual(self, phase: Phase) -> nn.Module | None:
+        return self.perceptual if phase.perceptual else None
+
+    def _losses(self, codes: Codes, plans: list[Pass], phase: Phase, best: "_Best") -> dict[str, torch.Tensor]:
+        """Back-propagate every running segment's loss (one pass per plan); returns {"lpips", "l2", "total",
+        "objective"} -> [P] (objective = total + regulariser; a stopped segment keeps its best values)."""
+        losses = {name: values.clone() for name, values in best.values.items()}
+        # Segment i's loss depends on code i only, so passes over groups of segments accumulate the exact
+        # gradient; on a CPU small passes are faster than one big batch (less memory traffic).
+        for plan in plans:
+            if not best.active[plan.chunk].any():
+                continue
+            chunk_codes = select_codes(codes, plan.chunk)
+            with autocast(self.config.precision, self.target.device):
+                renders = render_codes(self.G, chunk_codes, self.config.space, phase.render_resolution, window=plan.window)
+                if plan.loss_scale > 1:
+                    renders = F.avg_pool2d(renders, plan.loss_scale)
+                part = segment_losses(renders, plan.target, plan.masks,
+                                      perceptual=self._perceptual(phase), pixel_weight=self.config.pixel_weight,
+                                      target_features=plan.features)
+            objective = part["total"]
+            if self.config.reg_weight > 0:
+                objective = objective + self.config.reg_weight * latent_regulariser(chunk_codes, self.center, self.spread)
+            objective.sum().backward()
+            self.passes += 1
+            for name, values in (*part.items(), ("objective", objective)):
+                losses[name][plan.chunk] = values.detach().float().cpu()
+        return losses
+
+    def _report(self, total: torch.Tensor, best: "_Best") -> bool:
+        """Record a step; True when the run or this phase should end (cancelled, or no improvement for
+        ``config.patience`` steps)."""
+        self.steps_run += 1
+        value = float(total)
+        if not math.isfinite(value):
+            raise InvalidInputError(f"The loss became {value} at step {self.steps_run}; lower config.lr or use precision='fp32'.")
+        self.history.append(value)
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.start
+            info = {"loss": value, "seconds": elapsed, "eta": elapsed / self.steps_run * (self.total - self.steps_run)}
+            if self.progress(self.steps_run, self.total, info) is False:
+                self.cancelled = True
+                return True
+        patience = self.config.patience
+        if patience and best.total_since >= patience:
+            log.info("early stop after %d steps: no %.1e relative improvement in %d steps", self.steps_run,
+                     self.config.min_delta, patience)
+            return True
+        return False
+
+    def displayed_losses(self, renders: torch.Tensor, projected: list[int]) -> dict[str, torch.Tensor]:
+        """{"lpips", "l2", "total"} -> [K] of the renders that are shown (area-downsampled to the optimisation
+        resolution, inside each segment's loss region); 0 for kept segments."""
+        resolution = min(self.config.resolution, renders.shape[-1])
+        with torch.no_grad(), autocast(self.config.precision, self.target.device):
+            part = segment_losses(resize_images(renders[projected], resolution), resize_images(self.target, resolution),
+                                  resize_images(self.loss_masks, resolution), perceptual=self.perceptual,
+                                  pixel_weight=self.config.pixel_weight)
+        out = {name: torch.zeros(renders.shape[0]) for name in part}
+        for name, values in part.items():
+            out[name][projected] = values.float().cpu()
+        return out
+
+
+class _Best:
+    """Each code's best value and losses within a phase, and which codes still run (per-segment
+    convergence: a code whose loss has not improved by ``min_delta`` for ``patience`` steps stops)."""
+
+    def __init__(self, codes: Codes, count: int, patience: int, min_delta: float):
+        self.codes, self.patience, self.min_delta = _detach(codes), patience, min_delta
+        self.values = {name: torch.full((count,), math.inf) for name in ("lpips", "l2", "total", "objective")}
+        self.since = torch.zeros(count, dtype=torch.long)
+        self.active = torch.ones(count, dtype=torch.bool)
+        self.best_total, self.total_since = math.inf, 0
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return self.values["objective"]
+
+    def update(self, before: Codes, losses: dict[str, torch.Tensor]) -> None:
+        objective = losses["objective"]
+        improved = objective < self.loss * (1 - self.min_delta)
+        rows = torch.nonzero(objective < self.loss).flatten().tolist()
+        if rows:
+            self.codes = replace_rows(self.codes, rows, select_rows(before, rows))
+            for name, values in self.values.items():
+                values[rows] = losses[name][rows]
+        self.since = torch.where(improved, 0, self.since + 1)
+        if self.patience:
+            self.active &= self.since < self.patience
+        total = float(objective.sum())
+        self.total_since = 0 if total < self.best_total * (1 - self.min_delta) else self.total_since + 1
+        self.best_total = min(self.best_total, total)
+
+    def restore_stopped(self, codes: Codes) -> None:
+        """Put the best values back into the stopped rows of ``codes`` (Adam's momentum would move them)."""
+        rows = torch.nonzero(~self.active).flatten().tolist()
+        if rows:
+            with torch.no_grad():
+                for layer, source in zip(codes, self.codes) if isinstance(codes, list) else [(codes, self.codes)]:
+                    layer[rows] = source[rows]
 
 
 def reproject(G: Generator, result: InversionResult, segments: Sequence[int], *, config: InversionConfig | None = None,
@@ -241,8 +391,7 @@ def reproject(G: Generator, result: InversionResult, segments: Sequence[int], *,
         if part.cancelled:
             break
     return dataclasses.replace(
-        result, codes=codes, renders=renders, composite=soft_composite(renders, result.masks, result.target, keep=result.keep,
-                                                             dilate_px=config.dilate_px),
+        result, codes=codes, renders=renders, composite=result.composite_of(renders),
         segment_losses=losses, loss=sum(p.loss for p in parts), history=[sum(step) for step in zip(*(p.history for p in parts))],
         seconds=sum(p.seconds for p in parts), steps_run=max(p.steps_run for p in parts),
         cancelled=any(p.cancelled for p in parts), config=config)
@@ -334,32 +483,40 @@ class Pass:
 
     chunk: slice
     window: Window | None
-    target: torch.Tensor  # [1, 3, h, w]
-    masks: torch.Tensor  # [P, 1, h, w]
+    target: torch.Tensor  # [1, 3, h, w] at the loss resolution
+    masks: torch.Tensor  # [P, 1, h, w] at the loss resolution
     features: list[torch.Tensor] | None
+    loss_scale: int = 1  # renders are area-downsampled by this factor for the loss
 
 
 def plan_passes(chunks: list[slice], target: torch.Tensor, masks: torch.Tensor, perceptual: nn.Module | None,
-                config: InversionConfig) -> list[Pass]:
+                config: InversionConfig, *, loss_scale: int = 1) -> list[Pass]:
     """One `Pass` per chunk of segments: a single segment gets its window (when ``config.window_segments``
-    and it is small enough), with the target and loss masks cropped to it and the target's LPIPS features."""
+    and it is small enough), with the target and loss masks cropped to it and the target's LPIPS features.
+    ``target`` and ``masks`` are at the render resolution; the loss is computed ``loss_scale`` times lower."""
     plans = []
     for chunk in chunks:
         single = chunk.stop - chunk.start == 1
-        window = _segment_window(masks[chunk][0, 0]) if config.window_segments and single else None
+        window = _segment_window(masks[chunk][0, 0], loss_scale) if config.window_segments and single else None
         t, m = target, masks[chunk]
         if window is not None:
             scale = target.shape[-1] // window.resolution
-            t, m = window.crop(target, scale), window.crop(m, scale)
+            if (window.height * scale) % loss_scale or (window.width * scale) % loss_scale:
+                window = None
+            else:
+                t, m = window.crop(target, scale), window.crop(m, scale)
+        if loss_scale > 1:
+            t, m = F.avg_pool2d(t, loss_scale), F.avg_pool2d(m, loss_scale)
         with torch.no_grad(), autocast(config.precision, target.device):
             features = None if perceptual is None else lpips_features(perceptual, t)
-        plans.append(Pass(chunk, window, t, m, features))
+        plans.append(Pass(chunk, window, t, m, features, loss_scale))
     return plans
 
 
-def _segment_window(mask: torch.Tensor) -> Window | None:
+def _segment_window(mask: torch.Tensor, loss_scale: int = 1) -> Window | None:
     """The window holding a segment's loss region [R, R] plus the margin where a windowed render may
-    differ from the full one, or None when it would cover most of the image."""
+    differ from the full one (at least ``WINDOW_MIN_PX`` once downsampled by ``loss_scale``), or None
+    when it would cover most of the image."""
     size = mask.shape[-1]
     coarse = size >> WINDOW_BLOCKS
     if coarse < 8:
@@ -369,8 +526,9 @@ def _segment_window(mask: torch.Tensor) -> Window | None:
     top, left = max(0, int(rows[0]) - margin) // scale, max(0, int(cols[0]) - margin) // scale
     bottom = -(-min(size, int(rows[-1]) + 1 + margin) // scale)
     right = -(-min(size, int(cols[-1]) + 1 + margin) // scale)
-    top, bottom = _at_least(top, bottom, -(-WINDOW_MIN_PX // scale), coarse)
-    left, right = _at_least(left, right, -(-WINDOW_MIN_PX // scale), coarse)
+    least = -(-WINDOW_MIN_PX * loss_scale // scale)
+    top, bottom = _at_least(top, bottom, least, coarse)
+    left, right = _at_least(left, right, least, coarse)
     if (bottom - top) * (right - left) > WINDOW_MAX_SHARE * coarse * coarse:
         return None
     return Window(coarse, top, left, bottom - top, right - left)
@@ -389,6 +547,13 @@ def _default_segments_per_pass(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 1 << 30
 
 
+def _repeat(codes: Codes, count: int) -> Codes:
+    """One code (W [1, D], W+ [1, n_latent, D] or S) repeated for ``count`` segments."""
+    if isinstance(codes, list):
+        return [c.expand(count, *c.shape[1:]).clone() for c in codes]
+    return codes.expand(count, *codes.shape[1:]).clone()
+
+
 def _chunks(count: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, count)) for start in range(0, count, max(1, size))]
 
@@ -396,13 +561,6 @@ def _chunks(count: int, size: int) -> list[slice]:
 def select_codes(codes: Codes, chunk: slice) -> Codes:
     """The codes of segments ``chunk`` (a view: gradients reach the full codes)."""
     return [c[chunk] for c in codes] if isinstance(codes, list) else codes[chunk]
-
-
-def _resolution_at(step: int, config: InversionConfig, render_size: int) -> int:
-    resolution = min(config.resolution, render_size)
-    if config.coarse_to_fine and step < config.steps // 2:
-        resolution = max(8, resolution // 2)
-    return resolution
 
 
 def replace_rows(codes: Codes, rows: Sequence[int], new: Codes) -> Codes:

@@ -34,6 +34,7 @@ from chunky.segmentation import Segmentation
 KEEP_BY_DEFAULT = ("background",)
 HISTORY_STEPS = 30  # undo steps kept; the oldest go first ...
 HISTORY_BYTES = 192 << 20  # ... and while the tensors the history alone holds exceed this
+SHORT_WAIT_S = 30  # a short action waits this long at most for another one of the same session
 MAX_TUNED_GENERATORS = 2  # fine-tuned generator copies one session may hold (133 MB each at 1024 px)
 
 
@@ -89,6 +90,7 @@ class Session:
     history: list[State] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _long_job: bool = field(default=False, repr=False)
     _offers: tuple[InversionResult | None, list[EditResult]] = (None, [])
 
     @classmethod
@@ -144,12 +146,17 @@ class Session:
     @contextmanager
     def acting(self, *, wait: bool = False):
         """Hold this session for one action, so two actions never interleave (a web page can send several at
-        once). With ``wait`` False, refuse at once while another action (a long job) holds it."""
-        if not self._lock.acquire(blocking=wait):
+        once: a typed slider value and the Export click). A short action (``wait`` False) waits for another
+        short one, but is refused at once while a long job (``wait`` True) holds the session."""
+        if not wait and self._long_job:
             raise InvalidInputError("Your previous action is still running; wait for it to finish (or press Cancel).")
+        if not self._lock.acquire(timeout=-1 if wait else SHORT_WAIT_S):
+            raise InvalidInputError("Your previous action is still running; wait for it to finish (or press Cancel).")
+        self._long_job = wait
         try:
             yield self
         finally:
+            self._long_job = False
             self._lock.release()
 
     # ------------------------------------------------------------------------------- history

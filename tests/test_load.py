@@ -37,7 +37,7 @@ def test_one_flooding_session_does_not_lock_out_eight_normal_clients(server, tmp
     sliders = len(editor.directions())
     flooder = Client(url, verbose=False)
     flooder.predict(1, api_name="/random_face")
-    flood = [flooder.submit("W+", "Preview", 40, 0, 0, "fp32", ["skin", "hair"], False, api_name="/invert")
+    flood = [flooder.submit("W+", "preview", 40, 0, 0, "fp32", ["skin", "hair"], False, api_name="/invert")
              for _ in range(FLOOD)]
     errors, wrong, timings, lock = [], [], {}, threading.Lock()
 
@@ -49,7 +49,7 @@ def test_one_flooding_session_does_not_lock_out_eight_normal_clients(server, tmp
             steps = {}
             for name, call in (
                 ("load", lambda: client.predict(handle_file(str(photo)), 0, True, api_name="/load")),
-                ("invert", lambda: client.predict("W+", "Preview", 10, 0, 0, "fp32", ["skin", "hair", "eyes"], False,
+                ("invert", lambda: client.predict("W+", "preview", 10, 0, 0, "fp32", ["skin", "hair", "eyes"], False,
                                                   api_name="/invert")),
                 ("edit", lambda: client.predict([], 1.5, *[0.0] * (sliders - 1), api_name="/edit")),
                 ("export", lambda: client.predict([], 64, False, 1.5, *[0.0] * (sliders - 1), api_name="/export")),

@@ -194,6 +194,7 @@ def test_nan_strength_and_unknown_names_are_refused_and_change_nothing(editor):
 
 
 def test_actions_never_interleave_a_short_one_is_refused_while_a_long_one_runs(editor):
+    """(A short action waits for another short one: see the browser test's typed value + Export.)"""
     import threading
 
     s = Session.start(editor, face(editor, 1), skip_alignment=True)

@@ -1,0 +1,145 @@
+"""This device's inversion speed, measured once (at start-up), for honest time estimates of each preset.
+
+`calibrate` runs two steps of every kind of phase the given configs use (warm start, per-segment steps at
+each resolution) on the average FFHQ face layout, and times the second; `Rates.estimate_seconds` adds
+them up for a config. Per-segment convergence can only make a run shorter, so estimates are upper
+bounds of the optimisation (plus the final render).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from chunky.config import InversionConfig
+from chunky.generator import Generator
+from chunky.inversion import Phase, invert, schedule
+
+log = logging.getLogger(__name__)
+PhaseKind = tuple[bool, int, int, bool]  # (global code, loss resolution, render resolution, perceptual)
+
+
+def face_layout_masks(size: int) -> torch.Tensor:
+    """The 8 segments of an average FFHQ-aligned face (skin, brows, eyes, nose, mouth, hair, neck,
+    background; `LayoutParser`) as [8, 1, size, size] masks: the scene speed is measured on."""
+    from chunky.segmentation import LayoutParser, Segmentation
+
+    labels = LayoutParser().parse(np.zeros((size, size, 3), np.uint8))
+    return Segmentation.from_parsing(labels, min_fraction=0).masks
+
+
+def phase_kind(phase: Phase) -> PhaseKind:
+    return phase.global_code, phase.resolution, phase.render_resolution, phase.perceptual
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Seconds on this device, measured on the face layout.
+
+    Attributes:
+        per_step: phase kind -> seconds of one warm-start step (global code) or of one segment's step
+            (the mean over the face layout's segments, windows included).
+        overhead: phase kind -> seconds per segment outside the steps of a run whose last phase is of
+            that kind (the target's features, the first step's set-up, the final render and losses).
+    """
+
+    per_step: dict[PhaseKind, float]
+    overhead: dict[PhaseKind, float]
+
+    def estimate_seconds(self, config: InversionConfig, segments: int, size: int) -> float:
+        """Expected wall time of ``invert`` with ``config`` for ``segments`` projected segments and a
+        ``size`` px target (at most this: segments that converge early stop costing time).
+
+        Raises:
+            KeyError: a phase kind that was not calibrated (pass the config to `calibrate`).
+        """
+        phases = schedule(config, size, warm_start=segments > 1)
+        seconds = segments * self.overhead[phase_kind(phases[-1])]
+        for phase in phases:
+            seconds += phase.steps * (1 if phase.global_code else segments) * self.per_step[phase_kind(phase)]
+        return seconds
+
+
+def calibrate(G: Generator, perceptual: nn.Module | None, configs: Sequence[InversionConfig], size: int, *,
+              device: torch.device | str = "cpu", segments_per_pass: int | None = None) -> Rates:
+    """Measure `Rates` for every phase kind that ``configs`` run for a ``size`` px output (38 s for the
+    three presets and today's recipe at 256 px on 2 quiet Xeon cores; 0.9 s at 1024 px on an H100).
+
+    Args:
+        G: the generator, on ``device``.
+        perceptual: the LPIPS module the inversions will use (None: L2 only).
+        configs: the configs whose times will be estimated, e.g. ``[preset(n) for n in PRESET_NAMES]``.
+        size: the output (target) size in px.
+        segments_per_pass: as the inversions will use (default: `invert`'s).
+    """
+    masks = face_layout_masks(size).to(device)
+    target = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+    kinds = {phase_kind(p): (p, config) for config in configs for p in schedule(config, size)}
+    per_step, overhead = {}, {}
+    for i, (kind, (phase, config)) in enumerate(kinds.items()):
+        if i == 0:  # the first inversion in a process also pays for one-off set-up (kernels, allocations)
+            _time_phase(G, perceptual, target, masks, phase, config, segments_per_pass)
+        per_step[kind], overhead[kind] = _time_phase(G, perceptual, target, masks, phase, config, segments_per_pass)
+    return Rates(per_step, overhead)
+
+
+def _time_phase(G, perceptual, target, masks, phase: Phase, config: InversionConfig, segments_per_pass) -> tuple[float, float]:
+    """Seconds of one step of ``phase`` (the second of two) per segment (or of the global code), and the
+    rest of the call's wall time per segment."""
+    one = config.replace(steps=2, warm_start_steps=0, coarse_to_fine=False, segment_patience=0, patience=0,
+                         resolution=phase.resolution, full_render_fraction=float(phase.render_resolution > phase.resolution),
+                         perceptual=config.perceptual if phase.perceptual else "none")
+    times = []
+    count = 1 if phase.global_code else masks.shape[0]
+    start = time.perf_counter()
+    invert(G, resize(target, phase.render_resolution), None if phase.global_code else resize(masks, phase.render_resolution),
+           config=one, perceptual=perceptual if phase.perceptual else None, segments_per_pass=segments_per_pass,
+           progress=lambda step, total, info: times.append(info["seconds"]))
+    wall = time.perf_counter() - start
+    step = times[1] - times[0]
+    return step / count, (wall - 2 * step) / count
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-downsample (or keep) [N, C, H, W] to ``size``; masks are re-binarised."""
+    if images.shape[-1] == size:
+        return images
+    out = torch.nn.functional.interpolate(images, size=(size, size), mode="area")
+    return out if images.shape[1] == 3 else (out > 0.5).float()
+
+
+class Estimates:
+    """Each preset's expected time on this device: measured once, in the background (`start`), so a page
+    can show it before Invert is pressed; until then (or if measuring failed) there are no figures."""
+
+    def __init__(self):
+        self.rates: Rates | None = None
+        self.size = 0
+
+    def start(self, editor, configs: Sequence[InversionConfig]) -> threading.Thread:
+        """Calibrate ``editor``'s generator at its work size for ``configs`` in a daemon thread."""
+        def measure():
+            try:
+                perceptual = editor.perceptual(configs[0].perceptual)
+                self.size = editor.work_size()
+                self.rates = calibrate(editor.generator, perceptual, configs, self.size, device=editor.device)
+            except Exception as error:  # estimates are a courtesy: the app works without them
+                log.warning("calibration failed (%s: %s); no time estimates", type(error).__name__, error)
+        thread = threading.Thread(target=measure, name="calibration", daemon=True)
+        thread.start()
+        return thread
+
+    def label(self, name: str, config: InversionConfig, segments: int = 8) -> str:
+        """``name`` with its estimate for ``segments`` segments, e.g. "Balanced (~3 min for 8 segments)"."""
+        if self.rates is None:
+            return name.title()
+        seconds = self.rates.estimate_seconds(config, segments, self.size)
+        figure = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+        return f"{name.title()} (~{figure} for {segments} segments)"

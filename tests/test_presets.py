@@ -1,0 +1,158 @@
+"""Presets, the warm start, per-segment convergence, rendering at the shown size, time estimates."""
+
+import json
+
+import pytest
+import torch
+
+from chunky.bench import TODAY, print_presets_table, scaled
+from chunky.calibration import Rates, calibrate, face_layout_masks
+from chunky.cli import main
+from chunky.config import PRESET_NAMES, InversionConfig, preset
+from chunky.errors import InvalidInputError
+from chunky.images import resize_images
+from chunky.inversion import Phase, invert, schedule
+
+FAST = InversionConfig(space="w+", steps=40, perceptual="none", resolution=32, dilate_px=0, lr=0.05)
+
+
+def two_codes(G, seed, size=32):
+    """Left half rendered from one code, right half from another (W, truncation 0.5): target, masks."""
+    w = G.mapping(torch.randn(2, G.style_dim, generator=torch.Generator().manual_seed(seed)), truncation_psi=0.5)
+    with torch.no_grad():
+        renders = G.synthesis(w, resolution=size)
+    left = torch.zeros(1, 1, size, size)
+    left[..., : size // 2] = 1
+    masks = torch.cat([left, 1 - left])
+    return (renders * masks).sum(0, keepdim=True), masks
+
+
+def test_presets_are_named_configs_with_overrides():
+    assert PRESET_NAMES == ("preview", "balanced", "best")
+    balanced = preset("Balanced")
+    assert balanced == preset("balanced") and balanced.space == "w+" and balanced.precision == "bf16"
+    assert balanced.warm_start_steps > 0 and balanced.full_render_fraction == 1.0
+    assert preset("best").steps > balanced.steps > preset("preview").steps
+    assert preset("balanced", space="w", steps=7).space == "w" and preset("balanced", steps=7).steps == 7
+    with pytest.raises(InvalidInputError, match="Unknown preset 'fast'; choose one of preview, balanced, best"):
+        preset("fast")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("warm_start_steps", -1, "warm_start_steps must be an integer >= 0"),
+    ("warm_start_resolution", 48, "warm_start_resolution must be 0 or a power of two"),
+    ("segment_patience", 1.5, "segment_patience must be an integer >= 0"),
+    ("full_render_fraction", 1.5, r"full_render_fraction must be in \[0, 1\]"),
+])
+def test_new_fields_are_validated(field, value, message):
+    with pytest.raises(InvalidInputError, match=message):
+        InversionConfig(**{field: value})
+
+
+def test_schedule_lists_the_phases_a_preset_runs():
+    assert schedule(preset("balanced"), 512) == [Phase(60, 128, 128, global_code=True, perceptual=False),
+                                                 Phase(40, 256, 512)]
+    assert schedule(preset("balanced"), 256, warm_start=False) == [Phase(40, 256, 256)]
+    coarse = InversionConfig(steps=10, resolution=256, coarse_to_fine=True, full_render_fraction=0.4)
+    assert schedule(coarse, 1024) == [Phase(5, 128, 128), Phase(3, 256, 256), Phase(2, 256, 1024)]
+
+
+def test_warm_start_fits_one_code_then_every_segment_starts_from_it(tiny_generator):
+    target, masks = two_codes(tiny_generator, 1)
+    batches = []
+    real = tiny_generator.synthesis
+    config = FAST.replace(warm_start_steps=6, steps=3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiny_generator, "synthesis", lambda ws, *a, **k: batches.append(ws.shape[0]) or real(ws, *a, **k))
+        result = invert(tiny_generator, target, masks, config=config, segments_per_pass=1)
+    assert batches == [1] * 6 + [1] * 6 + [1, 1]  # 6 global steps, 3 steps x 2 segments, the final renders
+    assert result.passes == 12 and result.steps_run == 9 and result.segment_steps == [3, 3]
+    assert len(result.history) == 9
+    one_step = invert(tiny_generator, target, masks, config=FAST.replace(warm_start_steps=6, steps=1))
+    torch.testing.assert_close(one_step.codes[0], one_step.codes[1], rtol=0, atol=0)  # both start from the warm code
+    given = invert(tiny_generator, target, masks, config=config, init=result.codes)
+    assert given.passes == 6  # starting codes skip the warm start
+
+
+def test_a_converged_segment_stops_and_keeps_its_best_code(tiny_generator):
+    G = tiny_generator
+    w = G.mapping(torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(3)), truncation_psi=0.5)
+    with torch.no_grad():
+        exact, other = G.synthesis(G.w_avg), G.synthesis(w)
+    left = torch.zeros(1, 1, 32, 32)
+    left[..., :16] = 1
+    target, masks = exact * left + other * (1 - left), torch.cat([left, 1 - left])
+    result = invert(G, target, masks, config=FAST.replace(steps=30, segment_patience=10), segments_per_pass=1)
+    # segment 0 starts exactly right: no gradient, no improvement after its first step, stops after 11
+    assert result.segment_steps == [11, 30] and result.passes == 41
+    assert torch.equal(result.codes[0], G.w_avg.expand(G.n_latent, -1))
+    assert result.segment_losses["l2"][0] < 1e-10 < result.segment_losses["l2"][1]
+
+
+def test_rendering_at_the_shown_size_keeps_the_shown_error_near_a_full_resolution_inversion(tiny_generator):
+    """Issue 15: optimising at half resolution and showing full resolution. The displayed composite's error,
+    measured at the optimisation resolution, against a full-resolution inversion with the same budget."""
+    config = FAST.replace(steps=200, lr=0.1)
+
+    def shown_error(result, target, masks):
+        composite = (result.renders * masks).sum(0, keepdim=True)
+        return (resize_images(composite, 16) - resize_images(target, 16)).square().mean().item()
+
+    consistent, fast_path = [], []
+    for seed in (1, 2):
+        target, masks = two_codes(tiny_generator, seed)
+        full = shown_error(invert(tiny_generator, target, masks, config=config), target, masks)
+        half = config.replace(resolution=16)
+        consistent.append(shown_error(invert(tiny_generator, target, masks, config=half), target, masks) / full)
+        fast_path.append(shown_error(invert(tiny_generator, target, masks, config=half.replace(full_render_fraction=0.0)),
+                                     target, masks) / full)
+    # Measured on this seeded model: rendered at 32 px, 1.00 / 1.18; rendered at 16 px and shown at 32, 56 / 80.
+    assert max(consistent) < 1.3, consistent
+    assert min(fast_path) > 10, fast_path
+
+
+def test_estimates_add_up_the_calibrated_rates():
+    config = preset("balanced")  # 60 warm-start steps at 128 px, then 40 steps rendered at 512
+    rates = Rates({(True, 128, 128, False): 0.5, (False, 256, 512, True): 2.0}, {(False, 256, 512, True): 0.25})
+    assert rates.estimate_seconds(config, 7, 512) == pytest.approx(7 * 0.25 + 60 * 0.5 + 40 * 7 * 2.0)
+    with pytest.raises(KeyError):
+        rates.estimate_seconds(config, 7, 256)
+
+
+def test_calibration_measures_every_phase_kind_of_the_presets(tiny_generator):
+    configs = [preset(name, perceptual="none", precision="fp32") for name in PRESET_NAMES]
+    rates = calibrate(tiny_generator, None, configs, 32)
+    assert set(rates.per_step) == {(True, 32, 32, False), (False, 32, 32, True)}
+    assert all(seconds > 0 for seconds in [*rates.per_step.values(), *rates.overhead.values()])
+    assert rates.estimate_seconds(configs[1], 8, 32) > rates.estimate_seconds(configs[0], 8, 32)
+
+
+def test_face_layout_has_eight_segments_covering_the_image():
+    masks = face_layout_masks(64)
+    assert masks.shape == (8, 1, 64, 64) and torch.equal(masks.sum(0), torch.ones(1, 64, 64))
+
+
+def test_bench_scales_steps_and_prints_ratios_beside_todays_recipe(capsys):
+    assert scaled(preset("best"), 0.2).steps == 24 and scaled(preset("best"), 0.2).warm_start_steps == 12
+    assert scaled(preset("best"), 0.2).segment_patience == 4 and scaled(TODAY, 0.2).steps == 30
+    rows = [{"variant": "today", "wall_s": 600.0, "steps": 150, "passes": 1200, "segment_steps": 1200, "mse": 0.1, "lpips": 0.02},
+            {"variant": "balanced", "wall_s": 180.0, "steps": 100, "passes": 380, "segment_steps": 320, "mse": 0.104, "lpips": 0.03}]
+    print_presets_table(rows)
+    out = capsys.readouterr().out
+    assert "balanced  |   180.0 |   100 |    380 |           320 |  0.10400 | 0.0300 |        0.300 |       1.040" in out
+    assert "goal balanced: MSE <= 1.05 x today (1.040x) in <= 1/3 of its time (0.300x): met" in out
+
+
+def test_cli_preset_sets_the_recipe_and_options_override_it(tmp_path):
+    from PIL import Image
+
+    from chunky.editor import ChunkyEditor
+
+    photo = tmp_path / "face.png"
+    Image.fromarray(ChunkyEditor.tiny().random_face(3)).save(photo)
+    out = tmp_path / "out"
+    assert main(["invert", str(photo), "--model", "tiny", "--aligned", "--quiet", "--preset", "preview", "--steps", "2",
+                 "--perceptual", "none", "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["steps"] == 2 and config["warm_start_steps"] == preset("preview").warm_start_steps
+    assert config["perceptual"] == "none" and config["lr"] == preset("preview").lr
