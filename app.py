@@ -21,9 +21,8 @@ import torch
 
 from chunky import views
 from chunky.calibration import Estimates
-from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig, whole
-from chunky.config import preset as preset_config
-from chunky.editor import ChunkyEditor, load_editor
+from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig, preset as preset_config, whole
+from chunky.editor import ChunkyEditor, editor_from_environment
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget, export_session
 from chunky.images import read_image
@@ -55,8 +54,8 @@ def screen(page: "Page", s: Session | None, message: str, before=None) -> list:
     segments = before is None or state.segmentation is not before.segmentation
     inversion = before is None or state.result is not before.result or state.baselines is not before.baselines
     chosen = [n for n in names if n not in KEEP_BY_DEFAULT]
-    sketch = {"background": s.target_image, "layers": [], "composite": s.target_image}  # painted strokes are applied
-    segment_parts = [s.aligned.crop, state.segmentation.overlay(s.target_image), views.legend(s), sketch,
+    segment_parts = [s.aligned.crop, state.segmentation.overlay(s.target_image), views.legend(s),  # strokes applied: cleared
+                     {"background": s.target_image, "layers": [], "composite": s.target_image},
                      gr.update(choices=names, value=chosen), gr.update(choices=names, value=names[0]),
                      gr.update(choices=names, value=[]), gr.update(choices=names, value=(chosen or names)[0]),
                      gr.update(choices=names, value=[]), gr.update(choices=names, value=[])] if segments else [keep] * 10
@@ -135,8 +134,7 @@ class Page:
     def open_work(self, path):
         if not path:
             raise InvalidInputError("Choose a work.pt file from an earlier export first.")
-        s = open_session(self.editor, path)
-        return s, f"Opened {html.escape(Path(path).name)}: continue editing where you left off."
+        return open_session(self.editor, path), f"Opened {html.escape(Path(path).name)}: continue where you left off."
 
     def start(self, photo, face_index, aligned_flag, source):
         s = Session.start(self.editor, photo, face_index=face_index, skip_alignment=True if aligned_flag else None)
@@ -385,26 +383,15 @@ def wire(page: Page, c: dict) -> None:
                        concurrency_id="edit", concurrency_limit=1)
 
 
-def start_editor() -> tuple[ChunkyEditor | None, str]:
-    """The editor named by CHUNKY_MODEL ("ffhq" by default, "tiny": test mode), or why it could not be loaded."""
-    cache = os.environ.get("CHUNKY_CACHE_DIR", Path.home() / ".cache" / "chunky" / "inversions")
-    try:
-        size = int(os.environ["CHUNKY_WORK_SIZE"]) if os.environ.get("CHUNKY_WORK_SIZE") else None
-        return load_editor(os.environ.get("CHUNKY_MODEL", "ffhq"), cache_dir=cache, check_network=True, work_size=size), ""
-    except ChunkyError as error:
-        log.error("%s", error)
-        return None, str(error)
-
-
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
-    editor, error = start_editor()
+    editor, error = editor_from_environment()
     if editor is not None:
         ESTIMATES.start(editor, [preset_config(name) for name in PRESET_NAMES])
     demo = build_demo(editor, startup_error=error)
     EXPORTS.keep_pruned(60)
-    FolderBudget(root=Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio")), max_age_s=3600,
-                 max_bytes=2 << 30).keep_pruned(60)  # uploads: Gradio's own folder, on the same budget
+    uploads = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))  # Gradio's own folder
+    FolderBudget(root=uploads, max_age_s=3600, max_bytes=2 << 30).keep_pruned(60)
     demo.queue(default_concurrency_limit=2, max_size=64)  # short events; long ones wait in JOBS
     demo.launch(max_file_size="64mb")  # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose the address (Spaces set them)
 

@@ -383,7 +383,8 @@ def bench_app(clients: int = 8, requests: int = 5) -> dict:
                 path = Path(folder) / f"{seed}.png"
                 Image.fromarray(editor.random_face(seed)).save(path)
                 start = time.perf_counter()
-                crop = client.predict(handle_file(str(path)), 0, True, api_name="/load")[0]
+                outputs = client.predict(handle_file(str(path)), 0, True, api_name="/load")
+                crop = outputs[app_module.SCREEN_PARTS.index("crop") - 1]  # the API leaves out the session state
                 elapsed = time.perf_counter() - start
                 same = np.array_equal(np.asarray(Image.open(crop).convert("RGB")), editor.random_face(seed))
                 with lock:

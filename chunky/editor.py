@@ -20,7 +20,7 @@ from chunky.config import InversionConfig, whole
 from chunky.device import PRECISIONS, autocast, default_device
 from chunky.directions import Direction, factor_directions, load_direction_folder, pca_directions, published_directions
 from chunky.editing import EditResult, apply_edit, style_variations, transfer_segment
-from chunky.errors import InvalidInputError
+from chunky.errors import ChunkyError, InvalidInputError
 from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
 from chunky.inversion import InversionResult, ProgressCallback, invert, reproject
@@ -289,6 +289,20 @@ def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, che
     editor.cache = InversionCache(cache_dir) if cache_dir else None
     editor._work_size = work_size
     return editor
+
+
+def editor_from_environment() -> tuple[ChunkyEditor | None, str]:
+    """The app's editor, as its environment asks: CHUNKY_MODEL ("ffhq" by default, "tiny": test mode),
+    CHUNKY_CACHE_DIR (default ~/.cache/chunky/inversions), CHUNKY_WORK_SIZE (default by device), with the
+    quick network check; or None and why it could not be loaded (shown on the page)."""
+    cache = os.environ.get("CHUNKY_CACHE_DIR", Path.home() / ".cache" / "chunky" / "inversions")
+    size = os.environ.get("CHUNKY_WORK_SIZE")
+    try:
+        return load_editor(os.environ.get("CHUNKY_MODEL", "ffhq"), cache_dir=cache, check_network=True,
+                           work_size=int(size) if size else None), ""
+    except (ChunkyError, ValueError) as error:
+        log.error("%s", error)
+        return None, str(error)
 
 
 def segment_indices(names: Sequence[str], wanted: Sequence[str]) -> list[int]:

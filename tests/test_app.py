@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import app
-from chunky.editor import ChunkyEditor
+from chunky.editor import ChunkyEditor, editor_from_environment
 from chunky.errors import InvalidInputError
 from chunky.workfile import read_work
 
@@ -179,7 +179,7 @@ def test_two_clients_inverting_at_once_each_get_their_own_result(server, editor,
 
 def test_missing_weights_page_explains_instead_of_crashing(monkeypatch):
     monkeypatch.delenv("CHUNKY_MODEL", raising=False)
-    editor, error = app.start_editor()  # offline, no weights here
+    editor, error = editor_from_environment()  # offline, no weights here
     assert editor is None
     assert "CHUNKY_WEIGHTS_DIR=<folder>" in error
     demo = app.build_demo(None, startup_error=error)
