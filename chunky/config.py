@@ -152,7 +152,7 @@ PRESET_NAMES = ("preview", "balanced", "best")
 # Speed). Every preset starts with a global warm start at 128 px on L2 alone (as good as with LPIPS, cheaper).
 _PRESETS = {
     "preview": dict(steps=3, lr=0.05, warm_start_steps=36),
-    "balanced": dict(steps=40, lr=0.05, lr_rampup=0.1, warm_start_steps=60),
+    "balanced": dict(steps=38, lr=0.05, lr_rampup=0.1, warm_start_steps=150, warm_start_resolution=64),
     "best": dict(steps=120, warm_start_steps=60, segment_patience=20),
 }
 

@@ -50,9 +50,11 @@ def test_new_fields_are_validated(field, value, message):
 
 
 def test_schedule_lists_the_phases_a_preset_runs():
-    assert schedule(preset("balanced"), 512) == [Phase(60, 128, 128, global_code=True, perceptual=False),
-                                                 Phase(40, 256, 512)]
-    assert schedule(preset("balanced"), 256, warm_start=False) == [Phase(40, 256, 256)]
+    balanced = preset("balanced")
+    warm, steps = balanced.warm_start_steps, balanced.steps
+    assert schedule(balanced, 512) == [Phase(warm, balanced.warm_start_resolution, balanced.warm_start_resolution,
+                                             global_code=True, perceptual=False), Phase(steps, 256, 512)]
+    assert schedule(balanced, 256, warm_start=False) == [Phase(steps, 256, 256)]
     coarse = InversionConfig(steps=10, resolution=256, coarse_to_fine=True, full_render_fraction=0.4)
     assert schedule(coarse, 1024) == [Phase(5, 128, 128), Phase(3, 256, 256), Phase(2, 256, 1024)]
 
@@ -112,9 +114,10 @@ def test_rendering_at_the_shown_size_keeps_the_shown_error_near_a_full_resolutio
 
 
 def test_estimates_add_up_the_calibrated_rates():
-    config = preset("balanced")  # 60 warm-start steps at 128 px, then 40 steps rendered at 512
-    rates = Rates({(True, 128, 128, False): 0.5, (False, 256, 512, True): 2.0}, {(False, 256, 512, True): 0.25})
-    assert rates.estimate_seconds(config, 7, 512) == pytest.approx(7 * 0.25 + 60 * 0.5 + 40 * 7 * 2.0)
+    config = preset("balanced")  # warm-start steps at a low resolution, then per-segment steps rendered at 512
+    warm, res = config.warm_start_steps, config.warm_start_resolution
+    rates = Rates({(True, res, res, False): 0.5, (False, 256, 512, True): 2.0}, {(False, 256, 512, True): 0.25})
+    assert rates.estimate_seconds(config, 7, 512) == pytest.approx(7 * 0.25 + warm * 0.5 + config.steps * 7 * 2.0)
     with pytest.raises(KeyError):
         rates.estimate_seconds(config, 7, 256)
 
