@@ -58,7 +58,7 @@ def write_work(session, path: str | Path) -> Path:
     data = {
         "format": FORMAT, "version": VERSION, "torch": str(torch.__version__),
         "generator": generator_fingerprint(session.editor.generator),
-        "photo_png": aligned.original.png if isinstance(aligned.original, EncodedPhoto) else _png_bytes(aligned.original), "matrix": torch.tensor(aligned.matrix),
+        "photo_png": _photo_bytes(aligned), "matrix": torch.tensor(aligned.matrix),
         "crop": torch.from_numpy(np.array(aligned.crop)), "skipped": aligned.skipped, "note": aligned.note,
         "names": list(state.names), "masks": state.segmentation.masks.cpu(),
         "automatic": {"names": list(session.automatic.names), "masks": session.automatic.masks.cpu()},
@@ -122,6 +122,14 @@ def _load(path: Path) -> dict:
     if data.get("version") != VERSION:
         raise InvalidInputError(f"{path.name} has work-file version {data.get('version')}; this chunky reads version {VERSION}.")
     return data
+
+
+def _photo_bytes(aligned: AlignedFace) -> bytes:
+    """The photo as a file `read_image` accepts again: the PNG kept in memory when it is within the reader's
+    size limit, else encoded anew (PNG, or JPEG when even that is too large)."""
+    if isinstance(aligned.original, EncodedPhoto) and len(aligned.original.png) <= MAX_FILE_BYTES:
+        return aligned.original.png
+    return _png_bytes(aligned.photo())
 
 
 def _png_bytes(image: np.ndarray) -> bytes:

@@ -215,3 +215,21 @@ def test_actions_never_interleave_a_short_one_is_refused_while_a_long_one_runs(e
     thread.join(10)
     with s.acting():  # free again
         pass
+
+
+def test_a_large_photo_kept_encoded_in_memory_round_trips_through_the_work_file(editor, tmp_path, monkeypatch):
+    import chunky.images
+    import chunky.workfile
+    from chunky.export import export_session
+    from chunky.workfile import read_work
+
+    photo = np.repeat(np.repeat(editor.random_face(6), 4, axis=0), 4, axis=1)  # 128 x 128
+    s = Session.start(editor, photo, skip_alignment=True)
+    s.aligned = s.aligned.compact(max_bytes=1)  # kept PNG-encoded, as a large photo is
+    s.invert(FAST)
+    limit = len(s.aligned.original.png) - 1  # the PNG kept in memory is over the reader's limit
+    monkeypatch.setattr(chunky.workfile, "MAX_FILE_BYTES", limit)
+    monkeypatch.setattr(chunky.images, "MAX_FILE_BYTES", limit)
+    export_session(s, tmp_path / "out")
+    again = read_work(editor, tmp_path / "out" / "work.pt")
+    assert np.array_equal(again.aligned.photo(), photo) and np.array_equal(again.display(), s.display())
