@@ -243,7 +243,7 @@ class Session:
         """The slider edit: ``strengths`` (direction name -> value) applied to the ``targets`` segments (none:
         every projected one). Nothing happens when they are what the state holds already."""
         self.require_result()
-        clean = tuple(sorted((str(k), _finite(k, v)) for k, v in strengths.items() if v))
+        clean = tuple(sorted(_clean_strengths(strengths).items()))
         targets = tuple(dict.fromkeys(targets or ()))
         if clean == self.state.strengths and targets == self.state.targets:
             return
@@ -254,7 +254,7 @@ class Session:
         preview while a slider moves (nothing changes); None before inverting."""
         if self.state.result is None:
             return None
-        clean = {str(k): _finite(k, v) for k, v in strengths.items() if v}
+        clean = _clean_strengths(strengths)
         size = max(16, self.size // 4)
         edit = self.editor.edit(self.state.result, clean, list(targets) or None, names=self.names, resolution=size)
         return tensor_to_uint8(edit.composite)
@@ -382,6 +382,11 @@ def tuned_generators(states: Sequence[State]) -> list:
         if state.result is not None:
             found.update((id(g), g) for g in state.result.generators.values())
     return list(found.values())
+
+
+def _clean_strengths(strengths: Mapping[str, float]) -> dict[str, float]:
+    """The non-zero strengths as floats; NaN or infinity is refused with the direction's name."""
+    return {str(k): _finite(k, v) for k, v in strengths.items() if v}
 
 
 def _finite(name: str, value: float) -> float:
