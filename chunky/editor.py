@@ -72,17 +72,19 @@ class ChunkyEditor:
 
     @classmethod
     def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
-                        device: torch.device | str | None = None, precision: str = "fp32") -> "ChunkyEditor":
+                        device: torch.device | str | None = None, precision: str = "fp32",
+                        work_size: int | None = None) -> "ChunkyEditor":
         """The real FFHQ model, fetched from the Hugging Face Hub on first use (see ``weights/``)."""
         generator = Generator.from_pretrained(name, cache_dir=cache_dir)
-        return cls(generator, device=device, precision=precision, label=f"StyleGAN2 {name}", generator_name=name)
+        return cls(generator, device=device, precision=precision, label=f"StyleGAN2 {name}", generator_name=name,
+                   work_size=work_size)
 
     @classmethod
-    def tiny(cls, seed: int = 0) -> "ChunkyEditor":
+    def tiny(cls, seed: int = 0, *, work_size: int | None = None) -> "ChunkyEditor":
         """Test mode: a tiny random 64 px generator; no downloads. Its faces are noise, not faces."""
         generator = random_generator(64, 64, 2, seed=seed)
         return cls(generator, device="cpu", label="TEST MODE: tiny random model (outputs are not faces)",
-                   pretrained_perceptual=False, face_models=False)
+                   pretrained_perceptual=False, face_models=False, work_size=work_size)
 
     @torch.no_grad()
     def random_face(self, seed: int, *, truncation: float = 0.7, resolution: int | None = None) -> np.ndarray:
@@ -280,14 +282,13 @@ def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, che
         log.warning("the Hugging Face Hub is not reachable: using cached files only")
         os.environ["HF_HUB_OFFLINE"] = "1"
     if model == "tiny":
-        editor = ChunkyEditor.tiny()
+        editor = ChunkyEditor.tiny(work_size=work_size)
     elif model == "ffhq":
-        editor = ChunkyEditor.from_pretrained()
+        editor = ChunkyEditor.from_pretrained(work_size=work_size)
     else:
-        editor = ChunkyEditor(Generator.from_checkpoint(model), label=str(model))
+        editor = ChunkyEditor(Generator.from_checkpoint(model), label=str(model), work_size=work_size)
     # created on demand; a failed write (read-only or full disk) only means no caching
     editor.cache = InversionCache(cache_dir) if cache_dir else None
-    editor._work_size = work_size
     return editor
 
 
