@@ -210,6 +210,7 @@ def scaled(config: InversionConfig, scale: float) -> InversionConfig:
         return config
     return config.replace(steps=max(1, round(config.steps * scale)),
                           warm_start_steps=round(config.warm_start_steps * scale),
+                          warm_start_fine_steps=round(config.warm_start_fine_steps * scale),
                           segment_patience=max(1, round(config.segment_patience * scale)) if config.segment_patience else 0)
 
 

@@ -93,7 +93,8 @@ def calibrate(G: Generator, perceptual: nn.Module | None, configs: Sequence[Inve
 def _time_phase(G, perceptual, target, masks, phase: Phase, config: InversionConfig, segments_per_pass) -> tuple[float, float]:
     """Seconds of one step of ``phase`` (the second of two) per segment (or of the global code), and the
     rest of the call's wall time per segment."""
-    one = config.replace(steps=2, warm_start_steps=0, coarse_to_fine=False, segment_patience=0, patience=0,
+    one = config.replace(steps=2, warm_start_steps=0, warm_start_fine_steps=0, pixel_only_fraction=float(not phase.perceptual),
+                         coarse_to_fine=False, segment_patience=0, patience=0,
                          resolution=phase.resolution, full_render_fraction=float(phase.render_resolution > phase.resolution),
                          perceptual=config.perceptual if phase.perceptual else "none")
     times = []

@@ -123,20 +123,26 @@ class Phase:
 
 def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = True) -> list[Phase]:
     """The phases an inversion with ``config`` runs for an output of ``render_size`` px: the warm start
-    (``config.warm_start_steps``), then ``config.steps`` per-segment steps (the first half at half
-    resolution with ``coarse_to_fine``; the last ``full_render_fraction`` rendered at ``render_size``)."""
+    (``config.warm_start_steps``, then ``warm_start_fine_steps`` at ``resolution``), then ``config.steps``
+    per-segment steps: the first half at half resolution with ``coarse_to_fine``; of the rest, the first
+    ``pixel_only_fraction`` without LPIPS and the last ``full_render_fraction`` rendered at ``render_size``."""
     resolution = min(config.resolution, render_size)
     phases = []
-    if warm_start and config.warm_start_steps:
+    if warm_start:
         warm = min(config.warm_start_resolution or resolution, render_size)
-        phases.append(Phase(config.warm_start_steps, warm, warm, True, config.warm_start_perceptual))
+        for steps, at in ((config.warm_start_steps, warm), (config.warm_start_fine_steps, resolution)):
+            if steps:
+                phases.append(Phase(steps, at, at, True, config.warm_start_perceptual))
     coarse = config.steps // 2 if config.coarse_to_fine else 0
-    full = round(config.full_render_fraction * (config.steps - coarse)) if render_size > resolution else 0
-    half = max(8, resolution // 2)
-    for steps, loss_at, render_at in ((coarse, half, half), (config.steps - coarse - full, resolution, resolution),
-                                      (full, resolution, render_size)):
-        if steps:
-            phases.append(Phase(steps, loss_at, render_at))
+    if coarse:
+        half = max(8, resolution // 2)
+        phases.append(Phase(coarse, half, half))
+    rest = config.steps - coarse  # each of these is pixel-only before step `pixel`, rendered at full size from `full`
+    pixel = round(config.pixel_only_fraction * rest)
+    full = rest - round(config.full_render_fraction * rest) if render_size > resolution else rest
+    cuts = sorted({0, pixel, full, rest})
+    for start, stop in zip(cuts, cuts[1:]):
+        phases.append(Phase(stop - start, resolution, render_size if start >= full else resolution, perceptual=start >= pixel))
     return phases
 
 

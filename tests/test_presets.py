@@ -41,8 +41,11 @@ def test_presets_are_named_configs_with_overrides():
 @pytest.mark.parametrize("field, value, message", [
     ("warm_start_steps", -1, "warm_start_steps must be an integer >= 0"),
     ("warm_start_resolution", 48, "warm_start_resolution must be 0 or a power of two"),
+    ("warm_start_fine_steps", -2, "warm_start_fine_steps must be an integer >= 0"),
+    ("warm_start_fine_steps", 5001, "warm_start_fine_steps must be at most 5000"),
     ("segment_patience", 1.5, "segment_patience must be an integer >= 0"),
     ("full_render_fraction", 1.5, r"full_render_fraction must be in \[0, 1\]"),
+    ("pixel_only_fraction", -0.1, r"pixel_only_fraction must be in \[0, 1\]"),
 ])
 def test_new_fields_are_validated(field, value, message):
     with pytest.raises(InvalidInputError, match=message):
@@ -51,12 +54,19 @@ def test_new_fields_are_validated(field, value, message):
 
 def test_schedule_lists_the_phases_a_preset_runs():
     balanced = preset("balanced")
-    warm, steps = balanced.warm_start_steps, balanced.steps
-    assert schedule(balanced, 512) == [Phase(warm, balanced.warm_start_resolution, balanced.warm_start_resolution,
-                                             global_code=True, perceptual=False), Phase(steps, 256, 512)]
-    assert schedule(balanced, 256, warm_start=False) == [Phase(steps, 256, 256)]
+    warm, fine, steps = balanced.warm_start_steps, balanced.warm_start_fine_steps, balanced.steps
+    low, pixel = balanced.warm_start_resolution, round(balanced.pixel_only_fraction * balanced.steps)
+    assert schedule(balanced, 512) == [Phase(warm, low, low, global_code=True, perceptual=False),
+                                       Phase(fine, 256, 256, global_code=True, perceptual=False),
+                                       Phase(pixel, 256, 512, perceptual=False), Phase(steps - pixel, 256, 512)]
+    assert schedule(balanced, 256, warm_start=False) == [Phase(pixel, 256, 256, perceptual=False), Phase(steps - pixel, 256, 256)]
     coarse = InversionConfig(steps=10, resolution=256, coarse_to_fine=True, full_render_fraction=0.4)
     assert schedule(coarse, 1024) == [Phase(5, 128, 128), Phase(3, 256, 256), Phase(2, 256, 1024)]
+    mixed = InversionConfig(steps=10, resolution=256, full_render_fraction=0.2)
+    assert schedule(mixed.replace(pixel_only_fraction=0.5), 1024) == [
+        Phase(5, 256, 256, perceptual=False), Phase(3, 256, 256), Phase(2, 256, 1024)]
+    assert schedule(mixed.replace(pixel_only_fraction=0.9), 1024) == [
+        Phase(8, 256, 256, perceptual=False), Phase(1, 256, 1024, perceptual=False), Phase(1, 256, 1024)]
 
 
 def test_warm_start_fits_one_code_then_every_segment_starts_from_it(tiny_generator):
@@ -74,6 +84,37 @@ def test_warm_start_fits_one_code_then_every_segment_starts_from_it(tiny_generat
     torch.testing.assert_close(one_step.codes[0], one_step.codes[1], rtol=0, atol=0)  # both start from the warm code
     given = invert(tiny_generator, target, masks, config=config, init=result.codes)
     assert given.passes == 6  # starting codes skip the warm start
+
+
+def test_fine_warm_start_steps_fit_the_rows_a_low_resolution_warm_start_leaves_at_w_avg(tiny_generator):
+    G = tiny_generator
+    target, masks = two_codes(G, 2)
+    low = FAST.replace(warm_start_steps=20, warm_start_resolution=8, steps=1)  # 1 step: lr 0, the warm code is kept
+    coarse_only, with_fine = (invert(G, target, masks, config=low.replace(warm_start_fine_steps=n)) for n in (0, 20))
+    assert with_fine.passes == 20 + 20 + 2 and with_fine.steps_run == 41
+    upper = G.n_latent - 2 * 2  # the W+ rows of the 16 and 32 px blocks, which an 8 px render never uses
+    assert torch.equal(coarse_only.codes[:, -upper:], G.w_avg.expand(2, upper, -1))
+    assert not torch.equal(with_fine.codes[:, -upper:], coarse_only.codes[:, -upper:])
+    error = [(r.composite - target).square().mean().item() for r in (coarse_only, with_fine)]
+    assert error[1] < 0.5 * error[0], error
+
+
+def test_pixel_only_steps_skip_the_lpips_pass(tiny_generator):
+    from chunky.losses import build_perceptual
+
+    target, masks = two_codes(tiny_generator, 3)
+    lpips = build_perceptual("lpips-alex", pretrained_backbone=False)
+    calls = []
+    lpips.net.register_forward_hook(lambda *_: calls.append(1))
+    config = InversionConfig(space="w+", steps=4, resolution=32, precision="fp32")
+    counts = []
+    for fraction in (0.0, 0.5):
+        calls.clear()
+        result = invert(tiny_generator, target, masks, config=config.replace(pixel_only_fraction=fraction), perceptual=lpips,
+                        segments_per_pass=1)
+        counts.append(len(calls))
+        assert result.segment_losses["lpips"].min() > 0  # what is reported is still judged with LPIPS
+    assert counts[0] - counts[1] == 2 * 2  # 2 pixel-only steps x 2 segments
 
 
 def test_a_converged_segment_stops_and_keeps_its_best_code(tiny_generator):
@@ -114,18 +155,31 @@ def test_rendering_at_the_shown_size_keeps_the_shown_error_near_a_full_resolutio
 
 
 def test_estimates_add_up_the_calibrated_rates():
-    config = preset("balanced")  # warm-start steps at a low resolution, then per-segment steps rendered at 512
-    warm, res = config.warm_start_steps, config.warm_start_resolution
-    rates = Rates({(True, res, res, False): 0.5, (False, 256, 512, True): 2.0}, {(False, 256, 512, True): 0.25})
-    assert rates.estimate_seconds(config, 7, 512) == pytest.approx(7 * 0.25 + warm * 0.5 + config.steps * 7 * 2.0)
+    config = preset("balanced")  # warm-start steps at two resolutions, then per-segment steps rendered at 512
+    warm, fine, res = config.warm_start_steps, config.warm_start_fine_steps, config.warm_start_resolution
+    pixel = round(config.pixel_only_fraction * config.steps)
+    rates = Rates({(True, res, res, False): 0.5, (True, 256, 256, False): 0.8, (False, 256, 512, False): 1.5,
+                   (False, 256, 512, True): 2.0}, {(False, 256, 512, True): 0.25})
+    expected = 7 * 0.25 + warm * 0.5 + fine * 0.8 + pixel * 7 * 1.5 + (config.steps - pixel) * 7 * 2.0
+    assert rates.estimate_seconds(config, 7, 512) == pytest.approx(expected)
     with pytest.raises(KeyError):
         rates.estimate_seconds(config, 7, 256)
 
 
 def test_calibration_measures_every_phase_kind_of_the_presets(tiny_generator):
+    import chunky.calibration
+
     configs = [preset(name, perceptual="none", precision="fp32") for name in PRESET_NAMES]
-    rates = calibrate(tiny_generator, None, configs, 32)
-    assert set(rates.per_step) == {(True, 32, 32, False), (False, 32, 32, True)}
+    timed = []  # the phases each timing run actually runs: exactly the one kind it times
+    real = chunky.calibration.invert
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chunky.calibration, "invert", lambda G, target, masks, **k: timed.append(
+            {(p.resolution, p.render_resolution, p.perceptual) for p in schedule(k["config"], 32, warm_start=masks is not None)})
+            or real(G, target, masks, **k))
+        rates = calibrate(tiny_generator, None, configs, 32)
+    assert all(len(kinds) == 1 for kinds in timed), timed
+    assert set().union(*timed) == {kind[1:] for kind in rates.per_step}
+    assert set(rates.per_step) == {(True, 32, 32, False), (False, 32, 32, False), (False, 32, 32, True)}
     assert all(seconds > 0 for seconds in [*rates.per_step.values(), *rates.overhead.values()])
     assert rates.estimate_seconds(configs[1], 8, 32) > rates.estimate_seconds(configs[0], 8, 32)
 
@@ -137,6 +191,7 @@ def test_face_layout_has_eight_segments_covering_the_image():
 
 def test_bench_scales_steps_and_prints_ratios_beside_todays_recipe(capsys):
     assert scaled(preset("best"), 0.2).steps == 24 and scaled(preset("best"), 0.2).warm_start_steps == 12
+    assert scaled(preset("balanced", warm_start_fine_steps=30), 0.2).warm_start_fine_steps == 6
     assert scaled(preset("best"), 0.2).segment_patience == 4 and scaled(TODAY, 0.2).steps == 30
     rows = [{"variant": "today", "wall_s": 600.0, "steps": 150, "passes": 1200, "segment_steps": 1200, "mse": 0.1, "lpips": 0.02},
             {"variant": "balanced", "wall_s": 180.0, "steps": 100, "passes": 380, "segment_steps": 320, "mse": 0.104, "lpips": 0.03}]
