@@ -69,8 +69,9 @@ class Rates:
 
 def calibrate(G: Generator, perceptual: nn.Module | None, configs: Sequence[InversionConfig], size: int, *,
               device: torch.device | str = "cpu", segments_per_pass: int | None = None) -> Rates:
-    """Measure `Rates` for every phase kind that ``configs`` run for a ``size`` px output (38 s for the
-    three presets and today's recipe at 256 px on 2 quiet Xeon cores; 0.9 s at 1024 px on an H100).
+    """Measure `Rates` for every phase kind that ``configs`` run for a ``size`` px output (23 s for the
+    three presets and today's recipe at 256 px on 2 quiet AMD EPYC cores; 0.9 s at 1024 px on an H100
+    with the earlier presets).
 
     Args:
         G: the generator, on ``device``.
