@@ -96,8 +96,7 @@ def _time_phase(G, perceptual, target, masks, phase: Phase, config: InversionCon
     rest of the call's wall time per segment."""
     one = config.replace(steps=2, warm_start_steps=0, warm_start_fine_steps=0, pixel_only_fraction=float(not phase.perceptual),
                          coarse_to_fine=False, segment_patience=0, patience=0,
-                         resolution=phase.resolution, full_render_fraction=float(phase.render_resolution > phase.resolution),
-                         perceptual=config.perceptual if phase.perceptual else "none")
+                         resolution=phase.resolution, full_render_fraction=float(phase.render_resolution > phase.resolution))
     times = []
     count = 1 if phase.global_code else masks.shape[0]
     start = time.perf_counter()
