@@ -1,4 +1,4 @@
-"""chunky in the browser: `python app.py` (CHUNKY_MODEL=tiny for the test mode: no downloads).
+"""chunky in the browser: `python app.py` (CHUNKY_MODEL=small: the bundled small face model, no downloads).
 
 Widgets and wiring only: a user's work is one `chunky.session.Session` in `gr.State`; after every handler the
 page is redrawn from it (`screen`), and a refused action shows its message without touching the outputs.
@@ -21,13 +21,14 @@ import torch
 
 from chunky import views
 from chunky.calibration import Estimates
-from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig, preset as preset_config, whole
+from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig, whole
 from chunky.editor import ChunkyEditor, editor_from_environment
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget, export_session
 from chunky.images import read_image
 from chunky.jobs import JobQueue
-from chunky.session import KEEP_BY_DEFAULT, Session, open_session
+from chunky.session import KEEP_BY_DEFAULT, Session
+from chunky.workfile import read_work
 
 log = logging.getLogger("chunky.app")
 
@@ -47,7 +48,7 @@ JOBS = JobQueue(slots=int(os.environ.get("CHUNKY_CONCURRENCY", "1")), max_waitin
 SESSION_TTL_S = 2 * 3600  # a session's state is dropped this long after its last change (API clients included)
 
 
-def screen(page: "Page", s: Session | None, message: str, before=None) -> list:
+def screen(page: Page, s: Session | None, message: str, before=None) -> list:
     """Every output of `SCREEN_PARTS` plus the sliders, drawn from the session: what the page shows is a function
     of the state. Parts that did not change since the ``before`` state are left as they are (no re-encoding)."""
     keep, state, names = gr.update(), s.state, list(s.names)
@@ -77,7 +78,7 @@ def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
         return functools.partial(action, extras=extras, needs_session=needs_session, sliders=sliders, long=long)
 
     @functools.wraps(fn)
-    def wrapper(page: "Page", *args, **kwargs):
+    def wrapper(page: Page, *args, **kwargs):
         start = time.perf_counter()
         try:
             if needs_session and args[0] is None:
@@ -134,7 +135,7 @@ class Page:
     def open_work(self, path):
         if not path:
             raise InvalidInputError("Choose a work.pt file from an earlier export first.")
-        return open_session(self.editor, path), f"Opened {html.escape(Path(path).name)}: continue where you left off."
+        return read_work(self.editor, path), f"Opened {html.escape(Path(path).name)}: continue where you left off."
 
     def start(self, photo, face_index, aligned_flag, source):
         s = Session.start(self.editor, photo, face_index=face_index, skip_alignment=True if aligned_flag else None)
@@ -152,8 +153,8 @@ class Page:
 
     @action(long=True)
     def invert(self, s, space, preset, steps, reg, dilate, precision, chosen, with_baselines, progress=gr.Progress()):
-        config = preset_config(preset, space=SPACES[space], reg_weight=reg, dilate_px=whole("overlap", dilate, 0, 64),
-                               precision=precision)
+        overlap = whole("overlap", dilate, 0, 64)
+        config = self.editor.preset(preset, space=SPACES[space], reg_weight=reg, dilate_px=overlap, precision=precision)
         config = config.replace(steps=whole("steps", steps, 0, MAX_STEPS)) if steps else config
         result = s.invert(config, keep=[n for n in s.names if n not in (chosen or [])], baselines=bool(with_baselines),
                           progress=self.bar(s, progress, "inverting"))
@@ -218,7 +219,7 @@ class Page:
                               perceptual=s.editor.perceptual("lpips-alex") if captions else None)
         return s, "Exported exactly what is shown: download the files below.", [str(f) for f in done.files], done.grid
 
-    preset_choices = staticmethod(lambda: gr.update(choices=[(ESTIMATES.label(n, preset_config(n)), n) for n in PRESET_NAMES]))
+    preset_choices = staticmethod(lambda: gr.update(choices=ESTIMATES.choices(PRESET_NAMES)))
     cancel = staticmethod(lambda s: (s and s.cancel.set()) or "Cancelling…")  # runs outside the queue, at once
 
 
@@ -230,14 +231,12 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
         if editor is None:
             gr.Markdown("**The model could not be loaded.** What happened and how to fix it:")
             gr.Textbox(startup_error, show_label=False, lines=4, interactive=False, elem_id="startup-error")
-            gr.Markdown("To try the page without any download, start the test mode: `CHUNKY_MODEL=tiny python app.py` "
-                        "(a tiny random model: its outputs are noise, not faces).")
+            gr.Markdown(views.NO_MODEL_HELP)
             return demo
-        gr.Markdown(f"Model: **{html.escape(editor.label)}** · device: {editor.device.type}")
+        gr.Markdown(views.model_line(editor.label, editor.device.type, startup_error), elem_id="model-label")
         directions = views.slider_directions(editor.directions(), MAX_SLIDERS)
         c = {"session": gr.State(None, time_to_live=SESSION_TTL_S)} | input_steps() | inversion_steps(editor) | editing_steps(directions)
-        wire(Page(editor, tuple(d.name for d in directions)), c)
-        demo.load(Page.preset_choices, None, c["preset"], api_name=False)  # the estimates, once measured
+        wire(demo, Page(editor, tuple(d.name for d in directions)), c)
     return demo
 
 
@@ -290,7 +289,7 @@ def inversion_steps(editor: ChunkyEditor) -> dict:
         c["steps"] = gr.Slider(0, 1000, value=0, step=1, label="Steps per segment (0 = from the preset)", elem_id="steps")
         c["reg"] = gr.Slider(0, 50, value=0, step=1, label="Regulariser (pull toward the mean face; the authors' tool uses 10)")
         c["dilate"] = gr.Slider(0, 32, value=InversionConfig().dilate_px, step=1, label="Segment overlap (px)")
-        c["precision"] = gr.Radio(["fp32", "bf16"], value="bf16" if on_cpu else "fp32", label="Precision")
+        c["precision"] = gr.Radio(["fp32", "bf16"], value=editor.default_precision or ("bf16" if on_cpu else "fp32"), label="Precision")
     with gr.Row():
         c["invert"], c["cancel"] = gr.Button("Invert", variant="primary", elem_id="invert"), gr.Button("Cancel", elem_id="cancel")
     gr.Markdown("### 4 · Result and edits")
@@ -364,9 +363,10 @@ EVENTS = (  # (button, handler, inputs, extra outputs, api name); "sliders" stan
 LONG = ("invert", "freeze", "transfer", "tune")  # JOBS decides when they run; on ZeroGPU Spaces they borrow a GPU
 
 
-def wire(page: Page, c: dict) -> None:
+def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
     """Connect every button to its handler; every handler's outputs start with `SCREEN_PARTS` and the sliders."""
     out, sliders = [c[name] for name in SCREEN_PARTS] + c["sliders"], c["sliders"]
+    demo.load(page.preset_choices, None, c["preset"], api_name=False)  # the estimates, once measured
     for button, handler, inputs, extra, api_name in EVENTS:
         fn = on_gpu(getattr(page, handler)) if handler in LONG else getattr(page, handler)
         listen = c[button].select if button == "offers" else c[button].click
@@ -387,7 +387,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     editor, error = editor_from_environment()
     if editor is not None:
-        ESTIMATES.start(editor, [preset_config(name) for name in PRESET_NAMES])
+        ESTIMATES.start(editor, {name: editor.preset(name) for name in PRESET_NAMES})
     demo = build_demo(editor, startup_error=error)
     EXPORTS.keep_pruned(60)
     uploads = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))  # Gradio's own folder

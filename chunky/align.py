@@ -54,7 +54,7 @@ class EncodedPhoto:
     png: bytes
 
     @classmethod
-    def of(cls, image: np.ndarray) -> "EncodedPhoto":
+    def of(cls, image: np.ndarray) -> EncodedPhoto:
         ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise InvalidInputError("The photo could not be encoded for keeping.")
@@ -97,7 +97,7 @@ class AlignedFace:
         """[H, W, 3] uint8: the full-resolution photo."""
         return self.original.decode() if isinstance(self.original, EncodedPhoto) else self.original
 
-    def compact(self, max_bytes: int = COMPACT_PHOTO_BYTES) -> "AlignedFace":
+    def compact(self, max_bytes: int = COMPACT_PHOTO_BYTES) -> AlignedFace:
         """This face, with the photo PNG-encoded in memory when it holds more than ``max_bytes`` raw."""
         if isinstance(self.original, EncodedPhoto) or self.original.nbytes <= max_bytes:
             return self
@@ -145,6 +145,53 @@ def ffhq_matrix(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return matrix, half
 
 
+@dataclass(frozen=True)
+class FaceTemplate:
+    """Where a generator's training images put a face, so that crops fed to it are framed the same way.
+
+    Attributes:
+        name: shown to users ("FFHQ", "small model").
+        points: [5, 2] (x, y) of the left eye, right eye, nose tip, left and right mouth corner, as fractions
+            of the crop side.
+        ffhq_recipe: True: crop with FFHQ's own recipe (`ffhq_matrix`, which reads eyes and mouth only);
+            False: the least-squares similarity transform that sends the 5 landmarks onto ``points``.
+    """
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+    ffhq_recipe: bool = False
+
+    def landmarks(self, size: int) -> np.ndarray:
+        """[5, 2] landmark positions in a ``size`` crop (continuous pixel coordinates)."""
+        return np.asarray(self.points, dtype=np.float64) * size
+
+    def matrix(self, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+        """([2, 3] photo -> crop matrix, half-side of the crop in photo pixels) for a face's [5, 2] landmarks."""
+        if self.ffhq_recipe:
+            return ffhq_matrix(landmarks, size)
+        matrix = similarity_fit(np.asarray(landmarks, dtype=np.float64), self.landmarks(size))
+        scale = float(np.hypot(*matrix[:, 0]))
+        return matrix, size / (2 * scale)
+
+
+def similarity_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The [2, 3] rotation + uniform scale + translation that sends ``source`` [P, 2] points closest (least
+    squares) to ``target`` [P, 2] (Umeyama's method, reflections excluded)."""
+    mean_s, mean_t = source.mean(0), target.mean(0)
+    s, t = source - mean_s, target - mean_t
+    covariance = t.T @ s / len(source)
+    u, d, vt = np.linalg.svd(covariance)
+    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(d) @ sign) / (s**2).sum(1).mean()
+    linear = scale * rotation
+    return np.concatenate([linear, (mean_t - linear @ mean_s)[:, None]], axis=1)
+
+
+FFHQ_TEMPLATE = FaceTemplate("FFHQ", ((0.375, 0.475), (0.625, 0.475), (0.5, 0.6), (0.4, 0.725), (0.6, 0.725)),
+                             ffhq_recipe=True)
+
+
 def invert_matrix(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix)
 
@@ -163,8 +210,8 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *, border
 
 
 def align_face(photo: np.ndarray, detector: FaceDetector | None, *, size: int = 1024, face_index: int = 0,
-               skip_alignment: bool | None = None) -> AlignedFace:
-    """Find the faces in ``photo`` and return the FFHQ crop of one of them.
+               skip_alignment: bool | None = None, template: FaceTemplate = FFHQ_TEMPLATE) -> AlignedFace:
+    """Find the faces in ``photo`` and return the crop of one of them, framed as ``template`` says.
 
     Args:
         photo: [H, W, 3] uint8 RGB at full resolution.
@@ -174,6 +221,7 @@ def align_face(photo: np.ndarray, detector: FaceDetector | None, *, size: int = 
         skip_alignment: True: the photo is an aligned crop already (face where FFHQ puts it; a non-square
             photo is centre-cropped to a square, and ``note`` says so); None: decide from the detector (a
             near-identity transform means aligned); False: always warp.
+        template: how the generator's training images frame a face (default FFHQ's recipe).
     """
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
         raise InvalidInputError(f"photo must be an [H, W, 3] uint8 image, got {photo.dtype} {list(photo.shape)}.")
@@ -189,7 +237,7 @@ def align_face(photo: np.ndarray, detector: FaceDetector | None, *, size: int = 
     if not 0 <= face_index < len(faces):
         raise InvalidInputError(f"face_index {face_index} is out of range: {len(faces)} face(s) were found.")
     face = faces[face_index]
-    matrix, half = ffhq_matrix(face.landmarks, size)
+    matrix, half = template.matrix(face.landmarks, size)
     if half < MIN_FACE_PX:
         raise InvalidInputError(f"The face is too small ({2 * half:.0f} px across); faces need at least "
                                 f"{2 * MIN_FACE_PX} px. Use a larger or closer photo.")

@@ -89,8 +89,8 @@ def bench_generator(repeat: int = 3, seed: int = 0) -> list[dict]:
         for precision in ("fp32", "bf16"):
             rows.append({
                 "resolution": resolution, "precision": precision,
-                "forward_s": best_time(lambda: forward(resolution, precision), repeat),
-                "forward_backward_s": best_time(lambda: forward_backward(resolution, precision), repeat),
+                "forward_s": best_time(lambda r=resolution, p=precision: forward(r, p), repeat),
+                "forward_backward_s": best_time(lambda r=resolution, p=precision: forward_backward(r, p), repeat),
             })
     with per_sample_weights():
         rows.append({
@@ -337,7 +337,7 @@ def bench_tuning(steps: int = 6, seed: int = 0) -> list[dict]:
         result = invert(G, target, masks, config=config, perceptual=perceptual)
         times = []
         start = time.perf_counter()
-        tune_segment(G, result, segment, steps=steps, perceptual=perceptual, progress=lambda s, t, info: times.append(info["seconds"]))
+        tune_segment(G, result, segment, steps=steps, perceptual=perceptual, progress=lambda s, t, info, seen=times: seen.append(info["seconds"]))
         wall = time.perf_counter() - start
         rows.append({"segment": label, "step_s": (times[-1] - times[0]) / (len(times) - 1), "total_s": wall, "steps": steps})
     return rows
@@ -349,68 +349,6 @@ def print_tuning_table(rows: list[dict]) -> None:
         print(f"  {r['segment']:<32} {r['step_s']:>7.3f} s/step   {r['total_s']:>7.2f} s for {r['steps']} steps (with copy and 1024 px render)")
     print(f"ratios (same run): fp32/bf16 {rows[0]['step_s'] / rows[1]['step_s']:.2f}x, "
           f"large/small segment (bf16) {rows[1]['step_s'] / rows[2]['step_s']:.2f}x")
-
-
-def bench_app(clients: int = 8, requests: int = 5) -> dict:
-    """Load test of the app in test mode on localhost: ``clients`` simultaneous gradio_client users each
-    upload ``requests`` photos (the /load endpoint: read, align, segment). Latency percentiles and
-    throughput; every reply is checked to be the sender's own image."""
-    import sys
-    import tempfile
-    import threading
-    from pathlib import Path
-
-    import numpy as np
-
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from gradio_client import Client, handle_file
-    from PIL import Image
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import app as app_module
-
-    from chunky.editor import ChunkyEditor
-
-    editor = ChunkyEditor.tiny()
-    demo = app_module.build_demo(editor)
-    demo.queue(default_concurrency_limit=2).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    latencies, wrong, lock = [], 0, threading.Lock()
-    with tempfile.TemporaryDirectory() as folder:
-        def user(index: int) -> None:
-            nonlocal wrong
-            client = Client(demo.local_url, verbose=False)
-            for r in range(requests):
-                seed = 1000 * index + r
-                path = Path(folder) / f"{seed}.png"
-                Image.fromarray(editor.random_face(seed)).save(path)
-                start = time.perf_counter()
-                outputs = client.predict(handle_file(str(path)), 0, True, api_name="/load")
-                crop = outputs[app_module.SCREEN_PARTS.index("crop") - 1]  # the API leaves out the session state
-                elapsed = time.perf_counter() - start
-                same = np.array_equal(np.asarray(Image.open(crop).convert("RGB")), editor.random_face(seed))
-                with lock:
-                    latencies.append(elapsed)
-                    wrong += not same
-
-        start = time.perf_counter()
-        threads = [threading.Thread(target=user, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
-    demo.close()
-    values = sorted(latencies)
-    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-    return {"clients": clients, "requests": len(values), "wrong": wrong, "throughput": len(values) / wall,
-            "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "wall": wall}
-
-
-def print_app_table(r: dict) -> None:
-    print(f"App load test (test mode, /load), {r['clients']} clients x {r['requests'] // r['clients']} requests -- "
-          f"{machine_description()}")
-    print(f"  {r['requests']} requests in {r['wall']:.1f} s: {r['throughput']:.1f} requests/s; latency p50 {r['p50']:.2f} s, "
-          f"p90 {r['p90']:.2f} s, p99 {r['p99']:.2f} s; replies with another user's image: {r['wrong']}")
 
 
 def bench_faces(repeat: int = 3, seed: int = 0) -> list[dict]:
@@ -490,7 +428,7 @@ def print_faces_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chunky.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["all", "generator", "inversion", "presets", "faces", "editing", "tuning", "app"],
+    parser.add_argument("which", choices=["all", "generator", "inversion", "presets", "faces", "editing", "tuning"],
                         nargs="?", default="all")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per generator measurement (best is reported)")
     parser.add_argument("--steps", type=int, default=30, help="inversion steps per variant")
@@ -501,8 +439,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.which in ("all", "generator"):
         print_generator_table(bench_generator(args.repeat))
-    if args.which in ("all", "app"):
-        print_app_table(bench_app())
     if args.which in ("all", "editing"):
         print_editing_table(bench_editing(args.repeat))
     if args.which in ("all", "tuning"):

@@ -22,23 +22,10 @@ import torch
 from chunky.config import InversionConfig
 from chunky.generator import Generator
 from chunky.inversion import Codes, InversionResult, invert
-from chunky.workfile import result_from_dict, result_to_dict
+from chunky.records import generator_fingerprint, result_from_dict, result_to_dict
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # entries of another version are discarded
-
-
-def generator_fingerprint(G: Generator) -> str:
-    """sha256 of the generator's tensors (computed once per generator object)."""
-    cached = getattr(G, "_chunky_fingerprint", None)
-    if cached is None:
-        digest = hashlib.sha256()
-        for name, tensor in G.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        cached = digest.hexdigest()
-        G._chunky_fingerprint = cached
-    return cached
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:

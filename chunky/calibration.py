@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,14 +123,18 @@ class Estimates:
     def __init__(self):
         self.rates: Rates | None = None
         self.size = 0
+        self.configs: dict[str, InversionConfig] = {}
 
-    def start(self, editor, configs: Sequence[InversionConfig]) -> threading.Thread:
-        """Calibrate ``editor``'s generator at its work size for ``configs`` in a daemon thread."""
+    def start(self, editor, configs: Mapping[str, InversionConfig]) -> threading.Thread:
+        """Calibrate ``editor``'s generator at its work size for ``configs`` (preset name -> config) in a daemon
+        thread."""
+        self.configs = dict(configs)
+
         def measure():
             try:
-                perceptual = editor.perceptual(configs[0].perceptual)
+                perceptual = editor.perceptual(next(iter(configs.values())).perceptual)
                 self.size = editor.work_size()
-                self.rates = calibrate(editor.generator, perceptual, configs, self.size, device=editor.device)
+                self.rates = calibrate(editor.generator, perceptual, list(configs.values()), self.size, device=editor.device)
             except Exception as error:  # estimates are a courtesy: the app works without them
                 log.warning("calibration failed (%s: %s); no time estimates", type(error).__name__, error)
         thread = threading.Thread(target=measure, name="calibration", daemon=True)
@@ -144,3 +148,7 @@ class Estimates:
         seconds = self.rates.estimate_seconds(config, segments, self.size)
         figure = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
         return f"{name.title()} (~{figure} for {segments} segments)"
+
+    def choices(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(label, name) of each preset name, with its estimate once measured (for the configs given to `start`)."""
+        return [(self.label(name, self.configs[name]) if name in self.configs else name.title(), name) for name in names]

@@ -1,5 +1,5 @@
-"""Command line: `python -m chunky invert PHOTO --out DIR`, `python -m chunky open work.pt --out DIR`,
-`python -m chunky evaluate --images DIR --out DIR`, `python -m chunky doctor`, `python -m chunky bench`.
+"""Command line: `chunky invert PHOTO --out DIR`, `chunky open work.pt --out DIR`, `chunky evaluate --images DIR
+--out DIR`, `chunky doctor`, `chunky bench` (the same as `python -m chunky ...`).
 
 The CLI parses arguments, drives a `chunky.session.Session` (the same owner of a user's work as the app) and
 writes the same export; it holds no algorithm.
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from chunky.config import PERCEPTUAL, PRESET_NAMES, SPACES, InversionConfig, preset
+from chunky.config import PERCEPTUAL, PRESET_NAMES, SPACES
 from chunky.device import PRECISIONS
-from chunky.editor import load_editor
+from chunky.editor import DETECTORS, load_editor
 from chunky.errors import ChunkyError
 from chunky.evaluate import METHODS, evaluate
 from chunky.export import export_session
@@ -31,8 +31,8 @@ from chunky.workfile import read_work
 log = logging.getLogger("chunky.cli")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chunky", description="ChunkyGAN: real image inversion via segments.")
+def build_parser(prog: str = "chunky") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="ChunkyGAN: real image inversion via segments.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     inv = commands.add_parser("invert", help="project a photo, one latent code per segment",
@@ -62,27 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--precision", choices=PRECISIONS)
     inv.add_argument("--patience", type=int, help="stop after N steps without improvement")
     inv.add_argument("--size", type=int, help="output resolution (default: the generator's)")
-    inv.add_argument("--model", default="ffhq", help="'ffhq' (downloaded from the Hub), 'tiny' (random test model) "
-                                                     "or a path to a StyleGAN2 .pt checkpoint")
+    inv.add_argument("--model", default="ffhq", help="'ffhq' (downloaded from the Hub), 'small' (the bundled small face "
+                                                     "model, offline), 'tiny' (random test model) or a path to a "
+                                                     "StyleGAN2 .pt checkpoint")
     inv.add_argument("--cache", type=Path, help="inversion cache folder (the same request is answered at once)")
+    inv.add_argument("--detector", choices=DETECTORS, default="auto", help="'auto': RetinaFace (dlib's when its "
+                                                                           "weights cannot be had); 'dlib': dlib's "
+                                                                           "68 landmarks, as FFHQ's own recipe")
     inv.add_argument("--quiet", action="store_true", help="no progress output")
 
     ev = commands.add_parser("evaluate", help="the paper's inversion table on a folder of photos",
                              description="Run several inversion methods on every photo with the same budget; write "
                                          "table.md/.csv, results.json and grid.png (mean ± std of LPIPS, L2, identity, seconds).")
-    ev.add_argument("--images", type=Path, required=True, help="folder of face photos")
+    ev.add_argument("--images", type=Path, nargs="+", required=True, help="folders of face photos, or photos")
     ev.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
     ev.add_argument("--steps", type=int, default=200)
     ev.add_argument("--preset", choices=PRESET_NAMES, help="run every method with this recipe instead of --steps plain steps")
     ev.add_argument("--limit", type=int, help="only the first N photos (sorted by name)")
     ev.add_argument("--out", type=Path, required=True)
-    ev.add_argument("--model", default="ffhq", help="'ffhq', 'tiny' or a checkpoint path")
+    ev.add_argument("--model", default="ffhq", help="'ffhq', 'small' (bundled, offline), 'tiny' or a checkpoint path")
+    ev.add_argument("--perceptual", choices=PERCEPTUAL, help="the inversion's perceptual term (default: the model's own)")
+    ev.add_argument("--keep", default="background", help="comma-separated segments the per-segment methods take "
+                                                         "straight from the photo ('' = project every segment)")
 
     doc = commands.add_parser("doctor", help="check every stage on the real weights (fetches every registry file)",
                               description="Fetch every registry file (printing its sha256), render random faces and "
                                           "check detection, alignment, parsing, inversion, directions and identity.")
-    doc.add_argument("--model", default="ffhq", help="'ffhq', 'tiny' (offline; weight-dependent checks are n/a) "
-                                                     "or a checkpoint path")
+    doc.add_argument("--model", default="ffhq", help="'ffhq', 'small' (the bundled small face model, offline), 'tiny' "
+                                                     "(offline; weight-dependent checks are n/a) or a checkpoint path")
     doc.add_argument("--faces", type=int, default=3, help="random faces to render (at least 2)")
     doc.add_argument("--steps", type=int, default=100, help="inversion steps per method")
     doc.add_argument("--size", type=int, default=256, help="inversion and edit resolution")
@@ -94,16 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("work", type=Path, help="a work.pt file")
     op.add_argument("--out", type=Path, required=True, help="output folder (created)")
     op.add_argument("--tile", type=int, default=256, help="comparison grid cell size in pixels")
-    op.add_argument("--model", default="ffhq", help="the model the work was made with: 'ffhq', 'tiny' or a checkpoint path")
+    op.add_argument("--model", default="ffhq", help="the model the work was made with: 'ffhq', 'small', 'tiny' or a "
+                                                    "checkpoint path")
 
     bench = commands.add_parser("bench", help="speed benchmarks (see chunky.bench)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "chunky") -> int:
+    """The ``chunky`` command (installed by ``pip install -e .``) and ``python -m chunky``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     if args.command == "bench":
         from chunky import bench
 
@@ -123,10 +132,10 @@ def run_invert(args: argparse.Namespace) -> int:
              "perceptual": args.perceptual, "pixel_weight": args.pixel_weight, "dilate_px": args.dilate,
              "resolution": args.resolution, "coarse_to_fine": args.coarse_to_fine, "precision": args.precision,
              "patience": args.patience}
-    base = preset(args.preset) if args.preset else InversionConfig()
-    config = base.replace(**{name: value for name, value in given.items() if value is not None})
     photo = read_image(args.photo, name=f"photo {args.photo.name}")
-    editor = load_editor(args.model, cache_dir=args.cache)
+    editor = load_editor(args.model, cache_dir=args.cache, detector=args.detector)
+    base = editor.preset(args.preset) if args.preset else editor.default_config()
+    config = base.replace(**{name: value for name, value in given.items() if value is not None})
     size = args.size or editor.generator.size
     segmentation = None
     if args.global_code:  # one segment covering the whole image: the global baseline
@@ -165,7 +174,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"\r[{done}/{total}] {name:<40}", end="", file=sys.stderr, flush=True)
 
     summary = evaluate(editor, args.images, args.out, methods=methods, steps=args.steps, limit=args.limit,
-                       preset_name=args.preset, progress=report)
+                       preset_name=args.preset, perceptual_loss=args.perceptual, progress=report,
+                       keep=[name for name in args.keep.split(",") if name])
     print(file=sys.stderr)
     print((args.out / "table.md").read_text())
     for name, message in summary["errors"].items():

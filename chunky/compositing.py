@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from chunky.images import tensor_to_uint8, uint8_to_tensor
 from chunky.segmentation import dilate_masks
 
-FEATHER_PX = 2  # chosen by measurement: see README, "Compositing"
+FEATHER_PX = 2  # chosen by measurement: see docs/fidelity.md, "Compositing"
 
 
 def feather(masks: torch.Tensor, radius: int) -> torch.Tensor:

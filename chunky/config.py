@@ -36,7 +36,7 @@ class InversionConfig:
         pixel_weight: weight of the masked mean squared error on [-1, 1] images.
         dilate_px: how far each segment's loss region grows past its mask (in target pixels). The
             composite blends two renders only where both were fitted, so 0 (the default, chosen by
-            measurement: README "Compositing") gives a hard composite that keeps each segment's
+            measurement: docs/fidelity.md, "Compositing") gives a hard composite that keeps each segment's
             accuracy; larger values trade accuracy at the boundary for room to feather the seam.
         resolution: output resolution used while optimising (a power of two <= the render size).
         coarse_to_fine: optimise the first half of the steps at half ``resolution``.
@@ -138,7 +138,7 @@ class InversionConfig:
         if not 0 <= self.full_render_fraction <= 1:
             fail("full_render_fraction", "in [0, 1]")
 
-    def replace(self, **changes) -> "InversionConfig":
+    def replace(self, **changes) -> InversionConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
@@ -157,8 +157,8 @@ def whole(name: str, value, low: int, high: int) -> int:
 
 
 PRESET_NAMES = ("preview", "balanced", "best")
-# Chosen with `python -m chunky bench presets` and sweeps of warm-start length, steps and schedule (README,
-# Speed). Every preset starts with a global warm start on L2 alone (as good as with LPIPS, cheaper), at 128 px
+# Chosen with `python -m chunky bench presets` and sweeps of warm-start length, steps and schedule (docs/speed.md).
+# Every preset starts with a global warm start on L2 alone (as good as with LPIPS, cheaper), at 128 px
 # unless it says otherwise.
 _PRESETS = {
     "preview": dict(steps=3, lr=0.05, warm_start_steps=20, warm_start_resolution=64, warm_start_fine_steps=16),

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from chunky.config import InversionConfig
 from chunky.directions import Direction, ganspace_directions
 from chunky.editing import apply_edit
 from chunky.editor import ChunkyEditor
 from chunky.errors import ChunkyError
 from chunky.images import uint8_to_tensor
-from chunky.metrics import lpips_distance
+from chunky.metrics import l2_distance, lpips_distance
 from chunky.segmentation import Segmentation, dilate_masks
 from chunky.weights import fetch, registry, sha256_of
 
@@ -67,7 +66,8 @@ def run(editor: ChunkyEditor, *, real: bool, faces: int = 3, steps: int = 100, s
     checks = []
     if fetch_weights and real:
         say("weights")
-        checks += check_weights()
+        bundled = editor.generator_name is not None and registry()[editor.generator_name].bundled
+        checks += check_weights([editor.generator_name] if bundled else None)
     elif not real:
         checks.append(Check("weights", "registry", "n/a (test mode: no downloads)", f"{len(registry())} files listed"))
     say("faces")
@@ -110,7 +110,12 @@ def check_faces(editor: ChunkyEditor, images: list[np.ndarray], real: bool) -> l
         else:
             count = len(detector.detect(image))
             checks.append(Check("detection", f"face {seed}", PASS if count == 1 else FAIL, f"{count} faces found"))
-        aligned = editor.align(image, skip_alignment=False if detector is not None else None)
+        try:
+            aligned = editor.align(image, skip_alignment=False if detector is not None else None)
+        except ChunkyError as error:  # no face found: reported, and the rest is checked on the render as it is
+            checks.append(Check("alignment", f"face {seed}", FAIL, str(error)))
+            checks.append(_parsing_check(editor.segment(image), seed, real))
+            continue
         scale = aligned.size / image.shape[0]  # the crop is the photo's side at the generator's size
         error = float(np.abs(aligned.matrix[:, :2] / scale - np.eye(2)).max())
         shift = float(np.abs(aligned.matrix[:, 2]).max()) / aligned.size
@@ -122,10 +127,12 @@ def check_faces(editor: ChunkyEditor, images: list[np.ndarray], real: bool) -> l
 
 
 def _parsing_check(segmentation: Segmentation, seed: int, real: bool) -> Check:
+    """Skin, eyes and mouth (and hair, where the parser tells it apart) where and as large as on a face."""
     problems, details = [], []
     for name, ((top, bottom), (small, large)) in PLAUSIBLE.items():
         if name not in segmentation.names:
-            problems.append(f"no {name}")
+            if name != "hair" or "background" not in segmentation.names:  # the landmark segmenter has no hair
+                problems.append(f"no {name}")
             continue
         mask = segmentation.masks[segmentation.index(name), 0]
         area = float(mask.mean())
@@ -142,14 +149,20 @@ def check_inversion(editor: ChunkyEditor, image: np.ndarray, segmentation: Segme
                     real: bool):
     """Per-segment inversion vs the global code (same steps, nothing kept) on LPIPS (AlexNet).
     Returns the checks and the per-segment result (for the direction checks)."""
-    config = InversionConfig(steps=steps, resolution=min(size, 256))
+    config = editor.default_config(steps=steps, resolution=min(size, 256))
     chunky = editor.invert(image, segmentation, config=config, size=size)
     baseline = editor.invert(image, None, config=config, size=size)
-    perceptual = editor.perceptual("lpips-alex")
-    ours = float(lpips_distance(chunky.composite, chunky.target, perceptual)[0])
-    theirs = float(lpips_distance(baseline.composite, baseline.target, perceptual)[0])
+    if editor.pretrained_perceptual or not real:
+        perceptual = editor.perceptual("lpips-alex")
+        measure = "LPIPS"
+        ours = float(lpips_distance(chunky.composite, chunky.target, perceptual)[0])
+        theirs = float(lpips_distance(baseline.composite, baseline.target, perceptual)[0])
+    else:  # no ImageNet backbone for LPIPS (the small model, offline): L2
+        measure = "L2"
+        ours = float(l2_distance(chunky.composite, chunky.target)[0])
+        theirs = float(l2_distance(baseline.composite, baseline.target)[0])
     status = (PASS if ours < theirs else FAIL) if real else RANDOM
-    detail = f"LPIPS per-segment {ours:.4f} vs global {theirs:.4f} ({len(segmentation.names)} segments, {steps} steps)"
+    detail = f"{measure} per-segment {ours:.4f} vs global {theirs:.4f} ({len(segmentation.names)} segments, {steps} steps)"
     return [Check("inversion", "per-segment beats global", status, detail)], chunky
 
 
@@ -191,13 +204,15 @@ def _tiny_ganspace(editor: ChunkyEditor) -> list[Direction]:
 
 
 def check_identity(editor: ChunkyEditor, images: list[np.ndarray], real: bool) -> list[Check]:
-    """ArcFace distance of a face to itself (about 0) and to another face (large)."""
+    """Identity distance of a face to itself (about 0) and to another face (over the model's threshold for
+    "another person": 0.5 for 1 - cos ArcFace, 0.6 for dlib's embedding distance)."""
     identity = editor.identity()
+    threshold = identity.different_person
     a, b = (uint8_to_tensor(image).to(editor.device) for image in images[:2])
     same, other = float(identity.distance(a, a)[0]), float(identity.distance(a, b)[0])
-    return [Check("identity", "same face", PASS if abs(same) < 1e-3 else FAIL, f"1 - cos {same:.5f}"),
-            Check("identity", "another face", (PASS if other > 0.5 else FAIL) if real else RANDOM,
-                  f"1 - cos {other:.3f}")]
+    return [Check("identity", "same face", PASS if abs(same) < 1e-3 else FAIL, f"{identity.name} {same:.5f}"),
+            Check("identity", "another face", (PASS if other > threshold else FAIL) if real else RANDOM,
+                  f"{identity.name} {other:.3f}")]
 
 
 def format_table(checks: Sequence[Check]) -> str:

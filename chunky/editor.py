@@ -1,4 +1,4 @@
-"""`ChunkyEditor`: the facade the app, the CLI and the README use. It owns the models and the device;
+"""`ChunkyEditor`: the facade the app, the CLI and the Python API use. It owns the models and the device;
 the algorithms live in their own modules.
 """
 
@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 import torch
 
-from chunky.align import AlignedFace, FaceDetector, align_face
+from chunky.align import FFHQ_TEMPLATE, AlignedFace, FaceDetector, FaceTemplate, align_face
 from chunky.cache import InversionCache, cached_invert
-from chunky.config import InversionConfig, whole
+from chunky.config import InversionConfig, preset, whole
 from chunky.device import PRECISIONS, autocast, default_device
 from chunky.directions import Direction, factor_directions, load_direction_folder, pca_directions, published_directions
 from chunky.editing import EditResult, apply_edit, style_variations, transfer_segment
-from chunky.errors import ChunkyError, InvalidInputError
+from chunky.errors import ChunkyError, InvalidInputError, WeightsUnavailableError
 from chunky.generator import Generator, random_generator
 from chunky.images import resize_uint8, tensor_to_uint8, uint8_to_tensor
 from chunky.inversion import InversionResult, ProgressCallback, invert, reproject
@@ -30,6 +30,18 @@ from chunky.segmentation import FaceParser, LayoutParser, Segmentation
 from chunky.tuning import tune_segment
 
 log = logging.getLogger(__name__)
+
+SMALL_MODEL = "small-face-64.pt"
+SMALL_MODEL_LABEL = ("Small face model: 64 px StyleGAN2 distilled from a DCGAN trained on DigiFace-1M (synthetic faces), "
+                     "bundled, offline face pipeline (dlib). For photo-quality results use the FFHQ model "
+                     "(CHUNKY_MODEL=ffhq, downloaded from the Hugging Face Hub).")
+# Where the small model's images put a face: the mean dlib landmarks of its samples (tools/small_model_report.py),
+# mirrored to be symmetric; and where dlib's face box sits in such a crop (fractions of the side).
+SMALL_TEMPLATE = FaceTemplate("small model", ((0.356, 0.469), (0.644, 0.469), (0.5, 0.65), (0.387, 0.824), (0.613, 0.824)))
+SMALL_TEMPLATE_FACE_BOX = (0.1, 0.25, 0.9, 1.0)
+# What the small model's own directions visibly do, where one can tell (sweeps of -3..3 on seeded faces).
+SMALL_DIRECTION_NAMES = {"Component 1": "Light: dark to bright (component 1)",
+                         "Component 5": "Colour: warm to cool (component 5)"}
 
 
 class ChunkyEditor:
@@ -49,12 +61,21 @@ class ChunkyEditor:
         generator_name: the generator's registry name; its published directions are offered (fetched on
             first use of `directions`).
         work_size: see `work_size` (default: chosen by device).
+        identity: the identity model (default: ArcFace, built on first use; dlib's embedding when ArcFace's
+            weights cannot be had and dlib is installed).
+        template: how the generator's training images frame a face; photos are cropped to match.
+        default_perceptual: the inversion loss this model's presets use ("lpips-vgg", or "none" for L2 only).
+        default_precision: the precision this model's presets use (None: each preset's own).
+        direction_names: new names for some of the generator's own directions, by their default name
+            ("Component 1" -> "Light from the left"), where what they visibly do is known.
     """
 
     def __init__(self, generator: Generator, *, device: torch.device | str | None = None, precision: str = "fp32",
                  label: str = "", pretrained_perceptual: bool = True, cache: InversionCache | None = None,
                  detector: FaceDetector | None = None, parser: FaceParser | None = None, face_models: bool = True,
-                 generator_name: str | None = None, work_size: int | None = None):
+                 generator_name: str | None = None, work_size: int | None = None, identity=None,
+                 template: FaceTemplate = FFHQ_TEMPLATE, default_perceptual: str = "lpips-vgg",
+                 default_precision: str | None = None, direction_names: Mapping[str, str] | None = None):
         if precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self.device = torch.device(device) if device is not None else default_device()
@@ -67,24 +88,56 @@ class ChunkyEditor:
         self._detector, self._parser, self.face_models = detector, parser, face_models
         self._directions: list[Direction] | None = None
         self.generator_name = generator_name
-        self._identity = None
+        self._identity = identity
         self._work_size = work_size
+        self.template = template
+        self.default_perceptual = default_perceptual
+        self.default_precision = default_precision
+        self.direction_names = dict(direction_names or {})
 
     @classmethod
     def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
                         device: torch.device | str | None = None, precision: str = "fp32",
-                        work_size: int | None = None) -> "ChunkyEditor":
-        """The real FFHQ model, fetched from the Hugging Face Hub on first use (see ``weights/``)."""
+                        work_size: int | None = None, detector: FaceDetector | None = None) -> ChunkyEditor:
+        """The real FFHQ model, fetched from the Hugging Face Hub on first use (see ``weights/``); ``detector``
+        default: RetinaFace (see `detector`)."""
         generator = Generator.from_pretrained(name, cache_dir=cache_dir)
         return cls(generator, device=device, precision=precision, label=f"StyleGAN2 {name}", generator_name=name,
-                   work_size=work_size)
+                   work_size=work_size, detector=detector)
 
     @classmethod
-    def tiny(cls, seed: int = 0, *, work_size: int | None = None) -> "ChunkyEditor":
+    def tiny(cls, seed: int = 0, *, work_size: int | None = None) -> ChunkyEditor:
         """Test mode: a tiny random 64 px generator; no downloads. Its faces are noise, not faces."""
         generator = random_generator(64, 64, 2, seed=seed)
         return cls(generator, device="cpu", label="TEST MODE: tiny random model (outputs are not faces)",
                    pretrained_perceptual=False, face_models=False, work_size=work_size)
+
+    @classmethod
+    def small(cls, *, work_size: int | None = None) -> ChunkyEditor:
+        """The small face model, bundled in ``weights/`` (no download): a 64 px StyleGAN2 distilled from a DCGAN
+        trained on DigiFace-1M's synthetic faces, with the offline face pipeline (dlib detection and
+        landmarks, a landmark segmenter, dlib's identity embedding). Real faces, at 64 px, on any machine."""
+        from chunky.dlib_faces import DlibDetector, DlibIdentity, LandmarkParser
+
+        generator = Generator.from_pretrained(SMALL_MODEL)
+        return cls(generator, device="cpu", label=SMALL_MODEL_LABEL, pretrained_perceptual=False,
+                   detector=DlibDetector(), parser=LandmarkParser(SMALL_TEMPLATE_FACE_BOX), identity=DlibIdentity(),
+                   generator_name=SMALL_MODEL, work_size=work_size, template=SMALL_TEMPLATE,
+                   default_perceptual="none", default_precision="fp32", direction_names=SMALL_DIRECTION_NAMES)
+
+    def preset(self, name: str, **changes) -> InversionConfig:
+        """`chunky.config.preset` with this model's inversion loss and precision; ``changes`` override any field."""
+        return preset(name, **(self._model_settings() | changes))
+
+    def default_config(self, **changes) -> InversionConfig:
+        """`InversionConfig`'s defaults with this model's inversion loss and precision; ``changes`` override."""
+        return InversionConfig(**(self._model_settings() | changes))
+
+    def _model_settings(self) -> dict:
+        settings = {"perceptual": self.default_perceptual}
+        if self.default_precision:
+            settings["precision"] = self.default_precision
+        return settings
 
     @torch.no_grad()
     def random_face(self, seed: int, *, truncation: float = 0.7, resolution: int | None = None) -> np.ndarray:
@@ -111,28 +164,34 @@ class ChunkyEditor:
         return self._work_size or (size if self.device.type == "cuda" else min(size, 256))
 
     def detector(self) -> FaceDetector | None:
-        """The face detector (built on first use), or None in test mode."""
+        """The face detector (built on first use): RetinaFace, or dlib's when RetinaFace's weights cannot be
+        had; None in test mode."""
         if self._detector is None and self.face_models:
             from chunky.face_models import RetinaFaceDetector
 
-            self._detector = RetinaFaceDetector(device=self.device)
+            self._detector = _with_offline_fallback(lambda: RetinaFaceDetector(device=self.device), "DlibDetector")
         return self._detector
 
     def parser(self) -> FaceParser | None:
-        """The face parser (built on first use), or None in test mode."""
+        """The face parser (built on first use): BiSeNet, or the landmark segmenter when BiSeNet's weights
+        cannot be had; None in test mode."""
         if self._parser is None and self.face_models:
             from chunky.face_models import BiSeNetParser
 
-            self._parser = BiSeNetParser(device=self.device)
+            self._parser = _with_offline_fallback(lambda: BiSeNetParser(device=self.device), "LandmarkParser")
         return self._parser
 
     def identity(self):
-        """The ArcFace identity model (built on first use from the registry; seeded random weights in
-        test mode, so distances are finite but meaningless there)."""
+        """The identity model (built on first use): ArcFace from the registry, or dlib's face embedding when
+        ArcFace's weights cannot be had; seeded random ArcFace weights in test mode (finite but meaningless
+        distances). Its ``name`` says which it is."""
         if self._identity is None:
             from chunky.face_models import ArcFaceIdentity
 
-            self._identity = ArcFaceIdentity(None if self.face_models else "random", device=self.device)
+            if not self.face_models:
+                self._identity = ArcFaceIdentity("random", device=self.device)
+            else:
+                self._identity = _with_offline_fallback(lambda: ArcFaceIdentity(device=self.device), "DlibIdentity")
         return self._identity
 
     def align(self, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None) -> AlignedFace:
@@ -143,7 +202,8 @@ class ChunkyEditor:
         detector = None if skip_alignment else self.detector()
         if detector is None:
             skip_alignment = True
-        return align_face(photo, detector, size=self.generator.size, face_index=face_index, skip_alignment=skip_alignment)
+        return align_face(photo, detector, size=self.generator.size, face_index=face_index, skip_alignment=skip_alignment,
+                          template=self.template)
 
     def segment(self, crop: np.ndarray) -> Segmentation:
         """Named segments (skin, hair, eyes, ...) of an aligned crop [S, S, 3] uint8, by face parsing
@@ -168,7 +228,9 @@ class ChunkyEditor:
             folder = os.environ.get("CHUNKY_DIRECTIONS_DIR")
             if folder and Path(folder).is_dir():
                 found += load_direction_folder(folder, self.generator)
-            self._directions = found + pca_directions(self.generator) + factor_directions(self.generator)
+            own = pca_directions(self.generator) + factor_directions(self.generator)
+            own = [dataclasses.replace(d, name=self.direction_names.get(d.name, d.name)) for d in own]
+            self._directions = found + own
         return self._directions
 
     def edit(self, result: InversionResult, strengths: Mapping[str, float], segments: Sequence[str] | None = None,
@@ -268,42 +330,90 @@ class ChunkyEditor:
         return invert(self.generator, target, masks, **kwargs)
 
 
+DETECTORS = ("auto", "dlib")
+
+
 def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, check_network: bool = False,
-                work_size: int | None = None) -> ChunkyEditor:
-    """The editor for ``model``: "ffhq" (the Hub's FFHQ generator), "tiny" (the random test model) or a path
-    to a StyleGAN2 checkpoint; finished inversions are cached in ``cache_dir`` when given.
+                work_size: int | None = None, detector: str = "auto") -> ChunkyEditor:
+    """The editor for ``model``: "ffhq" (the Hub's FFHQ generator), "small" (the bundled small face model, no
+    download), "tiny" (the random test model) or a path to a StyleGAN2 checkpoint; finished inversions are
+    cached in ``cache_dir`` when given.
+
+    ``detector``: "auto" (RetinaFace, or dlib's when RetinaFace's weights cannot be had) or "dlib" (dlib's
+    68-point landmarks, as the original FFHQ alignment recipe).
 
     ``check_network``: first make one quick check that the Hub is reachable; if it is not, downloads are not
     retried (cached files are used, a missing one fails at once with the fix) instead of minutes of retries.
     """
     from chunky.weights import hub_reachable
 
+    if detector not in DETECTORS:
+        raise InvalidInputError(f"detector must be one of {DETECTORS}, got {detector!r}.")
     if check_network and model == "ffhq" and not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable():
         log.warning("the Hugging Face Hub is not reachable: using cached files only")
         os.environ["HF_HUB_OFFLINE"] = "1"
+    chosen = None
+    if detector == "dlib" and model != "tiny":
+        from chunky.dlib_faces import DlibDetector
+
+        chosen = DlibDetector()
     if model == "tiny":
         editor = ChunkyEditor.tiny(work_size=work_size)
+    elif model == "small":
+        editor = ChunkyEditor.small(work_size=work_size)
     elif model == "ffhq":
-        editor = ChunkyEditor.from_pretrained(work_size=work_size)
+        editor = ChunkyEditor.from_pretrained(work_size=work_size, detector=chosen)
     else:
-        editor = ChunkyEditor(Generator.from_checkpoint(model), label=str(model), work_size=work_size)
+        editor = ChunkyEditor(Generator.from_checkpoint(model), label=str(model), work_size=work_size, detector=chosen)
     # created on demand; a failed write (read-only or full disk) only means no caching
     editor.cache = InversionCache(cache_dir) if cache_dir else None
     return editor
 
 
 def editor_from_environment() -> tuple[ChunkyEditor | None, str]:
-    """The app's editor, as its environment asks: CHUNKY_MODEL ("ffhq" by default, "tiny": test mode),
-    CHUNKY_CACHE_DIR (default ~/.cache/chunky/inversions), CHUNKY_WORK_SIZE (default by device), with the
-    quick network check; or None and why it could not be loaded (shown on the page)."""
+    """The app's editor, as its environment asks: CHUNKY_MODEL ("ffhq" by default, "small": the bundled small face
+    model, "tiny": test mode), CHUNKY_CACHE_DIR (default ~/.cache/chunky/inversions), CHUNKY_WORK_SIZE (default
+    by device), with the quick network check.
+
+    Returns (editor, notice). When the default FFHQ model cannot be had (no network, no cached copy), the small
+    face model is served instead and the notice holds the download error, to be shown on the page. When no
+    model at all can be loaded, the editor is None and the notice says why."""
     cache = os.environ.get("CHUNKY_CACHE_DIR", Path.home() / ".cache" / "chunky" / "inversions")
     size = os.environ.get("CHUNKY_WORK_SIZE")
+    model = os.environ.get("CHUNKY_MODEL", "ffhq")
     try:
-        return load_editor(os.environ.get("CHUNKY_MODEL", "ffhq"), cache_dir=cache, check_network=True,
-                           work_size=int(size) if size else None), ""
-    except (ChunkyError, ValueError) as error:
+        work_size = int(size) if size else None
+    except ValueError:
+        return None, f"CHUNKY_WORK_SIZE must be a whole number of pixels, got {size!r}."
+    try:
+        return load_editor(model, cache_dir=cache, check_network=True, work_size=work_size), ""
+    except WeightsUnavailableError as error:
+        if "CHUNKY_MODEL" in os.environ:  # the user asked for this model: say why it failed, serve nothing else
+            log.error("%s", error)
+            return None, str(error)
+        log.warning("the FFHQ model is not available, serving the bundled small face model: %s", error)
+        notice = (f"The FFHQ model could not be downloaded, so the bundled small face model is served instead. {error}")
+        try:
+            return load_editor("small", cache_dir=cache, work_size=work_size), notice
+        except ChunkyError as small_error:
+            return None, f"{error}\n\nThe bundled small face model could not be loaded either: {small_error}"
+    except ChunkyError as error:
         log.error("%s", error)
         return None, str(error)
+
+
+def _with_offline_fallback(build, fallback: str):
+    """``build()``, or when its weights cannot be had, the offline stand-in ``fallback`` (a class of
+    `chunky.dlib_faces`) if dlib is installed; otherwise the original error."""
+    try:
+        return build()
+    except WeightsUnavailableError as error:
+        from chunky import dlib_faces
+
+        if not dlib_faces.available():
+            raise
+        log.warning("%s; using the offline %s instead", str(error).split(". ")[0], fallback)
+        return getattr(dlib_faces, fallback)()
 
 
 def segment_indices(names: Sequence[str], wanted: Sequence[str]) -> list[int]:

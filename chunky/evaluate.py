@@ -1,7 +1,10 @@
-"""The paper's inversion table on any folder of photos: every method with the same budget, LPIPS
-(AlexNet, 256 px), L2 (MSE at 256 px on [-1, 1]), identity distance (1 - cosine of ArcFace IR-SE50
-embeddings of a fixed FFHQ crop: not the paper's identity number, which is CurricularFace cosine
-similarity on MTCNN-aligned faces) and seconds per image, as mean ± std. Resumable; a bad photo is reported and skipped.
+"""The paper's inversion table on any folders of photos: every method with the same budget, LPIPS
+(AlexNet, 256 px; only with its ImageNet backbone), L2 (MSE at 256 px on [-1, 1]), identity distance (the
+editor's identity model: 1 - cosine of ArcFace IR-SE50 embeddings of a fixed FFHQ crop, or offline the
+Euclidean distance of dlib's face embeddings; neither is the paper's identity number, which is
+CurricularFace cosine similarity on MTCNN-aligned faces) and seconds per image, as mean ± std, and per
+photo the per-segment / global L2 ratio and which has the closer identity. Resumable; a bad photo is
+reported and skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from chunky.config import InversionConfig, preset
+from chunky.config import preset
 from chunky.editor import ChunkyEditor
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.grid import comparison_grid
@@ -47,34 +50,32 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 METRICS = ("lpips", "l2", "identity", "seconds")
 
 
-def evaluate(editor: ChunkyEditor, images: str | Path, out: str | Path, *, methods: Sequence[str] = tuple(METHODS),
-             steps: int = 200, limit: int | None = None, keep: Sequence[str] = ("background",),
-             perceptual_loss: str = "lpips-vgg", preset_name: str | None = None,
+def evaluate(editor: ChunkyEditor, images: str | Path | Sequence[str | Path], out: str | Path, *,
+             methods: Sequence[str] = tuple(METHODS), steps: int = 200, limit: int | None = None,
+             keep: Sequence[str] = ("background",), perceptual_loss: str | None = None, preset_name: str | None = None,
              progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Run every method on every photo in ``images`` and write table.md, table.csv, results.json and
-    grid.png to ``out``.
+    """Run every method on every photo in ``images`` (a folder, a photo, or a list of them) and write table.md,
+    table.csv, results.json and grid.png to ``out``.
 
     Finished photos are stored in ``out/per_image/`` and skipped when the same run is repeated.
-    ``perceptual_loss`` is the optimisation's perceptual term ("none" optimises L2 only); the reported
-    LPIPS is always AlexNet's. ``preset_name`` ("preview", "balanced", "best"): every method runs that
-    `chunky.config.preset` recipe in its own space instead of ``steps`` plain steps.
+    ``perceptual_loss`` is the optimisation's perceptual term ("none" optimises L2 only; default the model's
+    own, `ChunkyEditor.default_perceptual`); the reported LPIPS is always AlexNet's, and only where its
+    ImageNet backbone is loaded. ``preset_name`` ("preview", "balanced", "best"): every method runs that
+    recipe in its own space instead of ``steps`` plain steps.
 
     Returns:
-        {"table": {method: {metric: [mean, std]}}, "images": n done, "errors": {name: message}}
+        {"table": {method: {metric: [mean, std]}}, "images": n done, "errors": {name: message},
+         "pairs": {"chunky-w+ vs w+": {...}} when both ran}
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise InvalidInputError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
-    folder = Path(images)
-    if not folder.is_dir():
-        raise InvalidInputError(f"--images must be a folder of photos; {folder} is not one.")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    if not paths:
-        raise InvalidInputError(f"{folder} holds no photos ({', '.join(IMAGE_SUFFIXES)}).")
+    paths = photo_paths(images)[:limit]
     out = Path(out)
     (out / "per_image").mkdir(parents=True, exist_ok=True)
-    perceptual = editor.perceptual("lpips-alex")
+    perceptual = editor.perceptual("lpips-alex") if editor.pretrained_perceptual else None
     identity = editor.identity()
+    perceptual_loss = perceptual_loss or editor.default_perceptual
     if preset_name is not None:
         preset(preset_name)  # an unknown name fails here, before any photo is read
     run_id = hashlib.sha256(json.dumps([list(methods), steps, list(keep), perceptual_loss, editor.label] +
@@ -103,10 +104,53 @@ def evaluate(editor: ChunkyEditor, images: str | Path, out: str | Path, *, metho
         progress(len(paths), len(paths), "done")
 
     table = summarise(results, methods)
-    _write_tables(out, table, len(results), f"the {preset_name} preset's" if preset_name else steps, errors)
+    pairs = {f"{a} vs {b}": compare_pair(results, a, b) for a, b in PAIRS if a in methods and b in methods}
+    identity_name = identity.name
+    _write_tables(out, table, len(results), f"the {preset_name} preset's" if preset_name else steps, errors,
+                  identity_name, pairs, keep)
     if grid_rows:
         Image.fromarray(comparison_grid(grid_rows, ["photo", *methods], cell=192)).save(out / "grid.png")
-    return {"table": table, "images": len(results), "errors": errors}
+    return {"table": table, "images": len(results), "errors": errors, "pairs": pairs}
+
+
+PAIRS = (("chunky-w+", "w+"), ("chunky-w", "w"))  # per-segment codes against one code in the same space
+
+
+def photo_paths(images: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The photos in ``images``: a folder (its image files, sorted), a photo, or a list of either."""
+    sources = [images] if isinstance(images, (str, Path)) else list(images)
+    paths = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InvalidInputError(f"{source} holds no photos ({', '.join(IMAGE_SUFFIXES)}).")
+            paths += found
+        elif source.is_file():
+            paths.append(source)
+        else:
+            raise InvalidInputError(f"--images takes folders of photos or photos; {source} is neither.")
+    names = [p.name for p in paths]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # results are stored by file name
+        raise InvalidInputError(f"Photos must have distinct file names; {repeated[0]!r} appears more than once.")
+    return paths
+
+
+def compare_pair(results: dict, method: str, baseline: str) -> dict:
+    """Per photo: ``method``'s L2 over ``baseline``'s, and whether its identity distance is smaller.
+
+    Returns {"l2_ratio": {photo: ratio}, "l2_ratio_mean": float, "identity_better": {photo: bool},
+    "identity_better_share": float or None}."""
+    ratios, better = {}, {}
+    for photo, row in results.items():
+        if method not in row or baseline not in row:
+            continue
+        ratios[photo] = row[method]["l2"] / max(row[baseline]["l2"], 1e-12)
+        if row[method]["identity"] is not None and row[baseline]["identity"] is not None:
+            better[photo] = row[method]["identity"] < row[baseline]["identity"]
+    return {"l2_ratio": ratios, "l2_ratio_mean": float(np.mean(list(ratios.values()))) if ratios else None,
+            "identity_better": better, "identity_better_share": float(np.mean(list(better.values()))) if better else None}
 
 
 def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity, preset_name):
@@ -118,12 +162,12 @@ def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptua
     for name in methods:
         method = METHODS[name]
         settings = dict(space=method.space, reg_weight=method.reg_weight, perceptual=perceptual_loss)
-        config = preset(preset_name, **settings) if preset_name else InversionConfig(steps=steps, **settings)
+        config = editor.preset(preset_name, **settings) if preset_name else editor.default_config(steps=steps, **settings)
         result = editor.invert(aligned.crop, segments if method.segmented else None, config=config,
                                keep=kept if method.segmented else ())
         composite, target = result.composite, result.target
         row[name] = {
-            "lpips": float(lpips_distance(composite, target, perceptual)[0]),
+            "lpips": None if perceptual is None else float(lpips_distance(composite, target, perceptual)[0]),
             "l2": float(l2_distance(composite, target)[0]),
             "identity": None if identity is None else float(identity.distance(composite, target)[0]),
             "seconds": result.seconds,
@@ -143,19 +187,32 @@ def summarise(results: dict, methods: Sequence[str]) -> dict:
     return table
 
 
-def _write_tables(out: Path, table: dict, count: int, steps: int | str, errors: dict) -> None:
+def _write_tables(out: Path, table: dict, count: int, steps: int | str, errors: dict, identity_name: str,
+                  pairs: dict, keep: Sequence[str]) -> None:
     def cell(value):
         return "n/a" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}"
 
-    lines = [f"Inversion on {count} photos, {steps} steps each (LPIPS AlexNet and L2 at 256 px; identity = 1 - cos of "
-             "ArcFace IR-SE50 on a fixed FFHQ crop, not the paper's CurricularFace similarity on MTCNN-aligned faces).",
-             "", "| method | LPIPS ↓ | L2 ↓ | 1 - cos ArcFace (fixed crop) ↓ | seconds | "
+    lines = [f"Inversion on {count} photos, {steps} steps each (LPIPS AlexNet and L2 at the image size, at most 256 px; identity: "
+             f"{identity_name}, not the paper's CurricularFace similarity on MTCNN-aligned faces). "
+             + (f"The per-segment methods take {', '.join(keep)} straight from the photo." if keep
+                else "Every segment is projected (nothing is taken from the photo)."),
+             "", f"| method | LPIPS ↓ | L2 ↓ | {identity_name} ↓ | seconds | "
              "paper LPIPS / identity (CurricularFace, MTCNN; not comparable) / L2 |",
              "|---|---|---|---|---|---|"]
     for name, metrics in table.items():
         paper = " / ".join(f"{v:.3f}" for v in PAPER[name]) if name in PAPER else "—"
         lines.append(f"| {name} | {cell(metrics['lpips'])} | {cell(metrics['l2'])} | {cell(metrics['identity'])} | "
                      f"{cell(metrics['seconds'])} | {paper} |")
+    for pair, figures in pairs.items():
+        if figures["l2_ratio_mean"] is None:
+            continue
+        share = figures["identity_better_share"]
+        lines += ["", f"{pair}: L2 ratio {figures['l2_ratio_mean']:.3f} on average"
+                  + ("" if share is None else f"; closer identity on {share:.0%} of the photos"), "",
+                  "| photo | L2 ratio | closer identity |", "|---|---|---|"]
+        for photo, ratio in figures["l2_ratio"].items():
+            closer = figures["identity_better"].get(photo)
+            lines.append(f"| {photo} | {ratio:.3f} | {'n/a' if closer is None else ('yes' if closer else 'no')} |")
     if errors:
         lines += ["", "Skipped:"] + [f"- {name}: {message}" for name, message in errors.items()]
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -164,4 +221,5 @@ def _write_tables(out: Path, table: dict, count: int, steps: int | str, errors: 
         writer.writerow(["method"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
         for name, metrics in table.items():
             writer.writerow([name] + [v for m in METRICS for v in (metrics[m] or [math.nan, math.nan])])
-    (out / "results.json").write_text(json.dumps({"table": table, "images": count, "steps": steps, "errors": errors}, indent=2))
+    (out / "results.json").write_text(json.dumps({"table": table, "images": count, "steps": steps, "errors": errors,
+                                                  "identity": identity_name, "pairs": pairs, "kept": list(keep)}, indent=2))

@@ -124,6 +124,9 @@ class ArcFaceIdentity:
         device: where to run.
     """
 
+    name = "1 - cos ArcFace (fixed crop)"
+    different_person = 0.5
+
     def __init__(self, weights: str | Path | None = None, *, cache_dir: str | Path | None = None,
                  device: torch.device | str = "cpu"):
         from chunky.compat import ensure_torchvision

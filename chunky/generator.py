@@ -295,7 +295,7 @@ class Generator(nn.Module):
 
     # ----------------------------------------------------------------------------------- loading
     @classmethod
-    def from_checkpoint(cls, source: str | Path | Mapping, *, map_location: str | torch.device = "cpu") -> "Generator":
+    def from_checkpoint(cls, source: str | Path | Mapping, *, map_location: str | torch.device = "cpu") -> Generator:
         """Build a generator from a public PyTorch StyleGAN2 checkpoint.
 
         Args:
@@ -329,7 +329,7 @@ class Generator(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
-                        map_location: str | torch.device = "cpu") -> "Generator":
+                        map_location: str | torch.device = "cpu") -> Generator:
         """Fetch a registered checkpoint (see ``weights/registry.toml``) and load it with `from_checkpoint`.
 
         Raises:

@@ -257,7 +257,7 @@ class _Run:
     def _perceptual(self, phase: Phase) -> nn.Module | None:
         return self.perceptual if phase.perceptual else None
 
-    def _losses(self, codes: Codes, plans: list[Pass], phase: Phase, best: "_Best") -> dict[str, torch.Tensor]:
+    def _losses(self, codes: Codes, plans: list[Pass], phase: Phase, best: _Best) -> dict[str, torch.Tensor]:
         """Back-propagate every running segment's loss (one pass per plan); returns {"lpips", "l2", "total",
         "objective"} -> [P] (objective = total + regulariser; a stopped segment keeps its best values)."""
         losses = {name: values.clone() for name, values in best.values.items()}
@@ -283,7 +283,7 @@ class _Run:
                 losses[name][plan.chunk] = values.detach().float().cpu()
         return losses
 
-    def _report(self, total: torch.Tensor, best: "_Best") -> bool:
+    def _report(self, total: torch.Tensor, best: _Best) -> bool:
         """Record a step; True when the run or this phase should end (cancelled, or no improvement for
         ``config.patience`` steps)."""
         self.steps_run += 1

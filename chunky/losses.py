@@ -127,7 +127,7 @@ def paste_in_context(renders: torch.Tensor, target: torch.Tensor, masks: torch.T
 
 
 REG_SAMPLES = 10_000  # z samples behind the regulariser's scale (the authors' tool uses 10 000)
-_spread_cache: "weakref.WeakKeyDictionary[nn.Module, dict[str, float]]" = weakref.WeakKeyDictionary()
+_spread_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class Segmentation:
             raise InvalidInputError(f"There is no segment named {name!r}; the segments are {list(self.names)}.")
         return self.names.index(name)
 
-    def resized(self, size: int) -> "Segmentation":
+    def resized(self, size: int) -> Segmentation:
         """The same segments at [size, size] (area-averaged when shrinking, bilinear when growing; the label
         map by nearest neighbour)."""
         if self.masks.shape[-2:] == (size, size):
@@ -99,7 +99,7 @@ class Segmentation:
         return self.masks[:, 0].argmax(0).cpu().numpy()
 
     @classmethod
-    def from_label_map(cls, labels: np.ndarray, names: Mapping[int, str] | None = None) -> "Segmentation":
+    def from_label_map(cls, labels: np.ndarray, names: Mapping[int, str] | None = None) -> Segmentation:
         """One hard mask per distinct value of ``labels`` [H, W] (ascending), named by ``names`` or "label_<v>"."""
         labels = np.asarray(labels)
         if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
@@ -113,7 +113,7 @@ class Segmentation:
 
     @classmethod
     def from_parsing(cls, labels: np.ndarray, groups: Mapping[str, Sequence[int]] = FACE_GROUPS, *,
-                     min_fraction: float = MIN_SEGMENT_FRACTION) -> "Segmentation":
+                     min_fraction: float = MIN_SEGMENT_FRACTION) -> Segmentation:
         """Named segments from a face parser's label map [H, W] (CelebAMask-HQ labels).
 
         Groups absent from the image are dropped; a segment covering less than ``min_fraction`` of
@@ -135,7 +135,7 @@ class Segmentation:
         segmentation = cls(tuple(names), torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)), labels)
         return segmentation.merge_small(min_fraction)
 
-    def split(self, name: str) -> "Segmentation":
+    def split(self, name: str) -> Segmentation:
         """Segment ``name`` split into one segment per parser label it holds ("mouth" -> "mouth:u_lip",
         "mouth:l_lip", ...); pixels painted in later (no label of their own) join the largest part."""
         if self.labels is None or self.labels.shape != tuple(self.masks.shape[-2:]):
@@ -157,7 +157,7 @@ class Segmentation:
         """[K] share of the image each segment covers, in [0, 1]."""
         return self.masks.mean(dim=(1, 2, 3))
 
-    def merge(self, names: Sequence[str], new_name: str | None = None) -> "Segmentation":
+    def merge(self, names: Sequence[str], new_name: str | None = None) -> Segmentation:
         """One segment (the union, named ``new_name`` or the first name) in place of ``names``."""
         indices = [self.index(n) for n in names]
         if not indices:
@@ -170,7 +170,7 @@ class Segmentation:
         new_masks = torch.cat([union if k == first else self.masks[k:k + 1] for k in order])
         return replace(self, names=tuple(new_names), masks=new_masks)
 
-    def merge_small(self, min_fraction: float) -> "Segmentation":
+    def merge_small(self, min_fraction: float) -> Segmentation:
         """Merge every segment under ``min_fraction`` of the image into its longest-bordering neighbour."""
         current = self
         while len(current.names) > 1:
@@ -192,7 +192,7 @@ class Segmentation:
             shared[index] = -1
         return int(shared.argmax())
 
-    def with_mask(self, name: str, mask: torch.Tensor) -> "Segmentation":
+    def with_mask(self, name: str, mask: torch.Tensor) -> Segmentation:
         """A copy where segment ``name`` is ``mask`` [H, W] (added as a new segment when the name is new)."""
         mask = mask.float().clamp(0, 1).reshape(1, 1, *self.masks.shape[-2:])
         if name in self.names:
@@ -201,11 +201,11 @@ class Segmentation:
             return replace(self, masks=masks)
         return replace(self, names=self.names + (name,), masks=torch.cat([self.masks, mask]))
 
-    def without(self, name: str) -> "Segmentation":
+    def without(self, name: str) -> Segmentation:
         k = self.index(name)
         return replace(self, names=self.names[:k] + self.names[k + 1:], masks=torch.cat([self.masks[:k], self.masks[k + 1:]]))
 
-    def apply_sketch(self, name: str, layer: np.ndarray) -> "Segmentation":
+    def apply_sketch(self, name: str, layer: np.ndarray) -> Segmentation:
         """Add a browser sketch to segment ``name``.
 
         Args:
@@ -219,7 +219,7 @@ class Segmentation:
         masks[self.index(name), 0, painted] = 1
         return replace(self, masks=masks)
 
-    def erase_sketch(self, name: str, layer: np.ndarray) -> "Segmentation":
+    def erase_sketch(self, name: str, layer: np.ndarray) -> Segmentation:
         """Remove the opaque pixels of an RGBA ``layer`` [H, W, 4] from segment ``name`` only (pixels no
         segment covers then come straight from the photo)."""
         painted = _painted(layer, self.masks.shape[-1])
@@ -227,7 +227,7 @@ class Segmentation:
         masks[self.index(name), 0, painted] = 0
         return replace(self, masks=masks)
 
-    def dilated(self, name: str, pixels: int) -> "Segmentation":
+    def dilated(self, name: str, pixels: int) -> Segmentation:
         """Grow (``pixels`` > 0) or shrink (< 0) one segment by a square window."""
         k = self.index(name)
         mask = self.masks[k:k + 1]
@@ -250,7 +250,7 @@ class Segmentation:
         Image.fromarray(self.label_map().astype(np.uint8)).save(path)
 
     @classmethod
-    def read(cls, path: str | Path) -> "Segmentation":
+    def read(cls, path: str | Path) -> Segmentation:
         """From a label PNG (one label index per pixel) or a folder of per-segment mask images
         (white = inside; named by file name, in sorted order)."""
         path = Path(path)
@@ -259,7 +259,7 @@ class Segmentation:
         return cls.from_label_map(_read_labels(path))
 
     @classmethod
-    def _read_folder(cls, folder: Path) -> "Segmentation":
+    def _read_folder(cls, folder: Path) -> Segmentation:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
         if not files:
             raise InvalidInputError(f"The mask folder {folder} holds no PNG/JPEG/WebP/BMP files.")

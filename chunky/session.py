@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -95,7 +94,7 @@ class Session:
 
     @classmethod
     def start(cls, editor: ChunkyEditor, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None,
-              segmentation: Segmentation | None = None, size: int | None = None) -> "Session":
+              segmentation: Segmentation | None = None, size: int | None = None) -> Session:
         """Align ``photo`` ([H, W, 3] uint8) and segment it (automatically unless ``segmentation`` is given).
 
         ``size``: the side the session works at (renders, composite, masks); default ``editor.work_size()``."""
@@ -422,9 +421,3 @@ def carry_over(result: InversionResult, parents: Sequence[int], masks: torch.Ten
         segment_losses={name: values[list(parents)] for name, values in result.segment_losses.items()},
         generators={k: result.generators[parents[k]] for k in projected if parents[k] in result.generators})
 
-
-def open_session(editor: ChunkyEditor, path: str | Path) -> Session:
-    """Continue the work saved in a work file (`chunky.workfile`)."""
-    from chunky.workfile import read_work
-
-    return read_work(editor, path)

@@ -12,6 +12,16 @@ from chunky.images import tensor_to_uint8, uint8_to_tensor
 from chunky.metrics import l2_distance
 from chunky.segmentation import segment_colour
 
+NO_MODEL_HELP = ("To try the page without any download, start it with the bundled small face model: "
+                 "`CHUNKY_MODEL=small python app.py` (64 px faces, offline).")
+
+
+def model_line(label: str, device: str, notice: str = "") -> str:
+    """The page's Markdown line saying which model runs where, with ``notice`` (why another model is not
+    used) below it; both are escaped, so nothing in them is read as Markdown or HTML."""
+    line = f"Model: **{html.escape(label)}** · device: {html.escape(device)}"
+    return line if not notice else f"{line}\n\n> {html.escape(notice)}"
+
 
 def legend(session) -> str:
     """HTML: a coloured square, the name and the share of the crop for each segment."""

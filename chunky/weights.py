@@ -32,9 +32,13 @@ URL_TIMEOUT_S = 20  # per connection attempt and per read: a dead host fails fas
 
 @dataclass(frozen=True)
 class Mirror:
+    """A Hugging Face Hub location of a file. ``sha256``: this copy's own digest, where mirrors hold different
+    bytes of the same weights (e.g. another conversion); empty means the entry's digest applies."""
+
     repo: str
     file: str
     revision: str = "main"
+    sha256: str = ""
 
     @property
     def url(self) -> str:
@@ -52,15 +56,24 @@ class WeightFile:
     sha256: str
     mirrors: tuple[Mirror, ...]
     urls: tuple[str, ...] = ()
+    bundled: str = ""
 
     def __post_init__(self):
-        if not self.mirrors and not self.urls:
-            raise InvalidInputError(f"Registry entry {self.name!r} has no mirrors and no urls.")
-        if self.urls and len(self.sha256) != 64:
-            raise InvalidInputError(f"Registry entry {self.name!r} has urls but no pinned sha256 (64 hex digits).")
+        if not self.mirrors and not self.urls and not self.bundled:
+            raise InvalidInputError(f"Registry entry {self.name!r} has no mirrors, no urls and no bundled file.")
+        if (self.urls or self.bundled) and len(self.sha256) != 64:
+            raise InvalidInputError(f"Registry entry {self.name!r} has urls or a bundled file but no pinned sha256 "
+                                    "(64 hex digits).")
+
+    def digests(self) -> list[str]:
+        """Every sha256 the registry pins for this file: the entry's and its mirrors' own (may be empty)."""
+        found = [self.sha256] + [m.sha256 for m in self.mirrors]
+        return list(dict.fromkeys(d for d in found if d))
 
     def source(self) -> str:
         """Where to download the file by hand."""
+        if self.bundled:
+            return str(REGISTRY_PATH.parent / self.bundled)
         return self.mirrors[0].url if self.mirrors else self.urls[0]
 
 
@@ -71,7 +84,9 @@ def registry(path: Path = REGISTRY_PATH) -> dict[str, WeightFile]:
         table = tomllib.load(f)
     return {
         name: WeightFile(name, entry["description"], entry["license"], entry.get("sha256", "").lower(),
-                         tuple(Mirror(**m) for m in entry.get("mirrors", ())), tuple(entry.get("urls", ())))
+                         tuple(Mirror(**{**m, "sha256": m.get("sha256", "").lower()}) for m in entry.get("mirrors", ())),
+                         tuple(entry.get("urls", ())),
+                         entry.get("bundled", ""))
         for name, entry in table.items()
     }
 
@@ -110,6 +125,12 @@ def fetch(name: str, *, cache_dir: str | Path | None = None) -> Path:
 def fetch_entry(entry: WeightFile, *, cache_dir: str | Path | None = None) -> Path:
     """`fetch` for a registry entry."""
     name = entry.name
+    if entry.bundled:  # shipped in weights/ with the code: never downloaded, always checked
+        path = REGISTRY_PATH.parent / entry.bundled
+        if not path.is_file():
+            raise WeightsUnavailableError(f"The bundled file {str(path)!r} ({entry.description}) is missing from this "
+                                          "checkout: restore it with `git checkout -- weights/`.")
+        return _verified(path, entry)
     override = os.environ.get(WEIGHTS_DIR_ENV)
     if override:
         path = Path(override) / name
@@ -131,7 +152,7 @@ def fetch_entry(entry: WeightFile, *, cache_dir: str | Path | None = None) -> Pa
             except (OSError, ValueError) as error:  # hub errors subclass these (HTTP, offline, missing entry)
                 failures.append(f"{mirror.repo}/{mirror.file}: {type(error).__name__}")
                 continue
-            return _verified(path, entry)
+            return _verified(path, entry, mirror.sha256 or entry.sha256)
     if entry.urls:
         path = _from_urls(entry, failures)
         if path is not None:
@@ -208,13 +229,17 @@ def _from_urls(entry: WeightFile, failures: list[str]) -> Path | None:
     return None
 
 
-def _verified(path: Path, entry: WeightFile) -> Path:
-    if entry.sha256:
+def _verified(path: Path, entry: WeightFile, expected: str | None = None) -> Path:
+    """``path`` when its sha256 is ``expected`` (default: any digest the entry pins, its own or a mirror's);
+    a file with no pinned digest is accepted as it is."""
+    pinned = [expected] if expected else entry.digests()
+    if pinned:
         actual = sha256_of(path)
-        if actual != entry.sha256:
+        if actual not in pinned:
             raise ChecksumError(
-                f"{str(path)!r} has sha256 {actual}, but the registry pins {entry.sha256} for {entry.name!r}. "
-                "The file is corrupt or not the expected one: delete it and fetch again."
+                f"{str(path)!r} has sha256 {actual}, but the registry pins {' or '.join(pinned)} for {entry.name!r}. "
+                "The file is corrupt or not the expected one: delete it and fetch again (or download it again from "
+                f"{entry.source()})."
             )
     return path
 
@@ -224,7 +249,12 @@ def describe() -> str:
     override = os.environ.get(WEIGHTS_DIR_ENV)
     lines = []
     for entry in registry().values():
-        source = f"{override}/{entry.name}" if override else " then ".join([m.url for m in entry.mirrors] + list(entry.urls))
+        if entry.bundled:
+            source = f"{entry.source()} (bundled, no download)"
+        elif override:
+            source = f"{override}/{entry.name}"
+        else:
+            source = " then ".join([m.url for m in entry.mirrors] + list(entry.urls))
         lines.append(f"{entry.name}: {entry.description}\n  licence: {entry.license}\n  from: {source}")
     return "\n".join(lines)
 

@@ -9,7 +9,6 @@ baselines and the versions that wrote it. It is a plain dict of tensors, numbers
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import tempfile
@@ -20,40 +19,19 @@ import torch
 from PIL import Image
 
 from chunky.align import AlignedFace, EncodedPhoto
-from chunky.config import InversionConfig
 from chunky.errors import InvalidInputError
-from chunky.generator import Generator
 from chunky.images import MAX_FILE_BYTES, read_image
-from chunky.inversion import InversionResult
+from chunky.records import generator_fingerprint, result_from_dict, result_to_dict
 from chunky.segmentation import Segmentation
+from chunky.session import Session, State
 
 FORMAT = "chunky-work"
 VERSION = 1
 MAX_WORK_BYTES = 2 << 30  # a work file with fine-tuned 1024 px generators can be large, but not unbounded
 
 
-def result_to_dict(result: InversionResult) -> dict:
-    """An inversion as plain data (fine-tuned generators as state dicts with their ``latent_avg``)."""
-    data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "generators"}
-    data["config"] = dataclasses.asdict(result.config)
-    data["generators"] = {int(k): {"g_ema": g.state_dict(), "latent_avg": g.w_avg.detach().cpu()}
-                          for k, g in result.generators.items()}
-    return data
-
-
-def result_from_dict(data: dict) -> InversionResult:
-    """The inverse of `result_to_dict` (unknown config keys from newer files are ignored)."""
-    data = dict(data)
-    known = {f.name for f in dataclasses.fields(InversionConfig)}
-    data["config"] = InversionConfig(**{k: v for k, v in data["config"].items() if k in known})
-    data["generators"] = {int(k): Generator.from_checkpoint(v) for k, v in data.get("generators", {}).items()}
-    return InversionResult(**data)
-
-
 def write_work(session, path: str | Path) -> Path:
     """Write ``session``'s current state (a `chunky.session.Session`) to ``path`` atomically."""
-    from chunky.cache import generator_fingerprint
-
     state, aligned = session.state, session.aligned
     data = {
         "format": FORMAT, "version": VERSION, "torch": str(torch.__version__),
@@ -82,9 +60,6 @@ def write_work(session, path: str | Path) -> Path:
 
 def read_work(editor, path: str | Path):
     """A `chunky.session.Session` continuing the work saved in ``path`` (for ``editor``'s generator)."""
-    from chunky.cache import generator_fingerprint
-    from chunky.session import Session, State
-
     data = _load(Path(path))
     if data["generator"] != generator_fingerprint(editor.generator):
         raise InvalidInputError(f"{Path(path).name} was made with another generator than the one loaded here; "

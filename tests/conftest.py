@@ -69,3 +69,22 @@ def write_hf_cache_file(cache_dir: Path, repo: str, filename: str, data: bytes, 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+@pytest.fixture
+def unpinned_registry(monkeypatch):
+    """The real registry with every Hub entry's pinned digests removed, so small stand-in files placed in an HF
+    cache or CHUNKY_WEIGHTS_DIR go through the real loading code (the digests themselves are tested with the
+    real registry)."""
+    import dataclasses
+
+    import chunky.weights as weights
+
+    real = weights.registry()
+    stand_ins = {
+        name: dataclasses.replace(entry, sha256="", mirrors=tuple(dataclasses.replace(m, sha256="") for m in entry.mirrors))
+        if entry.mirrors and not entry.urls else entry
+        for name, entry in real.items()
+    }
+    monkeypatch.setattr(weights, "registry", lambda: stand_ins)
+    return stand_ins

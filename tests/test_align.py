@@ -2,8 +2,17 @@ import cv2
 import numpy as np
 import pytest
 
-from chunky.align import (DETECT_MAX_SIDE, AlignedFace, DetectedFace, align_face, canonical_landmarks, ffhq_matrix, invert_matrix,
-                          paste_back, warp)
+from chunky.align import (
+    DETECT_MAX_SIDE,
+    AlignedFace,
+    DetectedFace,
+    align_face,
+    canonical_landmarks,
+    ffhq_matrix,
+    invert_matrix,
+    paste_back,
+    warp,
+)
 from chunky.errors import InvalidInputError
 from chunky.images import read_image
 from tests.conftest import shared_file
@@ -13,7 +22,7 @@ class FakeDetector:
     """Returns faces with known landmarks (in the coordinates of the image it is given)."""
 
     def __init__(self, landmark_sets, reference_width=None):
-        self.landmark_sets = [np.asarray(l, np.float64) for l in landmark_sets]
+        self.landmark_sets = [np.asarray(points, np.float64) for points in landmark_sets]
         self.reference_width = reference_width
         self.seen_shapes = []
 

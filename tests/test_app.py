@@ -178,14 +178,14 @@ def test_two_clients_inverting_at_once_each_get_their_own_result(server, editor,
 
 
 def test_missing_weights_page_explains_instead_of_crashing(monkeypatch):
-    monkeypatch.delenv("CHUNKY_MODEL", raising=False)
+    monkeypatch.setenv("CHUNKY_MODEL", "ffhq")  # asked for by name, so nothing else is served
     editor, error = editor_from_environment()  # offline, no weights here
     assert editor is None
     assert "CHUNKY_WEIGHTS_DIR=<folder>" in error
     demo = app.build_demo(None, startup_error=error)
     texts = [block.value for block in demo.blocks.values() if isinstance(getattr(block, "value", None), str)]
     assert error in texts  # the whole fix, verbatim (a text box: nothing is parsed as Markdown)
-    assert any("CHUNKY_MODEL=tiny python app.py" in t for t in texts)
+    assert any("CHUNKY_MODEL=small python app.py" in t for t in texts)
 
 
 def free_port() -> int:
@@ -216,16 +216,28 @@ def wait_for_page(port: int, timeout: float) -> str:
     raise AssertionError(f"nothing served on port {port} within {timeout} s")
 
 
-def test_without_network_or_weights_the_explanation_is_served_within_10_seconds(tmp_path):
-    # the Hub's address is a closed port on this machine: the one quick check fails at once, as offline
-    process, port = start_app(tmp_path, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+def served_page(tmp_path, **env) -> tuple[str, float]:
+    """Start `app.py` with the Hub unreachable (its address a closed port here: the one quick check fails at once,
+    as offline) and ``env``; return its page config and the seconds it took to be served."""
+    process, port = start_app(tmp_path, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), **env)
     began = time.monotonic()
     try:
-        config = wait_for_page(port, timeout=60)
-        took = time.monotonic() - began
+        config = wait_for_page(port, timeout=90)
+        return config, time.monotonic() - began
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_without_network_or_weights_the_small_face_model_is_served_within_30_seconds(tmp_path):
+    config, took = served_page(tmp_path)
+    assert "Small face model" in config and "64 px" in config  # the page says what is served ...
+    assert "could not be downloaded" in config and "CHUNKY_WEIGHTS_DIR" in config  # ... and why
+    assert took < 30, f"the page took {took:.1f} s"
+
+
+def test_with_the_ffhq_model_asked_for_by_name_the_explanation_is_served_within_10_seconds(tmp_path):
+    config, took = served_page(tmp_path, CHUNKY_MODEL="ffhq")
     assert "could not be loaded" in config and "CHUNKY_WEIGHTS_DIR" in config
     assert took < 10, f"the explanation page took {took:.1f} s"
 

@@ -1,4 +1,4 @@
-"""A real browser (system Chromium driven by Playwright) using the app in test mode, start to finish:
+"""A real browser (system Chromium driven by Playwright) using the app with the bundled small face model, start to finish:
 load -> invert -> edit -> freeze -> type a slider value and click Export at once -> undo. The exported grid's
 photo column must be the aligned crop and its edited column what the page shows. Screenshots of each stage
 are saved in tests/output/browser/."""
@@ -19,7 +19,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(__file__).resolve().parent / "output" / "browser"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TILE = 64  # the test model's work size: grid cells are then the images themselves, pixel for pixel
+TILE = 64  # the small model's work size: grid cells are then the images themselves, pixel for pixel
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the system Chromium (apt-get install chromium); .ci/run installs it")
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the system Chrom
 @pytest.fixture(scope="module")
 def page_and_editor():
     playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    editor = ChunkyEditor.tiny()
+    editor = ChunkyEditor.small()
     demo = app.build_demo(editor)
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     with playwright_api.sync_playwright() as p:

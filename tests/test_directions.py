@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from chunky.directions import (GANSPACE_RECIPES, Direction, as_w_plus, ganspace_directions, load_direction_file,
-                               factor_directions, load_direction_folder, pca_directions, published_directions)
+from chunky.directions import (
+    GANSPACE_RECIPES,
+    Direction,
+    as_w_plus,
+    factor_directions,
+    ganspace_directions,
+    load_direction_file,
+    load_direction_folder,
+    pca_directions,
+    published_directions,
+)
 from chunky.editing import combined_offset
 from chunky.errors import InvalidInputError
 from chunky.weights import registry

@@ -52,12 +52,17 @@ def test_evaluate_table_on_tiny_composites_ranks_chunky_below_global_on_l2(edito
     assert summary["images"] == 2 and list(summary["errors"]) == ["broken.png"]
     table = summary["table"]
     for method in ("w+", "chunky-w+"):
-        for metric in ("lpips", "l2", "identity", "seconds"):
+        for metric in ("l2", "identity", "seconds"):
             mean, std = table[method][metric]
             assert np.isfinite(mean) and np.isfinite(std) and std >= 0
+        assert table[method]["lpips"] is None  # no ImageNet backbone in test mode: not reported, not invented
     assert table["chunky-w+"]["l2"][0] < table["w+"]["l2"][0]  # the method's claim, measured
+    pair = summary["pairs"]["chunky-w+ vs w+"]
+    assert sorted(pair["l2_ratio"]) == ["face0.png", "face1.png"] and all(r < 1 for r in pair["l2_ratio"].values())
+    assert pair["l2_ratio_mean"] == pytest.approx(np.mean(list(pair["l2_ratio"].values())))
     markdown = (out / "table.md").read_text()
     assert "| chunky-w+ |" in markdown and "0.319 / 0.094 / 0.021" in markdown and "broken.png" in markdown
+    assert "chunky-w+ vs w+: L2 ratio" in markdown and "| face0.png |" in markdown
     assert "1 - cos ArcFace (fixed crop)" in markdown and "CurricularFace, MTCNN; not comparable" in markdown
     assert (out / "table.csv").read_text().count("\n") == 3 and (out / "grid.png").exists()
     assert json.loads((out / "results.json").read_text())["images"] == 2

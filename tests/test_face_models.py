@@ -41,14 +41,14 @@ def stand_in_cache(tmp_path_factory):
     return cache
 
 
-def test_detector_loads_from_the_hub_cache_and_returns_faces_with_five_landmarks(stand_in_cache):
+def test_detector_loads_from_the_hub_cache_and_returns_faces_with_five_landmarks(stand_in_cache, unpinned_registry):
     detector = RetinaFaceDetector(cache_dir=stand_in_cache, min_score=0.0)
     faces = detector.detect((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
     assert faces, "random weights with min_score 0 keep at least one box"
     assert all(f.landmarks.shape == (5, 2) and f.box.shape == (4,) and 0 <= f.score <= 1 for f in faces)
 
 
-def test_parser_loads_from_the_hub_cache_and_returns_celebamask_labels(stand_in_cache):
+def test_parser_loads_from_the_hub_cache_and_returns_celebamask_labels(stand_in_cache, unpinned_registry):
     parser = BiSeNetParser(cache_dir=stand_in_cache)
     labels = parser.parse((np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8))
     assert labels.shape == (96, 96) and labels.dtype == np.int64

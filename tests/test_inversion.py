@@ -5,9 +5,9 @@ import torch
 from chunky.compositing import poisson_stitch, soft_composite
 from chunky.config import InversionConfig
 from chunky.errors import InvalidInputError
+from chunky.generator import random_generator
 from chunky.images import tensor_to_uint8
 from chunky.inversion import invert, learning_rate
-from chunky.generator import random_generator
 from chunky.losses import build_perceptual
 
 FAST = InversionConfig(space="w+", steps=40, perceptual="none", resolution=32, dilate_px=0, lr=0.05)

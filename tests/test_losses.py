@@ -4,8 +4,16 @@ import pytest
 import torch
 
 from chunky.errors import CheckpointError, WeightsUnavailableError
-from chunky.losses import (LPIPS_BACKBONES, build_perceptual, latent_regulariser, latent_spread, lpips_features,
-                           lpips_map, masked_mean, segment_losses)
+from chunky.losses import (
+    LPIPS_BACKBONES,
+    build_perceptual,
+    latent_regulariser,
+    latent_spread,
+    lpips_features,
+    lpips_map,
+    masked_mean,
+    segment_losses,
+)
 
 
 @pytest.fixture(scope="module")

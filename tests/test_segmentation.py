@@ -22,7 +22,7 @@ def test_every_parsing_label_lands_in_exactly_one_named_segment():
     for name, members in FACE_GROUPS.items():
         expected = torch.from_numpy(np.isin(labels, members)).float()
         assert torch.equal(seg.masks[seg.index(name), 0], expected), name
-    assert sorted(l for m in FACE_GROUPS.values() for l in m) == list(range(len(CELEBAMASK_LABELS)))
+    assert sorted(label for group in FACE_GROUPS.values() for label in group) == list(range(len(CELEBAMASK_LABELS)))
 
 
 def test_groups_are_data_and_can_be_merged_or_split():

@@ -29,14 +29,14 @@ def test_registry_lists_the_default_generator_with_both_mirrors():
         weights.lookup("nope")
 
 
-def test_from_pretrained_reads_first_mirror_from_hf_cache_offline(tmp_path, tiny_generator):
+def test_from_pretrained_reads_first_mirror_from_hf_cache_offline(tmp_path, tiny_generator, unpinned_registry):
     write_hf_cache_file(tmp_path, "AIRI-Institute/HairFastGAN", "pretrained_models/StyleGAN/ffhq.pt", checkpoint_bytes(tiny_generator))
     G = Generator.from_pretrained(NAME, cache_dir=tmp_path)
     ws = torch.randn(1, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(0))
     assert torch.equal(G.synthesis(ws), tiny_generator.synthesis(ws))
 
 
-def test_falls_back_to_second_mirror(tmp_path, tiny_generator):
+def test_falls_back_to_second_mirror(tmp_path, tiny_generator, unpinned_registry):
     path = write_hf_cache_file(tmp_path, "Awesimo/jojogan", "stylegan2-ffhq-config-f.pt", checkpoint_bytes(tiny_generator))
     assert weights.fetch(NAME, cache_dir=tmp_path).resolve() == path.resolve()
 
@@ -50,7 +50,7 @@ def test_offline_without_file_names_file_mirrors_and_manual_fix(tmp_path):
         assert part in message
 
 
-def test_weights_dir_override(tmp_path, monkeypatch, tiny_generator):
+def test_weights_dir_override(tmp_path, monkeypatch, tiny_generator, unpinned_registry):
     monkeypatch.setenv("CHUNKY_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match=f"CHUNKY_WEIGHTS_DIR is set to .* but '{NAME}' is not in it"):
         weights.fetch(NAME)
@@ -153,5 +153,49 @@ def test_disk_full_during_a_download_leaves_no_partial_file(web, tmp_path, monke
 def test_urls_need_a_pinned_digest():
     with pytest.raises(InvalidInputError, match="no pinned sha256"):
         weights.WeightFile("x.npy", "", "", "", (), ("https://example.org/x.npy",))
-    with pytest.raises(InvalidInputError, match="no mirrors and no urls"):
+    with pytest.raises(InvalidInputError, match="no mirrors, no urls and no bundled file"):
         weights.WeightFile("x.npy", "", "", "", ())
+    with pytest.raises(InvalidInputError, match="no pinned sha256"):
+        weights.WeightFile("x.pt", "", "", "", (), bundled="x.pt")
+
+
+def test_the_bundled_small_model_loads_without_any_download_even_with_a_weights_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHUNKY_WEIGHTS_DIR", str(tmp_path))  # bundled files ignore the override: they ship with the code
+    entry = weights.lookup("small-face-64.pt")
+    path = weights.fetch("small-face-64.pt")
+    assert path == weights.REGISTRY_PATH.parent / "small-face-64.pt"
+    assert weights.sha256_of(path) == entry.sha256
+    assert "bundled, no download" in weights.describe()
+    G = Generator.from_pretrained("small-face-64.pt")
+    assert (G.size, G.style_dim) == (64, 128)
+
+
+def test_a_bundled_file_with_the_wrong_digest_is_refused(tmp_path, monkeypatch):
+    entry = weights.lookup("small-face-64.pt")
+    wrong = weights.WeightFile(entry.name, entry.description, entry.license, "0" * 64, (), bundled=entry.bundled)
+    monkeypatch.setattr(weights, "registry", lambda: {entry.name: wrong})
+    with pytest.raises(ChecksumError, match="small-face-64.pt"):
+        weights.fetch(entry.name)
+    missing = weights.WeightFile("gone.pt", "a file", "", "0" * 64, (), bundled="gone.pt")
+    monkeypatch.setattr(weights, "registry", lambda: {"gone.pt": missing})
+    with pytest.raises(WeightsUnavailableError, match="git checkout -- weights/"):
+        weights.fetch("gone.pt")
+
+
+def test_every_download_is_pinned_and_a_wrong_file_is_refused_with_both_digests_and_the_fix(tmp_path, monkeypatch,
+                                                                                            tiny_generator):
+    for entry in weights.registry().values():
+        assert entry.digests(), f"{entry.name} has no pinned sha256"
+    ffhq = weights.lookup(NAME)
+    assert [m.sha256[:12] for m in ffhq.mirrors] == ["48a146c50211", "bae494ef77e3"]  # one digest per mirror's bytes
+    path = write_hf_cache_file(tmp_path, "AIRI-Institute/HairFastGAN", "pretrained_models/StyleGAN/ffhq.pt",
+                               checkpoint_bytes(tiny_generator))
+    with pytest.raises(ChecksumError) as info:
+        weights.fetch(NAME, cache_dir=tmp_path)
+    message = str(info.value)
+    assert weights.sha256_of(path) in message and ffhq.mirrors[0].sha256 in message
+    assert "delete it and fetch again" in message and NAME in message
+    monkeypatch.setenv("CHUNKY_WEIGHTS_DIR", str(tmp_path))  # a hand-placed copy may be either mirror's file
+    (tmp_path / NAME).write_bytes(b"neither")
+    with pytest.raises(ChecksumError, match="48a146c5.* or bae494ef"):
+        weights.fetch(NAME)

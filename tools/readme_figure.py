@@ -1,0 +1,69 @@
+"""The README's picture: a real photo inverted offline by the bundled small face model.
+
+Columns: the photo (aligned to the small model's crop), one code for the whole image (global W+), one code per
+segment (chunky, W+), and an edit of the mouth's code only. Rows: the astronaut (scikit-image, public domain)
+and, when ``../shared`` is there, two of the team's aligned photos. Prints the L2 of each inversion.
+
+Usage: python tools/readme_figure.py [--out docs/images/small-model-result.png] [--steps 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from chunky.editor import ChunkyEditor  # noqa: E402
+from chunky.grid import comparison_grid  # noqa: E402
+from chunky.images import read_image, tensor_to_uint8  # noqa: E402
+from chunky.metrics import l2_distance  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "faces" / "aligned1024"
+
+
+def astronaut() -> Path:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("needs scikit-image (requirements-dev.txt) for its public-domain astronaut photo")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/images/small-model-result.png"))
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--direction", default=None, help="direction to apply to the mouth (default: the first)")
+    parser.add_argument("--strength", type=float, default=2.5)
+    parser.add_argument("--label", default=None, help="the edit column's title (default: the direction's name)")
+    args = parser.parse_args()
+    editor = ChunkyEditor.small()
+    direction = args.direction or editor.directions()[0].name
+    photos = [astronaut()] + [p for p in (SHARED / "16_01.png", SHARED / "5_01.png") if p.is_file()]
+    rows = []
+    for path in photos:
+        aligned = editor.align(read_image(path), skip_alignment=False)
+        segments = editor.segment(aligned.crop)
+        config = editor.default_config(space="w+", steps=args.steps)
+        single = editor.invert(aligned.crop, None, config=config)
+        chunky = editor.invert(aligned.crop, segments, config=config)
+        edit = editor.edit(chunky, {direction: args.strength}, ["mouth"], names=segments.names)
+        print(f"{path.name}: L2 global W+ {float(l2_distance(single.composite, single.target)):.4f}, "
+              f"per segment {float(l2_distance(chunky.composite, chunky.target)):.4f}")
+        rows.append([aligned.crop, tensor_to_uint8(single.composite), tensor_to_uint8(chunky.composite),
+                     tensor_to_uint8(edit.composite)])
+    labels = ["photo", "global W+", "per segment", args.label or f"{direction}, mouth only"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(comparison_grid(rows, labels, cell=160)).save(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    np.set_printoptions(precision=4)
+    main()
