@@ -17,7 +17,8 @@ from chunky.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-MIN_FACE_PX = 48  # eye-to-mouth-and-eyes scale of the FFHQ quad, in photo pixels (the crop side is 2x this)
+MIN_FACE_PX = 48  # eye-to-mouth-and-eyes scale of the FFHQ quad, in photo pixels (the crop side is 2x this);
+# at most half the crop side (a 64 px model's crop is fine from a 64 px face)
 DETECT_MAX_SIDE = 800  # photos are downscaled to this for detection (RetinaFace-R50 on 2 CPU cores: ~1 s);
 # alignment and paste-back use the full resolution
 IDENTITY_TOLERANCE = 0.02  # relative: a transform this close to identity means "already aligned"
@@ -238,9 +239,10 @@ def align_face(photo: np.ndarray, detector: FaceDetector | None, *, size: int = 
         raise InvalidInputError(f"face_index {face_index} is out of range: {len(faces)} face(s) were found.")
     face = faces[face_index]
     matrix, half = template.matrix(face.landmarks, size)
-    if half < MIN_FACE_PX:
+    smallest = min(MIN_FACE_PX, size / 2)  # a small model's crop needs no more pixels than its own side
+    if half < smallest:
         raise InvalidInputError(f"The face is too small ({2 * half:.0f} px across); faces need at least "
-                                f"{2 * MIN_FACE_PX} px. Use a larger or closer photo.")
+                                f"{2 * smallest:.0f} px. Use a larger or closer photo.")
     if skip_alignment is None and height == width and _near_identity(matrix, width, size):
         return _as_aligned(photo, size, face.landmarks, len(faces), face_index, [f.box for f in faces])
     crop = _crop(photo, matrix, size, half)

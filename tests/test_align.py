@@ -179,3 +179,13 @@ def test_a_large_photo_is_kept_encoded_and_pastes_back_the_same():
     compact = aligned.compact(max_bytes=1 << 20)
     assert compact.photo_bytes() < photo.nbytes / 4 and np.array_equal(compact.photo(), photo)
     assert np.array_equal(paste_back(aligned.crop, compact), paste_back(aligned.crop, aligned))
+
+
+def test_the_smallest_face_follows_the_crop_size():
+    """A 80 px face is too small for a 256 px crop (at least 96 px) but enough for a 64 px model's crop."""
+    photo = np.full((200, 200, 3), 128, np.uint8)
+    landmarks = canonical_landmarks(80) + 60  # the FFHQ quad of an 80 px crop: 80 px across
+    with pytest.raises(InvalidInputError, match=r"too small \(80 px across\); faces need at least 96 px"):
+        align_face(photo, FakeDetector([landmarks]), size=256, skip_alignment=False)
+    aligned = align_face(photo, FakeDetector([landmarks]), size=64, skip_alignment=False)
+    assert aligned.crop.shape == (64, 64, 3) and not aligned.skipped
