@@ -85,7 +85,7 @@ def test_the_readme_commands_run_as_written_on_the_small_model(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photo.jpg").write_bytes((photos / "face.png").read_bytes())  # PNG bytes: read by content
     commands = readme_commands()
-    assert [c[1] for c in commands] == ["invert", "open", "evaluate", "doctor"]
+    assert [c[1] for c in commands] == ["invert", "open", "evaluate"]
     for command in commands:
         assert main(command[1:]) == 0, " ".join(command)
     assert (tmp_path / "result" / "work.pt").is_file() and (tmp_path / "again" / "pasted_back.png").is_file()

@@ -1,8 +1,9 @@
 """The README's picture: a real photo inverted offline by the bundled small face model.
 
 Columns: the photo (aligned to the small model's crop), one code for the whole image (global W+), one code per
-segment (chunky, W+), and an edit of the mouth's code only. Rows: the astronaut (scikit-image, public domain)
-and, when ``../shared`` is there, two of the team's aligned photos. Prints the L2 of each inversion.
+segment (chunky, W+), and an edit of the mouth's code only. The photo is the astronaut (scikit-image, public
+domain): the team's test photos in ../shared may not be copied into the repository, so none is used here.
+Prints the L2 of each inversion.
 
 Usage: python tools/readme_figure.py [--out docs/images/small-model-result.png] [--steps 200]
 """
@@ -24,8 +25,6 @@ from chunky.grid import comparison_grid  # noqa: E402
 from chunky.images import read_image, tensor_to_uint8  # noqa: E402
 from chunky.metrics import l2_distance  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "faces" / "aligned1024"
-
 
 def astronaut() -> Path:
     spec = importlib.util.find_spec("skimage")
@@ -44,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     editor = ChunkyEditor.small()
     direction = args.direction or editor.directions()[0].name
-    photos = [astronaut()] + [p for p in (SHARED / "16_01.png", SHARED / "5_01.png") if p.is_file()]
+    photos = [astronaut()]
     rows = []
     for path in photos:
         aligned = editor.align(read_image(path), skip_alignment=False)
