@@ -78,6 +78,16 @@ def _upscaled(image: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC), factor
 
 
+def _largest(rects):
+    """The largest of dlib's rectangles, or None when there are none."""
+    return max(rects, key=lambda r: r.area()) if rects else None
+
+
+def _box(rect) -> np.ndarray:
+    """[4] x0, y0, x1, y1 of a dlib rectangle (dlib's right and bottom are inclusive)."""
+    return np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float64)
+
+
 def landmarks_68(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """[68, 2] (x, y) landmarks, in continuous pixel coordinates, of the face in ``box`` [4] (x0, y0, x1, y1)
     of an [H, W, 3] uint8 RGB image."""
@@ -112,7 +122,7 @@ class DlibDetector:
         rects, scores, _ = self._detector.run(big, self.upsample, 0.0)
         faces = []
         for rect, score in zip(rects, scores):
-            box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float64)
+            box = _box(rect)
             points = five_points(landmarks_68(big, box)) / factor
             faces.append(DetectedFace(box / factor, float(1 / (1 + np.exp(-2 * score))), points))
         return faces
@@ -135,12 +145,8 @@ class LandmarkParser:
     def landmarks(self, crop: np.ndarray) -> np.ndarray:
         """[68, 2] landmarks of the largest face of an aligned [S, S, 3] uint8 crop, in its pixel coordinates."""
         big, factor = _upscaled(crop)
-        rects = self._detector(big, 1)
-        if rects:
-            rect = max(rects, key=lambda r: r.area())
-            box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float64)
-        else:
-            box = np.array(self.fallback_box) * big.shape[0]
+        rect = _largest(self._detector(big, 1))
+        box = _box(rect) if rect is not None else np.array(self.fallback_box) * big.shape[0]
         return landmarks_68(big, box) / factor
 
     def parse(self, crop: np.ndarray) -> np.ndarray:
@@ -204,10 +210,8 @@ class DlibIdentity:
         when dlib finds none, as happens with tight or small crops)."""
         dlib = _dlib()
         big, _ = _upscaled(image)
-        rects = self._detector(big, 1)
-        if rects:
-            rect = max(rects, key=lambda r: r.area())
-        else:
+        rect = _largest(self._detector(big, 1))
+        if rect is None:
             side = big.shape[0]
             rect = dlib.rectangle(int(0.2 * side), int(0.2 * side), int(0.8 * side), int(0.8 * side))
         shape = self._shape5(big, rect)

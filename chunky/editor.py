@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from chunky import dlib_faces
 from chunky.align import FFHQ_TEMPLATE, AlignedFace, FaceDetector, FaceTemplate, align_face
 from chunky.cache import InversionCache, cached_invert
 from chunky.config import InversionConfig, preset, whole
@@ -117,11 +118,10 @@ class ChunkyEditor:
         """The small face model, bundled in ``weights/`` (no download): a 64 px StyleGAN2 distilled from a DCGAN
         trained on DigiFace-1M's synthetic faces, with the offline face pipeline (dlib detection and
         landmarks, a landmark segmenter, dlib's identity embedding). Real faces, at 64 px, on any machine."""
-        from chunky.dlib_faces import DlibDetector, DlibIdentity, LandmarkParser
-
         generator = Generator.from_pretrained(SMALL_MODEL)
         return cls(generator, device="cpu", label=SMALL_MODEL_LABEL, pretrained_perceptual=False,
-                   detector=DlibDetector(), parser=LandmarkParser(SMALL_TEMPLATE_FACE_BOX), identity=DlibIdentity(),
+                   detector=dlib_faces.DlibDetector(), parser=dlib_faces.LandmarkParser(SMALL_TEMPLATE_FACE_BOX),
+                   identity=dlib_faces.DlibIdentity(),
                    generator_name=SMALL_MODEL, work_size=work_size, template=SMALL_TEMPLATE,
                    default_perceptual="none", default_precision="fp32", direction_names=SMALL_DIRECTION_NAMES)
 
@@ -169,7 +169,7 @@ class ChunkyEditor:
         if self._detector is None and self.face_models:
             from chunky.face_models import RetinaFaceDetector
 
-            self._detector = _with_offline_fallback(lambda: RetinaFaceDetector(device=self.device), "DlibDetector")
+            self._detector = _with_offline_fallback(lambda: RetinaFaceDetector(device=self.device), dlib_faces.DlibDetector)
         return self._detector
 
     def parser(self) -> FaceParser | None:
@@ -178,7 +178,7 @@ class ChunkyEditor:
         if self._parser is None and self.face_models:
             from chunky.face_models import BiSeNetParser
 
-            self._parser = _with_offline_fallback(lambda: BiSeNetParser(device=self.device), "LandmarkParser")
+            self._parser = _with_offline_fallback(lambda: BiSeNetParser(device=self.device), dlib_faces.LandmarkParser)
         return self._parser
 
     def identity(self):
@@ -191,7 +191,7 @@ class ChunkyEditor:
             if not self.face_models:
                 self._identity = ArcFaceIdentity("random", device=self.device)
             else:
-                self._identity = _with_offline_fallback(lambda: ArcFaceIdentity(device=self.device), "DlibIdentity")
+                self._identity = _with_offline_fallback(lambda: ArcFaceIdentity(device=self.device), dlib_faces.DlibIdentity)
         return self._identity
 
     def align(self, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None) -> AlignedFace:
@@ -352,11 +352,7 @@ def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, che
     if check_network and model == "ffhq" and not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable():
         log.warning("the Hugging Face Hub is not reachable: using cached files only")
         os.environ["HF_HUB_OFFLINE"] = "1"
-    chosen = None
-    if detector == "dlib" and model != "tiny":
-        from chunky.dlib_faces import DlibDetector
-
-        chosen = DlibDetector()
+    chosen = dlib_faces.DlibDetector() if detector == "dlib" and model != "tiny" else None
     if model == "tiny":
         editor = ChunkyEditor.tiny(work_size=work_size)
     elif model == "small":
@@ -402,18 +398,16 @@ def editor_from_environment() -> tuple[ChunkyEditor | None, str]:
         return None, str(error)
 
 
-def _with_offline_fallback(build, fallback: str):
-    """``build()``, or when its weights cannot be had, the offline stand-in ``fallback`` (a class of
+def _with_offline_fallback(build, fallback: type):
+    """``build()``, or when its weights cannot be had, the offline stand-in ``fallback()`` (a class of
     `chunky.dlib_faces`) if dlib is installed; otherwise the original error."""
     try:
         return build()
     except WeightsUnavailableError as error:
-        from chunky import dlib_faces
-
         if not dlib_faces.available():
             raise
-        log.warning("%s; using the offline %s instead", str(error).split(". ")[0], fallback)
-        return getattr(dlib_faces, fallback)()
+        log.warning("%s; using the offline %s instead", str(error).split(". ")[0], fallback.__name__)
+        return fallback()
 
 
 def segment_indices(names: Sequence[str], wanted: Sequence[str]) -> list[int]:
