@@ -36,6 +36,7 @@ def bench_app(clients: int = 8, requests: int = 5) -> dict:
     demo.queue(default_concurrency_limit=2).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     latencies, wrong, lock = [], 0, threading.Lock()
     with tempfile.TemporaryDirectory() as folder:
+
         def user(index: int) -> None:
             nonlocal wrong
             client = Client(demo.local_url, verbose=False)
@@ -62,15 +63,28 @@ def bench_app(clients: int = 8, requests: int = 5) -> dict:
     demo.close()
     values = sorted(latencies)
     pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-    return {"clients": clients, "requests": len(values), "wrong": wrong, "throughput": len(values) / wall,
-            "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "wall": wall}
+    return {
+        "clients": clients,
+        "requests": len(values),
+        "wrong": wrong,
+        "throughput": len(values) / wall,
+        "p50": pick(0.5),
+        "p90": pick(0.9),
+        "p99": pick(0.99),
+        "wall": wall,
+    }
 
 
 def print_app_table(r: dict) -> None:
-    print(f"App load test (test mode, /load), {r['clients']} clients x {r['requests'] // r['clients']} requests -- "
-          f"{machine_description()}")
-    print(f"  {r['requests']} requests in {r['wall']:.1f} s: {r['throughput']:.1f} requests/s; latency p50 {r['p50']:.2f} s, "
-          f"p90 {r['p90']:.2f} s, p99 {r['p99']:.2f} s; replies with another user's image: {r['wrong']}")
+    print(
+        f"App load test (test mode, /load), {r['clients']} clients x {r['requests'] // r['clients']} requests -- "
+        f"{machine_description()}"
+    )
+    print(
+        f"  {r['requests']} requests in {r['wall']:.1f} s: {r['throughput']:.1f} requests/s; "
+        f"latency p50 {r['p50']:.2f} s, "
+        f"p90 {r['p90']:.2f} s, p99 {r['p99']:.2f} s; replies with another user's image: {r['wrong']}"
+    )
 
 
 def main() -> None:

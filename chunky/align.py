@@ -113,8 +113,9 @@ def canonical_landmarks(size: int) -> np.ndarray:
     """[5, 2] landmarks for which `ffhq_matrix` is the identity on a ``size`` crop: where FFHQ puts a face."""
     s = float(size)
     eye_y, mouth_y = 0.475 * s, 0.725 * s
-    return np.array([[0.375 * s, eye_y], [0.625 * s, eye_y], [0.5 * s, 0.6 * s],
-                     [0.4 * s, mouth_y], [0.6 * s, mouth_y]])
+    return np.array(
+        [[0.375 * s, eye_y], [0.625 * s, eye_y], [0.5 * s, 0.6 * s], [0.4 * s, mouth_y], [0.6 * s, mouth_y]]
+    )
 
 
 def ffhq_matrix(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -189,29 +190,46 @@ def similarity_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.concatenate([linear, (mean_t - linear @ mean_s)[:, None]], axis=1)
 
 
-FFHQ_TEMPLATE = FaceTemplate("FFHQ", ((0.375, 0.475), (0.625, 0.475), (0.5, 0.6), (0.4, 0.725), (0.6, 0.725)),
-                             ffhq_recipe=True)
+FFHQ_TEMPLATE = FaceTemplate(
+    "FFHQ", ((0.375, 0.475), (0.625, 0.475), (0.5, 0.6), (0.4, 0.725), (0.6, 0.725)), ffhq_recipe=True
+)
 
 
 def invert_matrix(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix)
 
 
-def warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *, border: int = cv2.BORDER_REFLECT,
-         interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+def warp(
+    image: np.ndarray,
+    matrix: np.ndarray,
+    size: tuple[int, int],
+    *,
+    border: int = cv2.BORDER_REFLECT,
+    interpolation: int = cv2.INTER_CUBIC,
+) -> np.ndarray:
     """Resample ``image`` so that output pixel p shows image point matrix^-1 p (continuous coordinates).
 
     Args:
         size: (width, height) of the output.
     """
     # cv2 puts pixel centres at integers; continuous coordinates put them at +0.5
-    shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ np.vstack([matrix, [0, 0, 1]]) @ \
-        np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    shift = (
+        np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+        @ np.vstack([matrix, [0, 0, 1]])
+        @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    )
     return cv2.warpAffine(image, shift[:2], size, flags=interpolation, borderMode=border)
 
 
-def align_face(photo: np.ndarray, detector: FaceDetector | None, *, size: int = 1024, face_index: int = 0,
-               skip_alignment: bool | None = None, template: FaceTemplate = FFHQ_TEMPLATE) -> AlignedFace:
+def align_face(
+    photo: np.ndarray,
+    detector: FaceDetector | None,
+    *,
+    size: int = 1024,
+    face_index: int = 0,
+    skip_alignment: bool | None = None,
+    template: FaceTemplate = FFHQ_TEMPLATE,
+) -> AlignedFace:
     """Find the faces in ``photo`` and return the crop of one of them, framed as ``template`` says.
 
     Args:
@@ -233,16 +251,20 @@ def align_face(photo: np.ndarray, detector: FaceDetector | None, *, size: int = 
         raise InvalidInputError("Face detection needs a detector; pass skip_alignment=True for an aligned crop.")
     faces = detect_faces(photo, detector)
     if not faces:
-        raise InvalidInputError("No face was found in the photo. Use a photo where the face is clearly visible, "
-                                "or mark it as already aligned.")
+        raise InvalidInputError(
+            "No face was found in the photo. Use a photo where the face is clearly visible, "
+            "or mark it as already aligned."
+        )
     if not 0 <= face_index < len(faces):
         raise InvalidInputError(f"face_index {face_index} is out of range: {len(faces)} face(s) were found.")
     face = faces[face_index]
     matrix, half = template.matrix(face.landmarks, size)
     smallest = min(MIN_FACE_PX, size / 2)  # a small model's crop needs no more pixels than its own side
     if half < smallest:
-        raise InvalidInputError(f"The face is too small ({2 * half:.0f} px across); faces need at least "
-                                f"{2 * smallest:.0f} px. Use a larger or closer photo.")
+        raise InvalidInputError(
+            f"The face is too small ({2 * half:.0f} px across); faces need at least "
+            f"{2 * smallest:.0f} px. Use a larger or closer photo."
+        )
     if skip_alignment is None and height == width and _near_identity(matrix, width, size):
         return _as_aligned(photo, size, face.landmarks, len(faces), face_index, [f.box for f in faces])
     crop = _crop(photo, matrix, size, half)
@@ -253,8 +275,10 @@ def detect_faces(photo: np.ndarray, detector: FaceDetector) -> list[DetectedFace
     """Faces of ``photo`` in its own coordinates, largest first; big photos are detected downscaled."""
     scale = min(1.0, DETECT_MAX_SIDE / max(photo.shape[:2]))
     small = photo if scale == 1.0 else cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    faces = [DetectedFace(np.asarray(f.box, np.float64) / scale, float(f.score), np.asarray(f.landmarks, np.float64) / scale)
-             for f in detector.detect(small)]
+    faces = [
+        DetectedFace(np.asarray(f.box, np.float64) / scale, float(f.score), np.asarray(f.landmarks, np.float64) / scale)
+        for f in detector.detect(small)
+    ]
     return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
 
@@ -280,7 +304,7 @@ def _centre_square(photo: np.ndarray, size: int) -> AlignedFace:
     top, left = (height - side) // 2, (width - side) // 2
     if side == height == width:
         return _as_aligned(photo, size)
-    aligned = _as_aligned(photo[top:top + side, left:left + side], size)
+    aligned = _as_aligned(photo[top : top + side, left : left + side], size)
     scale = size / side
     matrix = np.array([[scale, 0, -scale * left], [0, scale, -scale * top]], dtype=np.float64)
     note = f"The {width}x{height} photo is not square: its centred {side}x{side} square is used."
@@ -297,8 +321,13 @@ def _crop(photo: np.ndarray, matrix: np.ndarray, size: int, half: float) -> np.n
         source = cv2.resize(photo, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         to_crop = matrix @ np.diag([1 / factor, 1 / factor, 1.0])
     crop = warp(source, to_crop, (size, size)).astype(np.float32)
-    inside = warp(np.full(source.shape[:2], 255, np.uint8), to_crop, (size, size), border=cv2.BORDER_CONSTANT,
-                  interpolation=cv2.INTER_LINEAR)
+    inside = warp(
+        np.full(source.shape[:2], 255, np.uint8),
+        to_crop,
+        (size, size),
+        border=cv2.BORDER_CONSTANT,
+        interpolation=cv2.INTER_LINEAR,
+    )
     outside = inside < 128
     if not outside.any():
         return crop.round().clip(0, 255).astype(np.uint8)
@@ -312,8 +341,9 @@ def _crop(photo: np.ndarray, matrix: np.ndarray, size: int, half: float) -> np.n
     return crop.round().clip(0, 255).astype(np.uint8)
 
 
-def paste_back(edited: np.ndarray, aligned: AlignedFace, *, region: np.ndarray | None = None,
-               feather: float = 0.04) -> np.ndarray:
+def paste_back(
+    edited: np.ndarray, aligned: AlignedFace, *, region: np.ndarray | None = None, feather: float = 0.04
+) -> np.ndarray:
     """Put an edited crop back into the full-resolution photo.
 
     Args:

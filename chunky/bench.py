@@ -87,17 +87,23 @@ def bench_generator(repeat: int = 3, seed: int = 0) -> list[dict]:
     rows = []
     for resolution in (256, 1024):
         for precision in ("fp32", "bf16"):
-            rows.append({
-                "resolution": resolution, "precision": precision,
-                "forward_s": best_time(lambda r=resolution, p=precision: forward(r, p), repeat),
-                "forward_backward_s": best_time(lambda r=resolution, p=precision: forward_backward(r, p), repeat),
-            })
+            rows.append(
+                {
+                    "resolution": resolution,
+                    "precision": precision,
+                    "forward_s": best_time(lambda r=resolution, p=precision: forward(r, p), repeat),
+                    "forward_backward_s": best_time(lambda r=resolution, p=precision: forward_backward(r, p), repeat),
+                }
+            )
     with per_sample_weights():
-        rows.append({
-            "resolution": 256, "precision": "fp32 (per-sample weights)",
-            "forward_s": best_time(lambda: forward(256, "fp32"), repeat),
-            "forward_backward_s": best_time(lambda: forward_backward(256, "fp32"), repeat),
-        })
+        rows.append(
+            {
+                "resolution": 256,
+                "precision": "fp32 (per-sample weights)",
+                "forward_s": best_time(lambda: forward(256, "fp32"), repeat),
+                "forward_backward_s": best_time(lambda: forward_backward(256, "fp32"), repeat),
+            }
+        )
     return rows
 
 
@@ -111,12 +117,18 @@ def print_generator_table(rows: list[dict]) -> None:
     naive = get[256, "fp32 (per-sample weights)"]
     bf16 = get[256, "bf16"]
     print("ratios (same run):")
-    print(f"  full 1024 px / 256 px-limited synthesis, fp32: forward {r1024['forward_s'] / r256['forward_s']:.2f}x, "
-          f"fwd+bwd {r1024['forward_backward_s'] / r256['forward_backward_s']:.2f}x")
-    print(f"  fp32 / bf16 at 256 px: forward {r256['forward_s'] / bf16['forward_s']:.2f}x, "
-          f"fwd+bwd {r256['forward_backward_s'] / bf16['forward_backward_s']:.2f}x")
-    print(f"  per-sample weights / shared weights at 256 px fp32: forward {naive['forward_s'] / r256['forward_s']:.2f}x, "
-          f"fwd+bwd {naive['forward_backward_s'] / r256['forward_backward_s']:.2f}x")
+    print(
+        f"  full 1024 px / 256 px-limited synthesis, fp32: forward {r1024['forward_s'] / r256['forward_s']:.2f}x, "
+        f"fwd+bwd {r1024['forward_backward_s'] / r256['forward_backward_s']:.2f}x"
+    )
+    print(
+        f"  fp32 / bf16 at 256 px: forward {r256['forward_s'] / bf16['forward_s']:.2f}x, "
+        f"fwd+bwd {r256['forward_backward_s'] / bf16['forward_backward_s']:.2f}x"
+    )
+    print(
+        f"  per-sample weights / shared weights at 256 px fp32: forward {naive['forward_s'] / r256['forward_s']:.2f}x, "
+        f"fwd+bwd {naive['forward_backward_s'] / r256['forward_backward_s']:.2f}x"
+    )
 
 
 def eight_segment_scene(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,8 +159,8 @@ INVERSION_VARIANTS = (  # (label, output px, config changes, segments per pass, 
 def bench_inversion(steps: int = 30, seed: int = 0, only: str = "") -> list[dict]:
     """8-segment W+ inversion on the config-f 1024 architecture (random weights): LPIPS-VGG with a
     random backbone + L2, ``steps`` steps, in each default variant of ``INVERSION_VARIANTS`` (or in those
-    whose label contains ``only``). Reports the optimisation loop's seconds per step and per segment-step, and the wall time
-    of the whole call (setup and final render included)."""
+    whose label contains ``only``). Reports the optimisation loop's seconds per step and per segment-step, and the
+    wall time of the whole call (setup and final render included)."""
     from chunky.config import InversionConfig
     from chunky.inversion import invert
     from chunky.losses import build_perceptual
@@ -162,34 +174,53 @@ def bench_inversion(steps: int = 30, seed: int = 0, only: str = "") -> list[dict
             continue
         target, masks = eight_segment_scene(size, seed)
         start = time.perf_counter()
-        result = invert(G, target, masks, config=base.replace(**changes), perceptual=perceptual, segments_per_pass=per_pass)
+        result = invert(
+            G, target, masks, config=base.replace(**changes), perceptual=perceptual, segments_per_pass=per_pass
+        )
         wall = time.perf_counter() - start
         per_step = result.seconds / result.steps_run
-        rows.append({"variant": label, "step_s": per_step, "segment_step_s": per_step / 8, "total_s": wall,
-                     "steps": result.steps_run})
+        rows.append(
+            {
+                "variant": label,
+                "step_s": per_step,
+                "segment_step_s": per_step / 8,
+                "total_s": wall,
+                "steps": result.steps_run,
+            }
+        )
     return rows
 
 
 def print_inversion_table(rows: list[dict]) -> None:
     steps = rows[0]["steps"] if rows else 0
-    print(f"8-segment W+ inversion (FFHQ face layout), config-f 1024 architecture, LPIPS-VGG + L2, {steps} steps -- "
-          f"{machine_description()}")
+    print(
+        f"8-segment W+ inversion (FFHQ face layout), config-f 1024 architecture, LPIPS-VGG + L2, {steps} steps -- "
+        f"{machine_description()}"
+    )
     print(f"{'variant':<34} | {'s / step':>8} | {'s / segment-step':>16} | {'total s':>8}")
     for r in rows:
         print(f"{r['variant']:<34} | {r['step_s']:>8.2f} | {r['segment_step_s']:>16.3f} | {r['total_s']:>8.1f}")
     get = {r["variant"]: r for r in rows}
-    pairs = [("256 px fp32, one batch of 8", "256 px fp32, one pass per segment", "one batch of 8 / one pass per segment"),
-             ("256 px fp32", "256 px bf16", "fp32 / bf16 at 256 px"),
-             ("256 px bf16, no windows", "256 px bf16", "whole-image renders / segment windows, bf16"),
-             ("256 px bf16", "256 px bf16, coarse-to-fine", "fixed / coarse-to-fine, bf16"),
-             ("256 px bf16", "128 px preview bf16", "256 px / 128 px preview, bf16")]
-    lines = [f"  {name}: {get[a]['step_s'] / get[b]['step_s']:.2f}x per step" for a, b, name in pairs if a in get and b in get]
+    pairs = [
+        ("256 px fp32, one batch of 8", "256 px fp32, one pass per segment", "one batch of 8 / one pass per segment"),
+        ("256 px fp32", "256 px bf16", "fp32 / bf16 at 256 px"),
+        ("256 px bf16, no windows", "256 px bf16", "whole-image renders / segment windows, bf16"),
+        ("256 px bf16", "256 px bf16, coarse-to-fine", "fixed / coarse-to-fine, bf16"),
+        ("256 px bf16", "128 px preview bf16", "256 px / 128 px preview, bf16"),
+    ]
+    lines = [
+        f"  {name}: {get[a]['step_s'] / get[b]['step_s']:.2f}x per step"
+        for a, b, name in pairs
+        if a in get and b in get
+    ]
     if lines:
         print("ratios (same run):")
         print("\n".join(lines))
 
 
-TODAY = InversionConfig(space="w+", steps=150, resolution=256, precision="bf16", full_render_fraction=0.0)  # before presets
+TODAY = InversionConfig(
+    space="w+", steps=150, resolution=256, precision="bf16", full_render_fraction=0.0
+)  # before presets
 
 
 def preset_scene(G, size: int = 256, seed: int = 0, truncation: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,10 +239,12 @@ def scaled(config: InversionConfig, scale: float) -> InversionConfig:
     """``config`` with its step counts multiplied by ``scale`` (for a quick development run)."""
     if scale == 1:
         return config
-    return config.replace(steps=max(1, round(config.steps * scale)),
-                          warm_start_steps=round(config.warm_start_steps * scale),
-                          warm_start_fine_steps=round(config.warm_start_fine_steps * scale),
-                          segment_patience=max(1, round(config.segment_patience * scale)) if config.segment_patience else 0)
+    return config.replace(
+        steps=max(1, round(config.steps * scale)),
+        warm_start_steps=round(config.warm_start_steps * scale),
+        warm_start_fine_steps=round(config.warm_start_fine_steps * scale),
+        segment_patience=max(1, round(config.segment_patience * scale)) if config.segment_patience else 0,
+    )
 
 
 def bench_presets(scale: float = 1.0, seed: int = 0, only: str = "") -> list[dict]:
@@ -237,34 +270,56 @@ def bench_presets(scale: float = 1.0, seed: int = 0, only: str = "") -> list[dic
         start = time.perf_counter()
         result = invert(G, target, masks, config=config, perceptual=loss)
         wall = time.perf_counter() - start
-        rows.append({"variant": label, "wall_s": wall, "steps": result.steps_run, "passes": result.passes,
-                     "segment_steps": sum(result.segment_steps), "mse": float(l2_distance(result.composite, target)[0]),
-                     "lpips": float(lpips_distance(result.composite, target, metric)[0]), "config": config})
+        rows.append(
+            {
+                "variant": label,
+                "wall_s": wall,
+                "steps": result.steps_run,
+                "passes": result.passes,
+                "segment_steps": sum(result.segment_steps),
+                "mse": float(l2_distance(result.composite, target)[0]),
+                "lpips": float(lpips_distance(result.composite, target, metric)[0]),
+                "config": config,
+            }
+        )
     return rows
 
 
 def print_presets_table(rows: list[dict], scale: float = 1.0) -> None:
-    print(f"Presets vs today's recipe (150 per-segment W+ steps from w_avg, 256 px, bf16): 8-segment face layout, "
-          f"config-f 1024 architecture, random weights (a stand-in for a real face), target from codes near w_avg"
-          f"{'' if scale == 1 else f', step counts x{scale:g}'} -- {machine_description()}")
-    print(f"{'preset':<9} | {'wall s':>7} | {'steps':>5} | {'passes':>6} | {'segment-steps':>13} | {'MSE':>8} | "
-          f"{'LPIPS':>6} | {'time / today':>12} | {'MSE / today':>11}")
+    print(
+        f"Presets vs today's recipe (150 per-segment W+ steps from w_avg, 256 px, bf16): 8-segment face layout, "
+        f"config-f 1024 architecture, random weights (a stand-in for a real face), target from codes near w_avg"
+        f"{'' if scale == 1 else f', step counts x{scale:g}'} -- {machine_description()}"
+    )
+    print(
+        f"{'preset':<9} | {'wall s':>7} | {'steps':>5} | {'passes':>6} | {'segment-steps':>13} | {'MSE':>8} | "
+        f"{'LPIPS':>6} | {'time / today':>12} | {'MSE / today':>11}"
+    )
     base = next((r for r in rows if r["variant"] == "today"), None)
     for r in rows:
-        ratios = (f"{r['wall_s'] / base['wall_s']:>12.3f} | {r['mse'] / base['mse']:>11.3f}" if base else "")
-        print(f"{r['variant']:<9} | {r['wall_s']:>7.1f} | {r['steps']:>5} | {r['passes']:>6} | {r['segment_steps']:>13} | "
-              f"{r['mse']:>8.5f} | {r['lpips']:>6.4f} | {ratios}")
+        ratios = f"{r['wall_s'] / base['wall_s']:>12.3f} | {r['mse'] / base['mse']:>11.3f}" if base else ""
+        print(
+            f"{r['variant']:<9} | {r['wall_s']:>7.1f} | {r['steps']:>5} | {r['passes']:>6} | "
+            f"{r['segment_steps']:>13} | {r['mse']:>8.5f} | {r['lpips']:>6.4f} | {ratios}"
+        )
     get = {r["variant"]: r for r in rows}
     if base and "balanced" in get:
         b = get["balanced"]
-        print(f"goal balanced: MSE <= 1.05 x today ({b['mse'] / base['mse']:.3f}x) in <= 1/3 of its time "
-              f"({b['wall_s'] / base['wall_s']:.3f}x): {'met' if b['mse'] <= 1.05 * base['mse'] and 3 * b['wall_s'] <= base['wall_s'] else 'NOT met'}")
+        met = b["mse"] <= 1.05 * base["mse"] and 3 * b["wall_s"] <= base["wall_s"]
+        print(
+            f"goal balanced: MSE <= 1.05 x today ({b['mse'] / base['mse']:.3f}x) in <= 1/3 of its time "
+            f"({b['wall_s'] / base['wall_s']:.3f}x): {'met' if met else 'NOT met'}"
+        )
     if "best" in get and "balanced" in get:
         b = get["best"]
-        print(f"goal best: <= 900 s ({b['wall_s']:.0f} s) and MSE below balanced ({b['mse'] / get['balanced']['mse']:.3f}x): "
-              f"{'met' if b['wall_s'] <= 900 and b['mse'] < get['balanced']['mse'] else 'NOT met'}")
+        met = b["wall_s"] <= 900 and b["mse"] < get["balanced"]["mse"]
+        print(
+            f"goal best: <= 900 s ({b['wall_s']:.0f} s) "
+            f"and MSE below balanced ({b['mse'] / get['balanced']['mse']:.3f}x): {'met' if met else 'NOT met'}"
+        )
     if "preview" in get:
-        print(f"goal preview: <= 45 s ({get['preview']['wall_s']:.1f} s): {'met' if get['preview']['wall_s'] <= 45 else 'NOT met'}")
+        seconds = get["preview"]["wall_s"]
+        print(f"goal preview: <= 45 s ({seconds:.1f} s): {'met' if seconds <= 45 else 'NOT met'}")
 
 
 def bench_editing(repeat: int = 3, seed: int = 0) -> list[dict]:
@@ -297,16 +352,27 @@ def bench_editing(repeat: int = 3, seed: int = 0) -> list[dict]:
 
     def export():
         with torch.no_grad(), autocast("bf16"):
-            renders = torch.cat([G.synthesis(result.codes[k:k + 1], resolution=1024).float() for k in range(8)])
+            renders = torch.cat([G.synthesis(result.codes[k : k + 1], resolution=1024).float() for k in range(8)])
         composite = soft_composite(renders, full_masks, full_target)
         paste_back(tensor_to_uint8(composite), aligned)
 
     return [
-        {"step": "slider move, 1 of 8 segments re-rendered, 256 px, fp32", "s": best_time(lambda: slider([0], "fp32"), repeat)},
-        {"step": "slider move, 1 of 8 segments re-rendered, 256 px, bf16", "s": best_time(lambda: slider([0], "bf16"), repeat)},
-        {"step": "slider move, all 8 segments re-rendered, 256 px, bf16", "s": best_time(lambda: slider(None, "bf16"), repeat)},
-        {"step": "full-resolution export: 8 segments at 1024 px (bf16) + composite + paste-back into 2048 px",
-         "s": best_time(export, max(1, repeat - 2))},
+        {
+            "step": "slider move, 1 of 8 segments re-rendered, 256 px, fp32",
+            "s": best_time(lambda: slider([0], "fp32"), repeat),
+        },
+        {
+            "step": "slider move, 1 of 8 segments re-rendered, 256 px, bf16",
+            "s": best_time(lambda: slider([0], "bf16"), repeat),
+        },
+        {
+            "step": "slider move, all 8 segments re-rendered, 256 px, bf16",
+            "s": best_time(lambda: slider(None, "bf16"), repeat),
+        },
+        {
+            "step": "full-resolution export: 8 segments at 1024 px (bf16) + composite + paste-back into 2048 px",
+            "s": best_time(export, max(1, repeat - 2)),
+        },
     ]
 
 
@@ -331,24 +397,41 @@ def bench_tuning(steps: int = 6, seed: int = 0) -> list[dict]:
     perceptual = build_perceptual("lpips-vgg", pretrained_backbone=False)
     target, masks = eight_segment_scene(1024, seed)
     rows = []
-    for label, segment, precision in (("skin (large), fp32", 0, "fp32"), ("skin (large), bf16", 0, "bf16"),
-                                      ("eyes (small: windowed), bf16", 2, "bf16")):
+    for label, segment, precision in (
+        ("skin (large), fp32", 0, "fp32"),
+        ("skin (large), bf16", 0, "bf16"),
+        ("eyes (small: windowed), bf16", 2, "bf16"),
+    ):
         config = InversionConfig(steps=1, perceptual="lpips-vgg", resolution=256, precision=precision)
         result = invert(G, target, masks, config=config, perceptual=perceptual)
         times = []
         start = time.perf_counter()
-        tune_segment(G, result, segment, steps=steps, perceptual=perceptual, progress=lambda s, t, info, seen=times: seen.append(info["seconds"]))
+        tune_segment(
+            G,
+            result,
+            segment,
+            steps=steps,
+            perceptual=perceptual,
+            progress=lambda s, t, info, seen=times: seen.append(info["seconds"]),
+        )
         wall = time.perf_counter() - start
-        rows.append({"segment": label, "step_s": (times[-1] - times[0]) / (len(times) - 1), "total_s": wall, "steps": steps})
+        rows.append(
+            {"segment": label, "step_s": (times[-1] - times[0]) / (len(times) - 1), "total_s": wall, "steps": steps}
+        )
     return rows
 
 
 def print_tuning_table(rows: list[dict]) -> None:
     print(f"Pivotal tuning of one segment, config-f 1024 architecture, 256 px -- {machine_description()}")
     for r in rows:
-        print(f"  {r['segment']:<32} {r['step_s']:>7.3f} s/step   {r['total_s']:>7.2f} s for {r['steps']} steps (with copy and 1024 px render)")
-    print(f"ratios (same run): fp32/bf16 {rows[0]['step_s'] / rows[1]['step_s']:.2f}x, "
-          f"large/small segment (bf16) {rows[1]['step_s'] / rows[2]['step_s']:.2f}x")
+        print(
+            f"  {r['segment']:<32} {r['step_s']:>7.3f} s/step   {r['total_s']:>7.2f} s for {r['steps']} steps "
+            "(with copy and 1024 px render)"
+        )
+    print(
+        f"ratios (same run): fp32/bf16 {rows[0]['step_s'] / rows[1]['step_s']:.2f}x, "
+        f"large/small segment (bf16) {rows[1]['step_s'] / rows[2]['step_s']:.2f}x"
+    )
 
 
 def bench_faces(repeat: int = 3, seed: int = 0) -> list[dict]:
@@ -383,22 +466,37 @@ def bench_faces(repeat: int = 3, seed: int = 0) -> list[dict]:
             detector.model(network_input)
 
     rows = [
-        {"step": f"detect: RetinaFace R50 network ({sizes['detector']:.0f} MB) at {DETECT_MAX_SIDE} px",
-         "s": best_time(detector_network, repeat)},
-        {"step": "align (FFHQ crop, 1024 px)", "s": best_time(lambda: align_face(photo, OneFace(), size=1024, skip_alignment=False), repeat)},
-        {"step": f"parse (BiSeNet, {sizes['parser']:.0f} MB, 512 px)", "s": best_time(lambda: parser.parse(aligned.crop), repeat)},
+        {
+            "step": f"detect: RetinaFace R50 network ({sizes['detector']:.0f} MB) at {DETECT_MAX_SIDE} px",
+            "s": best_time(detector_network, repeat),
+        },
+        {
+            "step": "align (FFHQ crop, 1024 px)",
+            "s": best_time(lambda: align_face(photo, OneFace(), size=1024, skip_alignment=False), repeat),
+        },
+        {
+            "step": f"parse (BiSeNet, {sizes['parser']:.0f} MB, 512 px)",
+            "s": best_time(lambda: parser.parse(aligned.crop), repeat),
+        },
     ]
     rows.append({"step": "total (detector network + align + parse)", "s": sum(r["s"] for r in rows)})
-    rows.append({"step": f"detect as run incl. box decoding and NMS of {len(faces)} boxes ({source})",
-                 "s": best_time(lambda: detect_faces(photo, detector), repeat)})
+    rows.append(
+        {
+            "step": f"detect as run incl. box decoding and NMS of {len(faces)} boxes ({source})",
+            "s": best_time(lambda: detect_faces(photo, detector), repeat),
+        }
+    )
     return rows
 
 
 def _face_models(detector_cls, parser_cls, detector_name, parser_name):
     folder = os.environ.get("CHUNKY_WEIGHTS_DIR")
     if folder and all(os.path.exists(os.path.join(folder, n)) for n in (detector_name, parser_name)):
-        return (detector_cls(os.path.join(folder, detector_name)), parser_cls(os.path.join(folder, parser_name)),
-                "real weights")
+        return (
+            detector_cls(os.path.join(folder, detector_name)),
+            parser_cls(os.path.join(folder, parser_name)),
+            "real weights",
+        )
     import tempfile
     import warnings
 
@@ -428,13 +526,23 @@ def print_faces_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chunky.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["all", "generator", "inversion", "presets", "faces", "editing", "tuning"],
-                        nargs="?", default="all")
+    parser.add_argument(
+        "which",
+        choices=["all", "generator", "inversion", "presets", "faces", "editing", "tuning"],
+        nargs="?",
+        default="all",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per generator measurement (best is reported)")
     parser.add_argument("--steps", type=int, default=30, help="inversion steps per variant")
-    parser.add_argument("--only", default="", help="run only the inversion variants whose label contains this "
-                                                   "(e.g. 'batch' for the batching comparison, not run by default)")
-    parser.add_argument("--scale", type=float, default=1.0, help="presets: multiply every step count (e.g. 0.2 for a quick run)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only the inversion variants whose label contains this "
+        "(e.g. 'batch' for the batching comparison, not run by default)",
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="presets: multiply every step count (e.g. 0.2 for a quick run)"
+    )
     parser.add_argument("--quick", action="store_true", help="presets: --scale 0.2")
     args = parser.parse_args(argv)
     if args.which in ("all", "generator"):

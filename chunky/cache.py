@@ -32,22 +32,33 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return str((t.dtype, tuple(t.shape))).encode() + t.detach().float().cpu().contiguous().numpy().tobytes()
 
 
-def inversion_key(G: Generator, target: torch.Tensor, masks: torch.Tensor | None, config: InversionConfig,
-                  keep: Sequence[int] = (), init: Codes | None = None) -> str:
+def inversion_key(
+    G: Generator,
+    target: torch.Tensor,
+    masks: torch.Tensor | None,
+    config: InversionConfig,
+    keep: Sequence[int] = (),
+    init: Codes | None = None,
+) -> str:
     """The cache key of one `invert` call (hex sha256)."""
     digest = hashlib.sha256()
-    for part in (generator_fingerprint(G).encode(), config.to_json().encode(), repr(sorted(keep)).encode(), _tensor_bytes(target)):
+    for part in (
+        generator_fingerprint(G).encode(),
+        config.to_json().encode(),
+        repr(sorted(keep)).encode(),
+        _tensor_bytes(target),
+    ):
         digest.update(part)
     digest.update(b"no masks" if masks is None else _tensor_bytes(masks))
-    for code in ([] if init is None else init if isinstance(init, list) else [init]):
+    for code in [] if init is None else init if isinstance(init, list) else [init]:
         digest.update(_tensor_bytes(code))
     return digest.hexdigest()
 
 
 class InversionCache:
     """Args:
-        directory: folder for the entries (created on demand).
-        max_bytes: total size kept; least recently used entries go first.
+    directory: folder for the entries (created on demand).
+    max_bytes: total size kept; least recently used entries go first.
     """
 
     def __init__(self, directory: str | Path, *, max_bytes: int = 2 << 30):
@@ -107,9 +118,17 @@ class InversionCache:
             path.unlink(missing_ok=True)
 
 
-def cached_invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None, *, cache: InversionCache,
-                  config: InversionConfig = InversionConfig(), keep: Sequence[int] = (), init: Codes | None = None,
-                  **kwargs) -> InversionResult:
+def cached_invert(
+    G: Generator,
+    target: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    *,
+    cache: InversionCache,
+    config: InversionConfig = InversionConfig(),
+    keep: Sequence[int] = (),
+    init: Codes | None = None,
+    **kwargs,
+) -> InversionResult:
     """`invert`, answered from ``cache`` when the same call was made before (an entry that does not fit the
     request is discarded and recomputed). Cancelled runs are not stored."""
     key = inversion_key(G, target, masks, config, keep, init)
@@ -122,8 +141,13 @@ def cached_invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None
     return result
 
 
-def mismatch(result: InversionResult, target: torch.Tensor, masks: torch.Tensor | None, config: InversionConfig,
-             keep: Sequence[int]) -> str | None:
+def mismatch(
+    result: InversionResult,
+    target: torch.Tensor,
+    masks: torch.Tensor | None,
+    config: InversionConfig,
+    keep: Sequence[int],
+) -> str | None:
     """What makes ``result`` not an answer to this request (shapes, kept segments, config), or None."""
     count = 1 if masks is None else masks.shape[0]
     codes = result.codes if isinstance(result.codes, list) else [result.codes]
@@ -132,7 +156,8 @@ def mismatch(result: InversionResult, target: torch.Tensor, masks: torch.Tensor 
         "mask shape": masks is None or result.masks.shape == masks.shape,
         "renders shape": result.renders.shape == (count, 3, *target.shape[-2:]),
         "composite shape": result.composite.shape == target.shape,
-        "kept segments": sorted(result.keep) == sorted(keep) and sorted(result.projected + result.keep) == list(range(count)),
+        "kept segments": sorted(result.keep) == sorted(keep)
+        and sorted(result.projected + result.keep) == list(range(count)),
         "code rows": all(c.shape[0] == len(result.projected) for c in codes),
         "config": result.config == config,
     }

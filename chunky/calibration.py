@@ -67,8 +67,15 @@ class Rates:
         return seconds
 
 
-def calibrate(G: Generator, perceptual: nn.Module | None, configs: Sequence[InversionConfig], size: int, *,
-              device: torch.device | str = "cpu", segments_per_pass: int | None = None) -> Rates:
+def calibrate(
+    G: Generator,
+    perceptual: nn.Module | None,
+    configs: Sequence[InversionConfig],
+    size: int,
+    *,
+    device: torch.device | str = "cpu",
+    segments_per_pass: int | None = None,
+) -> Rates:
     """Measure `Rates` for every phase kind that ``configs`` run for a ``size`` px output (23 s for the
     three presets and today's recipe at 256 px on 2 quiet AMD EPYC cores; 0.9 s at 1024 px on an H100
     with the earlier presets).
@@ -91,18 +98,34 @@ def calibrate(G: Generator, perceptual: nn.Module | None, configs: Sequence[Inve
     return Rates(per_step, overhead)
 
 
-def _time_phase(G, perceptual, target, masks, phase: Phase, config: InversionConfig, segments_per_pass) -> tuple[float, float]:
+def _time_phase(
+    G, perceptual, target, masks, phase: Phase, config: InversionConfig, segments_per_pass
+) -> tuple[float, float]:
     """Seconds of one step of ``phase`` (the second of two) per segment (or of the global code), and the
     rest of the call's wall time per segment."""
-    one = config.replace(steps=2, warm_start_steps=0, warm_start_fine_steps=0, pixel_only_fraction=float(not phase.perceptual),
-                         coarse_to_fine=False, segment_patience=0, patience=0,
-                         resolution=phase.resolution, full_render_fraction=float(phase.render_resolution > phase.resolution))
+    one = config.replace(
+        steps=2,
+        warm_start_steps=0,
+        warm_start_fine_steps=0,
+        pixel_only_fraction=float(not phase.perceptual),
+        coarse_to_fine=False,
+        segment_patience=0,
+        patience=0,
+        resolution=phase.resolution,
+        full_render_fraction=float(phase.render_resolution > phase.resolution),
+    )
     times = []
     count = 1 if phase.global_code else masks.shape[0]
     start = time.perf_counter()
-    invert(G, resize(target, phase.render_resolution), None if phase.global_code else resize(masks, phase.render_resolution),
-           config=one, perceptual=perceptual if phase.perceptual else None, segments_per_pass=segments_per_pass,
-           progress=lambda step, total, info: times.append(info["seconds"]))
+    invert(
+        G,
+        resize(target, phase.render_resolution),
+        None if phase.global_code else resize(masks, phase.render_resolution),
+        config=one,
+        perceptual=perceptual if phase.perceptual else None,
+        segments_per_pass=segments_per_pass,
+        progress=lambda step, total, info: times.append(info["seconds"]),
+    )
     wall = time.perf_counter() - start
     step = times[1] - times[0]
     return step / count, (wall - 2 * step) / count
@@ -134,9 +157,12 @@ class Estimates:
             try:
                 perceptual = editor.perceptual(next(iter(configs.values())).perceptual)
                 self.size = editor.work_size()
-                self.rates = calibrate(editor.generator, perceptual, list(configs.values()), self.size, device=editor.device)
+                self.rates = calibrate(
+                    editor.generator, perceptual, list(configs.values()), self.size, device=editor.device
+                )
             except Exception as error:  # estimates are a courtesy: the app works without them
                 log.warning("calibration failed (%s: %s); no time estimates", type(error).__name__, error)
+
         thread = threading.Thread(target=measure, name="calibration", daemon=True)
         thread.start()
         return thread
@@ -151,4 +177,6 @@ class Estimates:
 
     def choices(self, names: Sequence[str]) -> list[tuple[str, str]]:
         """(label, name) of each preset name, with its estimate once measured (for the configs given to `start`)."""
-        return [(self.label(name, self.configs[name]) if name in self.configs else name.title(), name) for name in names]
+        return [
+            (self.label(name, self.configs[name]) if name in self.configs else name.title(), name) for name in names
+        ]

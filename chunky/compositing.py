@@ -28,8 +28,15 @@ def feather(masks: torch.Tensor, radius: int) -> torch.Tensor:
     return masks
 
 
-def soft_composite(renders: torch.Tensor, masks: torch.Tensor, photo: torch.Tensor, *,
-                   keep: Sequence[int] = (), feather_px: int = FEATHER_PX, dilate_px: int = 0) -> torch.Tensor:
+def soft_composite(
+    renders: torch.Tensor,
+    masks: torch.Tensor,
+    photo: torch.Tensor,
+    *,
+    keep: Sequence[int] = (),
+    feather_px: int = FEATHER_PX,
+    dilate_px: int = 0,
+) -> torch.Tensor:
     """O = sum_i G(w_i) * s_i with normalised feathered weights s_i, each cut to the pixels its render
     was fitted on.
 
@@ -68,8 +75,9 @@ def soft_composite(renders: torch.Tensor, masks: torch.Tensor, photo: torch.Tens
     return coverage * inside + (1 - coverage) * photo
 
 
-def poisson_stitch(renders: torch.Tensor, masks: torch.Tensor, base: torch.Tensor, *,
-                   keep: Sequence[int] = (), threshold: float = 0.5) -> torch.Tensor:
+def poisson_stitch(
+    renders: torch.Tensor, masks: torch.Tensor, base: torch.Tensor, *, keep: Sequence[int] = (), threshold: float = 0.5
+) -> torch.Tensor:
     """Paste each projected segment's render into ``base`` with Poisson (seamless) cloning, so its
     colours match the surroundings at the seam; pixels outside ``mask > threshold`` are unchanged.
 

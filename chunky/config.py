@@ -162,8 +162,15 @@ PRESET_NAMES = ("preview", "balanced", "best")
 # unless it says otherwise.
 _PRESETS = {
     "preview": dict(steps=3, lr=0.05, warm_start_steps=20, warm_start_resolution=64, warm_start_fine_steps=16),
-    "balanced": dict(steps=40, lr=0.05, lr_rampup=0.2, warm_start_steps=50, warm_start_resolution=64,
-                     warm_start_fine_steps=26, pixel_only_fraction=0.5),
+    "balanced": dict(
+        steps=40,
+        lr=0.05,
+        lr_rampup=0.2,
+        warm_start_steps=50,
+        warm_start_resolution=64,
+        warm_start_fine_steps=26,
+        pixel_only_fraction=0.5,
+    ),
     "best": dict(steps=120, warm_start_steps=60, segment_patience=20),
 }
 
@@ -177,5 +184,7 @@ def preset(name: str, **changes) -> InversionConfig:
     key = name.lower()
     if key not in _PRESETS:
         raise InvalidInputError(f"Unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}.")
-    base = InversionConfig(space="w+", resolution=256, precision="bf16", warm_start_resolution=128, warm_start_perceptual=False)
+    base = InversionConfig(
+        space="w+", resolution=256, precision="bf16", warm_start_resolution=128, warm_start_perceptual=False
+    )
     return base.replace(**_PRESETS[key]).replace(**changes)

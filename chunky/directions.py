@@ -48,7 +48,7 @@ class SetCoordinate:
 
     def coordinate(self, w_plus: torch.Tensor) -> torch.Tensor:
         """[P, end - first] coordinates (std units) of W+ codes [P, n_latent, style_dim] on the recipe's rows."""
-        rows = w_plus[:, self.first:self.end].float()
+        rows = w_plus[:, self.first : self.end].float()
         return (rows - self.mean.to(rows)) @ self.comp.to(rows) / self.std
 
     def offset(self, w_plus: torch.Tensor, t: float) -> torch.Tensor:
@@ -56,7 +56,7 @@ class SetCoordinate:
         goal = self.strength if t > 0 else -self.strength
         step = abs(t) * (goal - self.coordinate(w_plus))  # [P, rows]
         offset = torch.zeros_like(w_plus, dtype=torch.float32)
-        offset[:, self.first:self.end] = step[..., None] * self.comp.to(offset) * self.std
+        offset[:, self.first : self.end] = step[..., None] * self.comp.to(offset) * self.std
         return offset
 
 
@@ -83,7 +83,8 @@ class Direction:
     setpoint: SetCoordinate | None = None
 
     def offset(self, w_plus: torch.Tensor, strength: float) -> torch.Tensor:
-        """[P, n_latent, style_dim] offset for codes ``w_plus`` [P, n_latent, style_dim] at slider value ``strength``."""
+        """The [P, n_latent, style_dim] offset for codes ``w_plus`` [P, n_latent, style_dim] at slider value
+        ``strength``."""
         if self.setpoint is not None:
             return self.setpoint.offset(w_plus, float(strength))
         return float(strength) * self.vector.to(w_plus.device, torch.float32).expand(w_plus.shape[0], -1, -1)
@@ -96,18 +97,29 @@ def pca_directions(G: Generator, count: int = 6, *, samples: int = 4096, seed: i
     centred = _w_samples(G, samples, seed)
     _, singular, components = torch.linalg.svd(centred, full_matrices=False)
     std = singular / (samples - 1) ** 0.5
-    return [Direction(f"Component {k + 1}", (components[k] * std[k]).float().expand(G.n_latent, -1).clone(),
-                      source="PCA of W", group="Components") for k in range(min(count, G.style_dim))]
+    return [
+        Direction(
+            f"Component {k + 1}",
+            (components[k] * std[k]).float().expand(G.n_latent, -1).clone(),
+            source="PCA of W",
+            group="Components",
+        )
+        for k in range(min(count, G.style_dim))
+    ]
 
 
 @torch.no_grad()
-def factor_directions(G: Generator, count: int = 4, *, rows: int = 4, samples: int = 4096, seed: int = 0) -> list[Direction]:
+def factor_directions(
+    G: Generator, count: int = 4, *, rows: int = 4, samples: int = 4096, seed: int = 0
+) -> list[Direction]:
     """Closed-form factorisation (SeFa): the top eigenvectors of AᵀA, where A stacks the modulation weights
     of the layers fed by the first ``rows`` W+ rows (the coarse layers: pose, face shape). Each moves those
     rows only and is scaled by the standard deviation of W along it, so a strength of 1 is one typical
     step, as for the PCA components. Always available; named "Factor k"."""
     rows = min(rows, G.n_latent)
-    weights = [layer.modulation.weight * layer.modulation.scale for row, layer in G.modulated_layers(None) if row < rows]
+    weights = [
+        layer.modulation.weight * layer.modulation.scale for row, layer in G.modulated_layers(None) if row < rows
+    ]
     stacked = torch.cat(weights).double().cpu()  # [sum of channels, style_dim]
     eigenvalues, eigenvectors = torch.linalg.eigh(stacked.T @ stacked)  # ascending
     factors = eigenvectors.flip(1).T[:count]  # [count, style_dim], unit length
@@ -132,14 +144,27 @@ def _w_samples(G: Generator, samples: int, seed: int) -> torch.Tensor:
 # name -> (component, first W+ row, end row, strength). Each sets the coordinate along its component to
 # `strength` std on rows [first, end) (`SetCoordinate`). Names as published, "_" shown as " ".
 GANSPACE_RECIPES: dict[str, tuple[int, int, int, float]] = {
-    "eye openness": (54, 7, 8, 20), "smile": (46, 4, 5, -20), "trimmed beard": (58, 7, 9, 20),
-    "white hair": (57, 7, 10, -24), "lipstick": (34, 10, 11, 20), "wrinkles": (20, 6, 7, -18),
-    "bald": (21, 2, 5, 20), "head angle up": (11, 1, 4, 20), "eyebrow thickness": (37, 8, 9, 20),
+    "eye openness": (54, 7, 8, 20),
+    "smile": (46, 4, 5, -20),
+    "trimmed beard": (58, 7, 9, 20),
+    "white hair": (57, 7, 10, -24),
+    "lipstick": (34, 10, 11, 20),
+    "wrinkles": (20, 6, 7, -18),
+    "bald": (21, 2, 5, 20),
+    "head angle up": (11, 1, 4, 20),
+    "eyebrow thickness": (37, 8, 9, 20),
 }
 
 
-def ganspace_directions(pca: dict, G: Generator, recipes: dict = GANSPACE_RECIPES, source: str = "GANSpace", *,
-                        group: str = "Your files", label: str = "{}") -> list[Direction]:
+def ganspace_directions(
+    pca: dict,
+    G: Generator,
+    recipes: dict = GANSPACE_RECIPES,
+    source: str = "GANSpace",
+    *,
+    group: str = "Your files",
+    label: str = "{}",
+) -> list[Direction]:
     """Directions from a GANSpace PCA of W ({"comp": [C, 1, D], "std": [C], "mean": [1, D]}) and recipes,
     named ``label.format(recipe name)``, each a `SetCoordinate` edit with slider limits (-1, 1); recipes
     that do not fit ``G`` (component or layer out of range) are skipped."""
@@ -183,8 +208,9 @@ def load_direction_file(path: str | Path, G: Generator) -> Direction:
         raise InvalidInputError(f"{path.name} holds a {type(array).__name__}, not one direction tensor.")
     if not torch.isfinite(array.float()).all():
         raise InvalidInputError(f"{path.name} holds NaN or infinite values; it cannot be used as a direction.")
-    return Direction(path.stem.replace("_", " "), as_w_plus(array.float(), G, path.name), source=path.name,
-                     group="Your files")
+    return Direction(
+        path.stem.replace("_", " "), as_w_plus(array.float(), G, path.name), source=path.name, group="Your files"
+    )
 
 
 def load_direction_folder(folder: str | Path, G: Generator) -> list[Direction]:
@@ -221,8 +247,9 @@ def as_w_plus(vector: torch.Tensor, G: Generator, name: str = "direction") -> to
         return v.expand(G.n_latent, -1).clone()
     if v.shape == (G.n_latent, G.style_dim):
         return v.clone()
-    raise InvalidInputError(f"{name} has shape {list(vector.shape)}; this generator needs [{G.style_dim}] or "
-                            f"[{G.n_latent}, {G.style_dim}].")
+    raise InvalidInputError(
+        f"{name} has shape {list(vector.shape)}; this generator needs [{G.style_dim}] or [{G.n_latent}, {G.style_dim}]."
+    )
 
 
 def published_directions(G: Generator, generator: str, *, table: str | Path = DIRECTIONS_PATH) -> list[Direction]:

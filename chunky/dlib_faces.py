@@ -40,7 +40,9 @@ SAME_PERSON = 0.6  # dlib's threshold on the embedding distance
 
 def available() -> bool:
     """Are dlib and its model files installed?"""
-    return importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+    return (
+        importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+    )
 
 
 def model_file(name: str) -> Path:
@@ -49,7 +51,9 @@ def model_file(name: str) -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise WeightsUnavailableError(
-            "The offline face models are not installed: `pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0`.")
+            "The offline face models are not installed: "
+            "`pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0`."
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
     if not path.is_file():
         raise WeightsUnavailableError(f"{path} is missing: reinstall face-recognition-models==0.3.0.")
@@ -187,8 +191,9 @@ def labels_from_landmarks(points: np.ndarray, size: int) -> np.ndarray:
     fill(np.concatenate([p[54:60], p[48:49], p[60:61], p[67:63:-1]]), 13)  # lower lip
     fill(p[60:68], 11)  # inner mouth
     # back to the crop size: each pixel takes the label that covers most of it
-    counts = np.stack([cv2.resize((labels == k).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-                       for k in range(14)])
+    counts = np.stack(
+        [cv2.resize((labels == k).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) for k in range(14)]
+    )
     return counts.argmax(0).astype(np.int64)
 
 

@@ -31,12 +31,25 @@ PASS, FAIL = "PASS", "FAIL"
 RANDOM = "n/a (random weights)"
 NO_FACE_MODELS = "n/a (test mode: no face models)"
 # Where a plausible FFHQ-aligned face has each part: centroid row range and area share range (fractions).
-PLAUSIBLE = {"skin": ((0.40, 0.72), (0.08, 0.55)), "hair": ((0.05, 0.60), (0.02, 0.65)),
-             "eyes": ((0.38, 0.56), (0.001, 0.03)), "mouth": ((0.62, 0.85), (0.002, 0.06))}
+PLAUSIBLE = {
+    "skin": ((0.40, 0.72), (0.08, 0.55)),
+    "hair": ((0.05, 0.60), (0.02, 0.65)),
+    "eyes": ((0.38, 0.56), (0.001, 0.03)),
+    "mouth": ((0.62, 0.85), (0.002, 0.06)),
+}
 # Directions whose name says where they act: keyword in the name -> segments of that region.
-REGIONS = (("eyebrow", ("brows",)), ("smile", ("mouth",)), ("lipstick", ("mouth",)), ("lip", ("mouth",)),
-           ("mouth", ("mouth",)), ("eye", ("eyes",)), ("hair", ("hair",)), ("bald", ("hair",)),
-           ("beard", ("skin", "mouth")), ("nose", ("nose",)))
+REGIONS = (
+    ("eyebrow", ("brows",)),
+    ("smile", ("mouth",)),
+    ("lipstick", ("mouth",)),
+    ("lip", ("mouth",)),
+    ("mouth", ("mouth",)),
+    ("eye", ("eyes",)),
+    ("hair", ("hair",)),
+    ("bald", ("hair",)),
+    ("beard", ("skin", "mouth")),
+    ("nose", ("nose",)),
+)
 CONCENTRATION = 2.0  # mean change inside the named region / mean change outside it, at least
 
 
@@ -50,8 +63,16 @@ class Check:
     detail: str = ""
 
 
-def run(editor: ChunkyEditor, *, real: bool, faces: int = 3, steps: int = 100, size: int = 256,
-        fetch_weights: bool = True, progress: Callable[[str], None] | None = None) -> list[Check]:
+def run(
+    editor: ChunkyEditor,
+    *,
+    real: bool,
+    faces: int = 3,
+    steps: int = 100,
+    size: int = 256,
+    fetch_weights: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[Check]:
     """Every check, in pipeline order.
 
     Args:
@@ -145,8 +166,9 @@ def _parsing_check(segmentation: Segmentation, seed: int, real: bool) -> Check:
     return Check("parsing", f"face {seed}", status, "; ".join(problems + details))
 
 
-def check_inversion(editor: ChunkyEditor, image: np.ndarray, segmentation: Segmentation, steps: int, size: int,
-                    real: bool):
+def check_inversion(
+    editor: ChunkyEditor, image: np.ndarray, segmentation: Segmentation, steps: int, size: int, real: bool
+):
     """Per-segment inversion vs the global code (same steps, nothing kept) on LPIPS (AlexNet).
     Returns the checks and the per-segment result (for the direction checks)."""
     config = editor.default_config(steps=steps, resolution=min(size, 256))
@@ -162,7 +184,9 @@ def check_inversion(editor: ChunkyEditor, image: np.ndarray, segmentation: Segme
         ours = float(l2_distance(chunky.composite, chunky.target)[0])
         theirs = float(l2_distance(baseline.composite, baseline.target)[0])
     status = (PASS if ours < theirs else FAIL) if real else RANDOM
-    detail = f"{measure} per-segment {ours:.4f} vs global {theirs:.4f} ({len(segmentation.names)} segments, {steps} steps)"
+    detail = (
+        f"{measure} per-segment {ours:.4f} vs global {theirs:.4f} ({len(segmentation.names)} segments, {steps} steps)"
+    )
     return [Check("inversion", "per-segment beats global", status, detail)], chunky
 
 
@@ -210,9 +234,15 @@ def check_identity(editor: ChunkyEditor, images: list[np.ndarray], real: bool) -
     threshold = identity.different_person
     a, b = (uint8_to_tensor(image).to(editor.device) for image in images[:2])
     same, other = float(identity.distance(a, a)[0]), float(identity.distance(a, b)[0])
-    return [Check("identity", "same face", PASS if abs(same) < 1e-3 else FAIL, f"{identity.name} {same:.5f}"),
-            Check("identity", "another face", (PASS if other > threshold else FAIL) if real else RANDOM,
-                  f"{identity.name} {other:.3f}")]
+    return [
+        Check("identity", "same face", PASS if abs(same) < 1e-3 else FAIL, f"{identity.name} {same:.5f}"),
+        Check(
+            "identity",
+            "another face",
+            (PASS if other > threshold else FAIL) if real else RANDOM,
+            f"{identity.name} {other:.3f}",
+        ),
+    ]
 
 
 def format_table(checks: Sequence[Check]) -> str:

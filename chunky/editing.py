@@ -21,8 +21,9 @@ from chunky.images import resize_images
 from chunky.inversion import Codes, InversionResult, render_codes, replace_rows, select_codes, select_rows, space_of
 
 
-def combined_offset(directions: Sequence[Direction], strengths: Mapping[str, float], G: Generator,
-                    w_plus: torch.Tensor | None = None) -> torch.Tensor:
+def combined_offset(
+    directions: Sequence[Direction], strengths: Mapping[str, float], G: Generator, w_plus: torch.Tensor | None = None
+) -> torch.Tensor:
     """Σ of each direction's offset at its slider value, for codes ``w_plus`` [P, n_latent, style_dim]:
     [P, n_latent, style_dim]. A GANSpace recipe's offset depends on the code (it sets a coordinate;
     `chunky.directions.SetCoordinate`), a plain direction's is strength * vector. Without ``w_plus``
@@ -96,8 +97,15 @@ class EditResult:
 
 
 @torch.no_grad()
-def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direction], strengths: Mapping[str, float],
-               segments: Sequence[int] | None = None, *, resolution: int | None = None) -> EditResult:
+def apply_edit(
+    G: Generator,
+    result: InversionResult,
+    directions: Sequence[Direction],
+    strengths: Mapping[str, float],
+    segments: Sequence[int] | None = None,
+    *,
+    resolution: int | None = None,
+) -> EditResult:
     """Move the codes of ``segments`` (indices into ``result.masks``; None = every projected segment, the
     paper's "locally global" edit) along the directions and re-render only those segments.
 
@@ -117,12 +125,14 @@ def apply_edit(G: Generator, result: InversionResult, directions: Sequence[Direc
     chosen_codes = select_rows(result.codes, rows)
     offset = combined_offset(directions, strengths, G, w_plus_of(G, chosen_codes))  # [len(rows), n_latent, D]
     # Only the chosen codes move (the others keep their value, in the same space as the moved ones).
-    moved = replace_rows(move_codes(G, result.codes, torch.zeros_like(offset[0])), rows,
-                         move_codes(G, chosen_codes, offset))
+    moved = replace_rows(
+        move_codes(G, result.codes, torch.zeros_like(offset[0])), rows, move_codes(G, chosen_codes, offset)
+    )
     renders = resize_images(result.renders, size).clone()
     for row, k in zip(rows, chosen):
-        renders[k] = render_codes(result.generator_for(k, G), select_codes(moved, slice(row, row + 1)), space_of(moved),
-                                  size)[0].float()
+        renders[k] = render_codes(
+            result.generator_for(k, G), select_codes(moved, slice(row, row + 1)), space_of(moved), size
+        )[0].float()
     target, masks = resize_images(result.target, size), resize_images(result.masks, size)
     dilate_px = round(result.config.dilate_px * size / result.target.shape[-1])  # in pixels at ``size``
     composite = soft_composite(renders, masks, target, keep=result.keep, dilate_px=dilate_px)
@@ -141,14 +151,28 @@ def freeze(result: InversionResult, edit: EditResult) -> InversionResult:
     renders = edit.renders.clone()
     renders[result.keep] = edit.composite[0]  # a kept segment's render is its target
     composite = result.composite_of(renders, target=edit.composite)
-    return dataclasses.replace(result, codes=edit.codes, target=edit.composite, renders=renders,
-                               composite=composite, config=result.config.replace(space=space_of(edit.codes)),
-                               generators=edit.generators)
+    return dataclasses.replace(
+        result,
+        codes=edit.codes,
+        target=edit.composite,
+        renders=renders,
+        composite=composite,
+        config=result.config.replace(space=space_of(edit.codes)),
+        generators=edit.generators,
+    )
 
 
 @torch.no_grad()
-def style_variations(G: Generator, result: InversionResult, segment: int, count: int = 4, *, seed: int = 0,
-                     first_layer: int | None = None, truncation: float = 0.7) -> list[EditResult]:
+def style_variations(
+    G: Generator,
+    result: InversionResult,
+    segment: int,
+    count: int = 4,
+    *,
+    seed: int = 0,
+    first_layer: int | None = None,
+    truncation: float = 0.7,
+) -> list[EditResult]:
     """Local style variation: ``count`` versions of one segment whose fine layers (W+ rows from
     ``first_layer``, default the last third) come from seeded random faces (style mixing); every other
     segment keeps its render, so pixels outside the segment's feathered mask do not change."""
@@ -167,16 +191,21 @@ def style_variations(G: Generator, result: InversionResult, segment: int, count:
         mixed = codes.clone()
         mixed[row, first:] = donor
         renders = result.renders.clone()
-        renders[segment] = render_codes(result.generator_for(segment, G), mixed[row:row + 1], "w+", size)[0].float()
-        composite = soft_composite(renders, result.masks, result.target, keep=result.keep,
-                                   dilate_px=result.config.dilate_px)
-        variations.append(EditResult(codes=mixed, renders=renders, composite=composite, segments=[segment],
-                                     generators=result.generators))
+        renders[segment] = render_codes(result.generator_for(segment, G), mixed[row : row + 1], "w+", size)[0].float()
+        composite = soft_composite(
+            renders, result.masks, result.target, keep=result.keep, dilate_px=result.config.dilate_px
+        )
+        variations.append(
+            EditResult(
+                codes=mixed, renders=renders, composite=composite, segments=[segment], generators=result.generators
+            )
+        )
     return variations
 
 
-def transfer_segment(result: InversionResult, reference: InversionResult, segment: int, reference_segment: int, *,
-                     stitch: bool = True) -> EditResult:
+def transfer_segment(
+    result: InversionResult, reference: InversionResult, segment: int, reference_segment: int, *, stitch: bool = True
+) -> EditResult:
     """Region transfer: put the reference photo's segment (e.g. its hair, rendered from its own code)
     into this photo.
 
@@ -195,7 +224,7 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
         raise InvalidInputError("Both photos must be inverted in the same latent space for a region transfer.")
     if segment in result.keep or reference_segment in reference.keep:
         raise InvalidInputError("The transferred segment must have been projected in both photos.")
-    new_region = reference.masks[reference_segment:reference_segment + 1]
+    new_region = reference.masks[reference_segment : reference_segment + 1]
     masks = result.masks.clone()
     masks[:] = masks * (1 - new_region)  # the new segment takes its pixels from every segment ...
     masks[segment] = new_region[0]  # ... and the old segment shrinks to exactly the new one
@@ -203,14 +232,18 @@ def transfer_segment(result: InversionResult, reference: InversionResult, segmen
     renders[segment] = reference.renders[reference_segment]
     composite = soft_composite(renders, masks, result.target, keep=result.keep, dilate_px=result.config.dilate_px)
     if stitch:  # Poisson cloning works in 8 bits: keep the exact values outside the cloned region
-        stitched = poisson_stitch(renders[segment:segment + 1], masks[segment:segment + 1], composite)
-        composite = torch.where(masks[segment:segment + 1] > 0.5, stitched, composite)
+        stitched = poisson_stitch(renders[segment : segment + 1], masks[segment : segment + 1], composite)
+        composite = torch.where(masks[segment : segment + 1] > 0.5, stitched, composite)
     # the segment carries the reference's code, so later edits and freezes move the transferred segment
-    codes = replace_rows(result.codes, [result.projected.index(segment)],
-                         select_rows(reference.codes, [reference.projected.index(reference_segment)]))
+    codes = replace_rows(
+        result.codes,
+        [result.projected.index(segment)],
+        select_rows(reference.codes, [reference.projected.index(reference_segment)]),
+    )
     # ... and renders as in the reference: with the reference's fine-tuned generator, if it has one
     generators = {k: g for k, g in result.generators.items() if k != segment}
     if reference_segment in reference.generators:
         generators[segment] = reference.generators[reference_segment]
-    return EditResult(codes=codes, renders=renders, composite=composite, segments=[segment], generators=generators,
-                      masks=masks)
+    return EditResult(
+        codes=codes, renders=renders, composite=composite, segments=[segment], generators=generators, masks=masks
+    )

@@ -33,16 +33,22 @@ from chunky.tuning import tune_segment
 log = logging.getLogger(__name__)
 
 SMALL_MODEL = "small-face-64.pt"
-SMALL_MODEL_LABEL = ("Small face model: 64 px StyleGAN2 distilled from a DCGAN trained on DigiFace-1M (synthetic faces), "
-                     "bundled, offline face pipeline (dlib). For photo-quality results use the FFHQ model "
-                     "(CHUNKY_MODEL=ffhq, downloaded from the Hugging Face Hub).")
+SMALL_MODEL_LABEL = (
+    "Small face model: 64 px StyleGAN2 distilled from a DCGAN trained on DigiFace-1M (synthetic faces), "
+    "bundled, offline face pipeline (dlib). For photo-quality results use the FFHQ model "
+    "(CHUNKY_MODEL=ffhq, downloaded from the Hugging Face Hub)."
+)
 # Where the small model's images put a face: the mean dlib landmarks of its samples (tools/small_model_report.py),
 # mirrored to be symmetric; and where dlib's face box sits in such a crop (fractions of the side).
-SMALL_TEMPLATE = FaceTemplate("small model", ((0.356, 0.469), (0.644, 0.469), (0.5, 0.65), (0.387, 0.824), (0.613, 0.824)))
+SMALL_TEMPLATE = FaceTemplate(
+    "small model", ((0.356, 0.469), (0.644, 0.469), (0.5, 0.65), (0.387, 0.824), (0.613, 0.824))
+)
 SMALL_TEMPLATE_FACE_BOX = (0.1, 0.25, 0.9, 1.0)
 # What the small model's own directions visibly do, where one can tell (sweeps of -3..3 on seeded faces).
-SMALL_DIRECTION_NAMES = {"Component 1": "Light: dark to bright (component 1)",
-                         "Component 5": "Colour: warm to cool (component 5)"}
+SMALL_DIRECTION_NAMES = {
+    "Component 1": "Light: dark to bright (component 1)",
+    "Component 5": "Colour: warm to cool (component 5)",
+}
 
 
 class ChunkyEditor:
@@ -71,12 +77,26 @@ class ChunkyEditor:
             ("Component 1" -> "Light from the left"), where what they visibly do is known.
     """
 
-    def __init__(self, generator: Generator, *, device: torch.device | str | None = None, precision: str = "fp32",
-                 label: str = "", pretrained_perceptual: bool = True, cache: InversionCache | None = None,
-                 detector: FaceDetector | None = None, parser: FaceParser | None = None, face_models: bool = True,
-                 generator_name: str | None = None, work_size: int | None = None, identity=None,
-                 template: FaceTemplate = FFHQ_TEMPLATE, default_perceptual: str = "lpips-vgg",
-                 default_precision: str | None = None, direction_names: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        generator: Generator,
+        *,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
+        label: str = "",
+        pretrained_perceptual: bool = True,
+        cache: InversionCache | None = None,
+        detector: FaceDetector | None = None,
+        parser: FaceParser | None = None,
+        face_models: bool = True,
+        generator_name: str | None = None,
+        work_size: int | None = None,
+        identity=None,
+        template: FaceTemplate = FFHQ_TEMPLATE,
+        default_perceptual: str = "lpips-vgg",
+        default_precision: str | None = None,
+        direction_names: Mapping[str, str] | None = None,
+    ):
         if precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
         self.device = torch.device(device) if device is not None else default_device()
@@ -97,21 +117,41 @@ class ChunkyEditor:
         self.direction_names = dict(direction_names or {})
 
     @classmethod
-    def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
-                        device: torch.device | str | None = None, precision: str = "fp32",
-                        work_size: int | None = None, detector: FaceDetector | None = None) -> ChunkyEditor:
+    def from_pretrained(
+        cls,
+        name: str = "stylegan2-ffhq-1024.pt",
+        *,
+        cache_dir: str | Path | None = None,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
+        work_size: int | None = None,
+        detector: FaceDetector | None = None,
+    ) -> ChunkyEditor:
         """The real FFHQ model, fetched from the Hugging Face Hub on first use (see ``weights/``); ``detector``
         default: RetinaFace (see `detector`)."""
         generator = Generator.from_pretrained(name, cache_dir=cache_dir)
-        return cls(generator, device=device, precision=precision, label=f"StyleGAN2 {name}", generator_name=name,
-                   work_size=work_size, detector=detector)
+        return cls(
+            generator,
+            device=device,
+            precision=precision,
+            label=f"StyleGAN2 {name}",
+            generator_name=name,
+            work_size=work_size,
+            detector=detector,
+        )
 
     @classmethod
     def tiny(cls, seed: int = 0, *, work_size: int | None = None) -> ChunkyEditor:
         """Test mode: a tiny random 64 px generator; no downloads. Its faces are noise, not faces."""
         generator = random_generator(64, 64, 2, seed=seed)
-        return cls(generator, device="cpu", label="TEST MODE: tiny random model (outputs are not faces)",
-                   pretrained_perceptual=False, face_models=False, work_size=work_size)
+        return cls(
+            generator,
+            device="cpu",
+            label="TEST MODE: tiny random model (outputs are not faces)",
+            pretrained_perceptual=False,
+            face_models=False,
+            work_size=work_size,
+        )
 
     @classmethod
     def small(cls, *, work_size: int | None = None) -> ChunkyEditor:
@@ -119,11 +159,21 @@ class ChunkyEditor:
         trained on DigiFace-1M's synthetic faces, with the offline face pipeline (dlib detection and
         landmarks, a landmark segmenter, dlib's identity embedding). Real faces, at 64 px, on any machine."""
         generator = Generator.from_pretrained(SMALL_MODEL)
-        return cls(generator, device="cpu", label=SMALL_MODEL_LABEL, pretrained_perceptual=False,
-                   detector=dlib_faces.DlibDetector(), parser=dlib_faces.LandmarkParser(SMALL_TEMPLATE_FACE_BOX),
-                   identity=dlib_faces.DlibIdentity(),
-                   generator_name=SMALL_MODEL, work_size=work_size, template=SMALL_TEMPLATE,
-                   default_perceptual="none", default_precision="fp32", direction_names=SMALL_DIRECTION_NAMES)
+        return cls(
+            generator,
+            device="cpu",
+            label=SMALL_MODEL_LABEL,
+            pretrained_perceptual=False,
+            detector=dlib_faces.DlibDetector(),
+            parser=dlib_faces.LandmarkParser(SMALL_TEMPLATE_FACE_BOX),
+            identity=dlib_faces.DlibIdentity(),
+            generator_name=SMALL_MODEL,
+            work_size=work_size,
+            template=SMALL_TEMPLATE,
+            default_perceptual="none",
+            default_precision="fp32",
+            direction_names=SMALL_DIRECTION_NAMES,
+        )
 
     def preset(self, name: str, **changes) -> InversionConfig:
         """`chunky.config.preset` with this model's inversion loss and precision; ``changes`` override any field."""
@@ -151,7 +201,9 @@ class ChunkyEditor:
         if not 0.0 <= truncation <= 1.0:
             raise InvalidInputError(f"truncation must be in [0, 1], got {truncation}.")
         G = self.generator
-        z = torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(whole("seed", seed, 0, 2**31 - 1))).to(self.device)
+        z = torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(whole("seed", seed, 0, 2**31 - 1))).to(
+            self.device
+        )
         with autocast(self.precision, self.device):
             image = G.synthesis(G.mapping(z, truncation_psi=truncation), resolution=resolution)
         return tensor_to_uint8(image.float())
@@ -169,7 +221,9 @@ class ChunkyEditor:
         if self._detector is None and self.face_models:
             from chunky.face_models import RetinaFaceDetector
 
-            self._detector = _with_offline_fallback(lambda: RetinaFaceDetector(device=self.device), dlib_faces.DlibDetector)
+            self._detector = _with_offline_fallback(
+                lambda: RetinaFaceDetector(device=self.device), dlib_faces.DlibDetector
+            )
         return self._detector
 
     def parser(self) -> FaceParser | None:
@@ -191,7 +245,9 @@ class ChunkyEditor:
             if not self.face_models:
                 self._identity = ArcFaceIdentity("random", device=self.device)
             else:
-                self._identity = _with_offline_fallback(lambda: ArcFaceIdentity(device=self.device), dlib_faces.DlibIdentity)
+                self._identity = _with_offline_fallback(
+                    lambda: ArcFaceIdentity(device=self.device), dlib_faces.DlibIdentity
+                )
         return self._identity
 
     def align(self, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None) -> AlignedFace:
@@ -202,8 +258,14 @@ class ChunkyEditor:
         detector = None if skip_alignment else self.detector()
         if detector is None:
             skip_alignment = True
-        return align_face(photo, detector, size=self.generator.size, face_index=face_index, skip_alignment=skip_alignment,
-                          template=self.template)
+        return align_face(
+            photo,
+            detector,
+            size=self.generator.size,
+            face_index=face_index,
+            skip_alignment=skip_alignment,
+            template=self.template,
+        )
 
     def segment(self, crop: np.ndarray) -> Segmentation:
         """Named segments (skin, hair, eyes, ...) of an aligned crop [S, S, 3] uint8, by face parsing
@@ -233,8 +295,15 @@ class ChunkyEditor:
             self._directions = found + own
         return self._directions
 
-    def edit(self, result: InversionResult, strengths: Mapping[str, float], segments: Sequence[str] | None = None,
-             *, names: tuple[str, ...] = (), resolution: int | None = None) -> EditResult:
+    def edit(
+        self,
+        result: InversionResult,
+        strengths: Mapping[str, float],
+        segments: Sequence[str] | None = None,
+        *,
+        names: tuple[str, ...] = (),
+        resolution: int | None = None,
+    ) -> EditResult:
         """Move the codes of the named ``segments`` (None: all projected ones) along directions.
 
         Args:
@@ -250,47 +319,85 @@ class ChunkyEditor:
         with autocast(self.precision, self.device):
             return apply_edit(self.generator, result, self.directions(), strengths, indices, resolution=resolution)
 
-    def variations(self, result: InversionResult, segment: str, names: tuple[str, ...], *, count: int = 4,
-                   seed: int = 0) -> list[EditResult]:
+    def variations(
+        self, result: InversionResult, segment: str, names: tuple[str, ...], *, count: int = 4, seed: int = 0
+    ) -> list[EditResult]:
         """``count`` seeded style variations (hair colour, texture, ...) of one named segment; the rest stays."""
         (index,) = segment_indices(names, [segment])
         with autocast(self.precision, self.device):
             return style_variations(self.generator, result, index, count, seed=seed)
 
-    def transfer(self, result: InversionResult, names: tuple[str, ...], reference: InversionResult,
-                 reference_names: tuple[str, ...], segment: str, *, stitch: bool = True) -> EditResult:
+    def transfer(
+        self,
+        result: InversionResult,
+        names: tuple[str, ...],
+        reference: InversionResult,
+        reference_names: tuple[str, ...],
+        segment: str,
+        *,
+        stitch: bool = True,
+    ) -> EditResult:
         """Take segment ``segment`` (e.g. "hair") from a reference photo's inversion into this one."""
         for label, available in (("this photo", names), ("the reference photo", reference_names)):
             if segment not in available:
                 raise InvalidInputError(f"{label} has no segment named {segment!r}; it has {list(available)}.")
         return transfer_segment(result, reference, names.index(segment), reference_names.index(segment), stitch=stitch)
 
-    def refine(self, result: InversionResult, edit: EditResult | None = None, segments: Sequence[int] | None = None,
-               ) -> tuple[InversionResult, EditResult | None]:
+    def refine(
+        self,
+        result: InversionResult,
+        edit: EditResult | None = None,
+        segments: Sequence[int] | None = None,
+    ) -> tuple[InversionResult, EditResult | None]:
         """Level-set refinement of the boundaries (all, or those of ``segments``) against the photo, using the
         edited renders when there is an edit. Returns the result and edit with the refined masks."""
         renders = edit.renders if edit is not None else result.renders
         masks = refine_all(result.masks, result.target, renders, segments)
-        refined = dataclasses.replace(result, masks=masks,
-                                      composite=result.composite_of(result.renders, masks))
+        refined = dataclasses.replace(result, masks=masks, composite=result.composite_of(result.renders, masks))
         if edit is not None:
             edit = dataclasses.replace(edit, composite=result.composite_of(edit.renders, masks))
         return refined, edit
 
-    def reproject(self, result: InversionResult, segments: Sequence[str], names: tuple[str, ...], *, steps: int,
-                  progress: ProgressCallback | None = None) -> InversionResult:
+    def reproject(
+        self,
+        result: InversionResult,
+        segments: Sequence[str],
+        names: tuple[str, ...],
+        *,
+        steps: int,
+        progress: ProgressCallback | None = None,
+    ) -> InversionResult:
         """Re-project the named segments of a (frozen) result against its target, starting from their current
         codes, for ``steps`` steps with the result's other settings (incremental editing)."""
         config = result.config.replace(steps=int(steps))
-        return reproject(self.generator, result, segment_indices(names, segments), config=config, progress=progress,
-                         perceptual=self.perceptual(config.perceptual))
+        return reproject(
+            self.generator,
+            result,
+            segment_indices(names, segments),
+            config=config,
+            progress=progress,
+            perceptual=self.perceptual(config.perceptual),
+        )
 
-    def tune(self, result: InversionResult, segment: str, names: tuple[str, ...], *, steps: int = 40,
-             progress: ProgressCallback | None = None) -> InversionResult:
+    def tune(
+        self,
+        result: InversionResult,
+        segment: str,
+        names: tuple[str, ...],
+        *,
+        steps: int = 40,
+        progress: ProgressCallback | None = None,
+    ) -> InversionResult:
         """Pivotal tuning for the named segment: a fine-tuned generator copy renders it from now on."""
         (index,) = segment_indices(names, [segment])
-        return tune_segment(self.generator, result, index, steps=int(steps),
-                            perceptual=self.perceptual(result.config.perceptual), progress=progress)
+        return tune_segment(
+            self.generator,
+            result,
+            index,
+            steps=int(steps),
+            perceptual=self.perceptual(result.config.perceptual),
+            progress=progress,
+        )
 
     def perceptual(self, kind: str) -> torch.nn.Module | None:
         """The LPIPS module for ``kind`` ("lpips-vgg", "lpips-alex", "none"), built once and shared."""
@@ -299,9 +406,16 @@ class ChunkyEditor:
             self._perceptual[kind] = None if module is None else module.to(self.device)
         return self._perceptual[kind]
 
-    def invert(self, photo: np.ndarray, segmentation: Segmentation | None = None, *,
-               config: InversionConfig = InversionConfig(), keep: Sequence[str] = (), size: int | None = None,
-               progress: ProgressCallback | None = None) -> InversionResult:
+    def invert(
+        self,
+        photo: np.ndarray,
+        segmentation: Segmentation | None = None,
+        *,
+        config: InversionConfig = InversionConfig(),
+        keep: Sequence[str] = (),
+        size: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> InversionResult:
         """Project an aligned face photo, one code per segment (or one code when ``segmentation`` is None).
 
         Args:
@@ -315,7 +429,9 @@ class ChunkyEditor:
         """
         size = size or self.generator.size
         if photo.ndim != 3 or photo.shape[2] != 3 or photo.shape[0] != photo.shape[1]:
-            raise InvalidInputError(f"photo must be a square [H, W, 3] image (an aligned crop), got {list(photo.shape)}.")
+            raise InvalidInputError(
+                f"photo must be a square [H, W, 3] image (an aligned crop), got {list(photo.shape)}."
+            )
         target = uint8_to_tensor(resize_uint8(photo, size)).to(self.device)
         masks = None
         keep_indices: list[int] = []
@@ -324,7 +440,9 @@ class ChunkyEditor:
             keep_indices = [segmentation.index(name) for name in keep]
         elif keep:
             raise InvalidInputError("keep needs a segmentation: the global baseline has a single segment.")
-        kwargs = dict(config=config, keep=keep_indices, progress=progress, perceptual=self.perceptual(config.perceptual))
+        kwargs = dict(
+            config=config, keep=keep_indices, progress=progress, perceptual=self.perceptual(config.perceptual)
+        )
         if self.cache is not None:
             return cached_invert(self.generator, target, masks, cache=self.cache, **kwargs)
         return invert(self.generator, target, masks, **kwargs)
@@ -333,8 +451,14 @@ class ChunkyEditor:
 DETECTORS = ("auto", "dlib")
 
 
-def load_editor(model: str = "ffhq", *, cache_dir: str | Path | None = None, check_network: bool = False,
-                work_size: int | None = None, detector: str = "auto") -> ChunkyEditor:
+def load_editor(
+    model: str = "ffhq",
+    *,
+    cache_dir: str | Path | None = None,
+    check_network: bool = False,
+    work_size: int | None = None,
+    detector: str = "auto",
+) -> ChunkyEditor:
     """The editor for ``model``: "ffhq" (the Hub's FFHQ generator), "small" (the bundled small face model, no
     download), "tiny" (the random test model) or a path to a StyleGAN2 checkpoint; finished inversions are
     cached in ``cache_dir`` when given.
@@ -388,7 +512,7 @@ def editor_from_environment() -> tuple[ChunkyEditor | None, str]:
             log.error("%s", error)
             return None, str(error)
         log.warning("the FFHQ model is not available, serving the bundled small face model: %s", error)
-        notice = (f"The FFHQ model could not be downloaded, so the bundled small face model is served instead. {error}")
+        notice = f"The FFHQ model could not be downloaded, so the bundled small face model is served instead. {error}"
         try:
             return load_editor("small", cache_dir=cache, work_size=work_size), notice
         except ChunkyError as small_error:

@@ -39,8 +39,12 @@ class Method:
 
 
 METHODS = {
-    "w": Method("w", False), "w+": Method("w+", False), "s": Method("s", False),
-    "chunky-w": Method("w", True), "chunky-w+": Method("w+", True), "chunky-w+reg": Method("w+", True, 10.0),
+    "w": Method("w", False),
+    "w+": Method("w+", False),
+    "s": Method("s", False),
+    "chunky-w": Method("w", True),
+    "chunky-w+": Method("w+", True),
+    "chunky-w+reg": Method("w+", True, 10.0),
     "chunky-s": Method("s", True),
 }
 # Values the paper reports (CelebA-HQ test faces), printed beside ours for reference: LPIPS, identity, L2.
@@ -50,10 +54,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 METRICS = ("lpips", "l2", "identity", "seconds")
 
 
-def evaluate(editor: ChunkyEditor, images: str | Path | Sequence[str | Path], out: str | Path, *,
-             methods: Sequence[str] = tuple(METHODS), steps: int = 200, limit: int | None = None,
-             keep: Sequence[str] = ("background",), perceptual_loss: str | None = None, preset_name: str | None = None,
-             progress: Callable[[int, int, str], None] | None = None) -> dict:
+def evaluate(
+    editor: ChunkyEditor,
+    images: str | Path | Sequence[str | Path],
+    out: str | Path,
+    *,
+    methods: Sequence[str] = tuple(METHODS),
+    steps: int = 200,
+    limit: int | None = None,
+    keep: Sequence[str] = ("background",),
+    perceptual_loss: str | None = None,
+    preset_name: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
     """Run every method on every photo in ``images`` (a folder, a photo, or a list of them) and write table.md,
     table.csv, results.json and grid.png to ``out``.
 
@@ -78,8 +91,11 @@ def evaluate(editor: ChunkyEditor, images: str | Path | Sequence[str | Path], ou
     perceptual_loss = perceptual_loss or editor.default_perceptual
     if preset_name is not None:
         preset(preset_name)  # an unknown name fails here, before any photo is read
-    run_id = hashlib.sha256(json.dumps([list(methods), steps, list(keep), perceptual_loss, editor.label] +
-                                       ([preset_name] if preset_name else [])).encode()).hexdigest()[:12]
+    run_id = hashlib.sha256(
+        json.dumps(
+            [list(methods), steps, list(keep), perceptual_loss, editor.label] + ([preset_name] if preset_name else [])
+        ).encode()
+    ).hexdigest()[:12]
 
     results, errors, grid_rows = {}, {}, []
     for i, path in enumerate(paths):
@@ -90,8 +106,9 @@ def evaluate(editor: ChunkyEditor, images: str | Path | Sequence[str | Path], ou
             results[path.name] = json.loads(record.read_text())
             continue
         try:
-            row, images_row = _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity,
-                                            preset_name)
+            row, images_row = _evaluate_one(
+                editor, path, methods, steps, keep, perceptual_loss, perceptual, identity, preset_name
+            )
         except ChunkyError as error:
             errors[path.name] = str(error)
             log.warning("skipped %s: %s", path.name, error)
@@ -106,8 +123,16 @@ def evaluate(editor: ChunkyEditor, images: str | Path | Sequence[str | Path], ou
     table = summarise(results, methods)
     pairs = {f"{a} vs {b}": compare_pair(results, a, b) for a, b in PAIRS if a in methods and b in methods}
     identity_name = identity.name
-    _write_tables(out, table, len(results), f"the {preset_name} preset's" if preset_name else steps, errors,
-                  identity_name, pairs, keep)
+    _write_tables(
+        out,
+        table,
+        len(results),
+        f"the {preset_name} preset's" if preset_name else steps,
+        errors,
+        identity_name,
+        pairs,
+        keep,
+    )
     if grid_rows:
         Image.fromarray(comparison_grid(grid_rows, ["photo", *methods], cell=192)).save(out / "grid.png")
     return {"table": table, "images": len(results), "errors": errors, "pairs": pairs}
@@ -149,8 +174,12 @@ def compare_pair(results: dict, method: str, baseline: str) -> dict:
         ratios[photo] = row[method]["l2"] / max(row[baseline]["l2"], 1e-12)
         if row[method]["identity"] is not None and row[baseline]["identity"] is not None:
             better[photo] = row[method]["identity"] < row[baseline]["identity"]
-    return {"l2_ratio": ratios, "l2_ratio_mean": float(np.mean(list(ratios.values()))) if ratios else None,
-            "identity_better": better, "identity_better_share": float(np.mean(list(better.values()))) if better else None}
+    return {
+        "l2_ratio": ratios,
+        "l2_ratio_mean": float(np.mean(list(ratios.values()))) if ratios else None,
+        "identity_better": better,
+        "identity_better_share": float(np.mean(list(better.values()))) if better else None,
+    }
 
 
 def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity, preset_name):
@@ -162,9 +191,12 @@ def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptua
     for name in methods:
         method = METHODS[name]
         settings = dict(space=method.space, reg_weight=method.reg_weight, perceptual=perceptual_loss)
-        config = editor.preset(preset_name, **settings) if preset_name else editor.default_config(steps=steps, **settings)
-        result = editor.invert(aligned.crop, segments if method.segmented else None, config=config,
-                               keep=kept if method.segmented else ())
+        config = (
+            editor.preset(preset_name, **settings) if preset_name else editor.default_config(steps=steps, **settings)
+        )
+        result = editor.invert(
+            aligned.crop, segments if method.segmented else None, config=config, keep=kept if method.segmented else ()
+        )
         composite, target = result.composite, result.target
         row[name] = {
             "lpips": None if perceptual is None else float(lpips_distance(composite, target, perceptual)[0]),
@@ -187,29 +219,50 @@ def summarise(results: dict, methods: Sequence[str]) -> dict:
     return table
 
 
-def _write_tables(out: Path, table: dict, count: int, steps: int | str, errors: dict, identity_name: str,
-                  pairs: dict, keep: Sequence[str]) -> None:
+def _write_tables(
+    out: Path,
+    table: dict,
+    count: int,
+    steps: int | str,
+    errors: dict,
+    identity_name: str,
+    pairs: dict,
+    keep: Sequence[str],
+) -> None:
     def cell(value):
         return "n/a" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}"
 
-    lines = [f"Inversion on {count} photos, {steps} steps each (LPIPS AlexNet and L2 at the image size, at most 256 px; identity: "
-             f"{identity_name}, not the paper's CurricularFace similarity on MTCNN-aligned faces). "
-             + (f"The per-segment methods take {', '.join(keep)} straight from the photo." if keep
-                else "Every segment is projected (nothing is taken from the photo)."),
-             "", f"| method | LPIPS ↓ | L2 ↓ | {identity_name} ↓ | seconds | "
-             "paper LPIPS / identity (CurricularFace, MTCNN; not comparable) / L2 |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Inversion on {count} photos, {steps} steps each (LPIPS AlexNet and L2 at the image size, at most 256 px; "
+        f"identity: {identity_name}, not the paper's CurricularFace similarity on MTCNN-aligned faces). "
+        + (
+            f"The per-segment methods take {', '.join(keep)} straight from the photo."
+            if keep
+            else "Every segment is projected (nothing is taken from the photo)."
+        ),
+        "",
+        f"| method | LPIPS ↓ | L2 ↓ | {identity_name} ↓ | seconds | "
+        "paper LPIPS / identity (CurricularFace, MTCNN; not comparable) / L2 |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, metrics in table.items():
         paper = " / ".join(f"{v:.3f}" for v in PAPER[name]) if name in PAPER else "—"
-        lines.append(f"| {name} | {cell(metrics['lpips'])} | {cell(metrics['l2'])} | {cell(metrics['identity'])} | "
-                     f"{cell(metrics['seconds'])} | {paper} |")
+        lines.append(
+            f"| {name} | {cell(metrics['lpips'])} | {cell(metrics['l2'])} | {cell(metrics['identity'])} | "
+            f"{cell(metrics['seconds'])} | {paper} |"
+        )
     for pair, figures in pairs.items():
         if figures["l2_ratio_mean"] is None:
             continue
         share = figures["identity_better_share"]
-        lines += ["", f"{pair}: L2 ratio {figures['l2_ratio_mean']:.3f} on average"
-                  + ("" if share is None else f"; closer identity on {share:.0%} of the photos"), "",
-                  "| photo | L2 ratio | closer identity |", "|---|---|---|"]
+        lines += [
+            "",
+            f"{pair}: L2 ratio {figures['l2_ratio_mean']:.3f} on average"
+            + ("" if share is None else f"; closer identity on {share:.0%} of the photos"),
+            "",
+            "| photo | L2 ratio | closer identity |",
+            "|---|---|---|",
+        ]
         for photo, ratio in figures["l2_ratio"].items():
             closer = figures["identity_better"].get(photo)
             lines.append(f"| {photo} | {ratio:.3f} | {'n/a' if closer is None else ('yes' if closer else 'no')} |")
@@ -221,5 +274,17 @@ def _write_tables(out: Path, table: dict, count: int, steps: int | str, errors: 
         writer.writerow(["method"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
         for name, metrics in table.items():
             writer.writerow([name] + [v for m in METRICS for v in (metrics[m] or [math.nan, math.nan])])
-    (out / "results.json").write_text(json.dumps({"table": table, "images": count, "steps": steps, "errors": errors,
-                                                  "identity": identity_name, "pairs": pairs, "kept": list(keep)}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "table": table,
+                "images": count,
+                "steps": steps,
+                "errors": errors,
+                "identity": identity_name,
+                "pairs": pairs,
+                "kept": list(keep),
+            },
+            indent=2,
+        )
+    )

@@ -53,8 +53,14 @@ class RetinaFaceDetector:
         min_score: detections below this confidence are dropped.
     """
 
-    def __init__(self, weights: str | Path | None = None, *, cache_dir: str | Path | None = None,
-                 device: torch.device | str = "cpu", min_score: float = 0.8):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        min_score: float = 0.8,
+    ):
         from chunky.compat import ensure_torchvision
 
         ensure_torchvision()
@@ -64,7 +70,9 @@ class RetinaFaceDetector:
         with warnings.catch_warnings():  # facexlib builds torchvision's resnet50 with `pretrained=False`
             warnings.simplefilter("ignore", UserWarning)
             self.model = RetinaFace(network_name="resnet50", half=False, device=self.device)
-        _load_state(self.model, Path(weights) if weights else fetch(DETECTOR_WEIGHTS, cache_dir=cache_dir), "RetinaFace")
+        _load_state(
+            self.model, Path(weights) if weights else fetch(DETECTOR_WEIGHTS, cache_dir=cache_dir), "RetinaFace"
+        )
         self.model.eval().requires_grad_(False)
         self.min_score = min_score
 
@@ -73,8 +81,10 @@ class RetinaFaceDetector:
         """Faces in an [H, W, 3] uint8 RGB image."""
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         rows = self.model.detect_faces(bgr, conf_threshold=self.min_score)
-        return [DetectedFace(row[:4].astype(np.float64), float(row[4]), row[5:15].reshape(5, 2).astype(np.float64))
-                for row in rows]
+        return [
+            DetectedFace(row[:4].astype(np.float64), float(row[4]), row[5:15].reshape(5, 2).astype(np.float64))
+            for row in rows
+        ]
 
 
 class BiSeNetParser:
@@ -86,8 +96,13 @@ class BiSeNetParser:
         device: where to run.
     """
 
-    def __init__(self, weights: str | Path | None = None, *, cache_dir: str | Path | None = None,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        device: torch.device | str = "cpu",
+    ):
         from chunky.compat import ensure_torchvision
 
         ensure_torchvision()
@@ -102,7 +117,11 @@ class BiSeNetParser:
     def parse(self, crop: np.ndarray) -> np.ndarray:
         """[S, S, 3] uint8 RGB aligned crop -> [S, S] int64 labels (parsed at 512 px, resized back)."""
         size = crop.shape[0]
-        image = cv2.resize(crop, (PARSER_INPUT, PARSER_INPUT), interpolation=cv2.INTER_AREA if size > PARSER_INPUT else cv2.INTER_LINEAR)
+        image = cv2.resize(
+            crop,
+            (PARSER_INPUT, PARSER_INPUT),
+            interpolation=cv2.INTER_AREA if size > PARSER_INPUT else cv2.INTER_LINEAR,
+        )
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(self.device)
         x = (x - _IMAGENET_MEAN.to(self.device)) / _IMAGENET_STD.to(self.device)
         logits = self.model(x)[0]  # [1, 19, 512, 512]
@@ -127,8 +146,13 @@ class ArcFaceIdentity:
     name = "1 - cos ArcFace (fixed crop)"
     different_person = 0.5
 
-    def __init__(self, weights: str | Path | None = None, *, cache_dir: str | Path | None = None,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        device: torch.device | str = "cpu",
+    ):
         from chunky.compat import ensure_torchvision
 
         ensure_torchvision()
@@ -139,13 +163,19 @@ class ArcFaceIdentity:
             torch.manual_seed(0)
             self.model = Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
         if weights != "random":
-            _load_state(self.model, Path(weights) if weights else fetch(IDENTITY_WEIGHTS, cache_dir=cache_dir), "ArcFace")
+            _load_state(
+                self.model, Path(weights) if weights else fetch(IDENTITY_WEIGHTS, cache_dir=cache_dir), "ArcFace"
+            )
         self.model.to(self.device).eval().requires_grad_(False)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] aligned faces in [-1, 1] -> [N, 512] unit vectors."""
-        x = torch.nn.functional.interpolate(images.float(), size=(256, 256), mode="area") if images.shape[-1] != 256 else images.float()
+        x = (
+            torch.nn.functional.interpolate(images.float(), size=(256, 256), mode="area")
+            if images.shape[-1] != 256
+            else images.float()
+        )
         x = torch.nn.functional.adaptive_avg_pool2d(x[:, :, 35:223, 32:220], (112, 112))
         return self.model(x.contiguous().to(self.device))  # facexlib flattens with .view: needs NCHW order
 

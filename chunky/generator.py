@@ -41,9 +41,7 @@ NOISE_MODES = ("const", "random", "none")
 def config_f_channels(size: int, channel_multiplier: int = 2) -> dict[int, int]:
     """Channel width per resolution of the official StyleGAN2 configurations (config-f: multiplier 2)."""
     table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
-    return {
-        res: ch if res <= 32 else ch * channel_multiplier for res, ch in table.items() if res <= size
-    }
+    return {res: ch if res <= 32 else ch * channel_multiplier for res, ch in table.items() if res <= size}
 
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, *, up: int = 1, pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
@@ -84,7 +82,9 @@ class PixelNorm(nn.Module):
 class EqualLinear(nn.Module):
     """Linear layer with the equalised learning rate: runtime weight scale ``lr_mul / sqrt(in_dim)``."""
 
-    def __init__(self, in_dim: int, out_dim: int, *, lr_mul: float = 1.0, bias_init: float = 0.0, activate: bool = False):
+    def __init__(
+        self, in_dim: int, out_dim: int, *, lr_mul: float = 1.0, bias_init: float = 0.0, activate: bool = False
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
@@ -129,8 +129,17 @@ class ModulatedConv2d(nn.Module):
     so the same layer serves W, W+ and S.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int, *,
-                 demodulate: bool = True, upsample: bool = False, blur_taps: Sequence[float] = (1, 3, 3, 1)):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        style_dim: int,
+        *,
+        demodulate: bool = True,
+        upsample: bool = False,
+        blur_taps: Sequence[float] = (1, 3, 3, 1),
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
@@ -181,8 +190,15 @@ class BiasedLeakyReLU(nn.Module):
 
 
 class StyledConv(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, style_dim: int, *, upsample: bool = False,
-                 blur_taps: Sequence[float] = (1, 3, 3, 1)):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        style_dim: int,
+        *,
+        upsample: bool = False,
+        blur_taps: Sequence[float] = (1, 3, 3, 1),
+    ):
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, upsample=upsample, blur_taps=blur_taps)
         self.noise = NoiseInjection()
@@ -193,7 +209,9 @@ class StyledConv(nn.Module):
 
 
 class ToRGB(nn.Module):
-    def __init__(self, in_channels: int, style_dim: int, *, upsample: bool = True, blur_taps: Sequence[float] = (1, 3, 3, 1)):
+    def __init__(
+        self, in_channels: int, style_dim: int, *, upsample: bool = True, blur_taps: Sequence[float] = (1, 3, 3, 1)
+    ):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_taps)
@@ -233,7 +251,11 @@ class Window:
 
     def crop(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         """The window of ``x`` [..., H, W] where H = ``resolution * scale``."""
-        return x[..., self.top * scale:(self.top + self.height) * scale, self.left * scale:(self.left + self.width) * scale]
+        return x[
+            ...,
+            self.top * scale : (self.top + self.height) * scale,
+            self.left * scale : (self.left + self.width) * scale,
+        ]
 
 
 def window_margin(blocks_above: int) -> int:
@@ -258,8 +280,16 @@ class Generator(nn.Module):
         w_avg: [1, style_dim] mean w: the checkpoint's ``latent_avg``, else ``mean_w()``.
     """
 
-    def __init__(self, size: int, style_dim: int, n_mlp: int, channels: Mapping[int, int], *,
-                 lr_mlp: float = 0.01, blur_taps: Sequence[float] = (1, 3, 3, 1)):
+    def __init__(
+        self,
+        size: int,
+        style_dim: int,
+        n_mlp: int,
+        channels: Mapping[int, int],
+        *,
+        lr_mlp: float = 0.01,
+        blur_taps: Sequence[float] = (1, 3, 3, 1),
+    ):
         super().__init__()
         log_size = int(math.log2(size))
         if size < 8 or 2**log_size != size:
@@ -273,7 +303,9 @@ class Generator(nn.Module):
         self.num_styles = 3 * log_size - 4
         self.num_noises = 2 * log_size - 3
 
-        self.style = nn.Sequential(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activate=True) for _ in range(n_mlp)])
+        self.style = nn.Sequential(
+            PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activate=True) for _ in range(n_mlp)]
+        )
         ch = self.channels
         self.input = ConstantInput(ch[4])
         self.conv1 = StyledConv(ch[4], ch[4], style_dim, blur_taps=blur_taps)
@@ -328,8 +360,13 @@ class Generator(nn.Module):
         return generator
 
     @classmethod
-    def from_pretrained(cls, name: str = "stylegan2-ffhq-1024.pt", *, cache_dir: str | Path | None = None,
-                        map_location: str | torch.device = "cpu") -> Generator:
+    def from_pretrained(
+        cls,
+        name: str = "stylegan2-ffhq-1024.pt",
+        *,
+        cache_dir: str | Path | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> Generator:
         """Fetch a registered checkpoint (see ``weights/registry.toml``) and load it with `from_checkpoint`.
 
         Raises:
@@ -340,7 +377,9 @@ class Generator(nn.Module):
         return cls.from_checkpoint(fetch(name, cache_dir=cache_dir), map_location=map_location)
 
     # ----------------------------------------------------------------------------------- mapping
-    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_latent: torch.Tensor | None = None) -> torch.Tensor:
+    def mapping(
+        self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_latent: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Map z [N, style_dim] to w [N, style_dim]; ``truncation_psi < 1`` pulls w toward
         ``truncation_latent`` ([1, style_dim], default ``w_avg``): w' = t + psi * (w - t)."""
         if z.ndim != 2 or z.shape[1] != self.style_dim:
@@ -374,8 +413,15 @@ class Generator(nn.Module):
         layers = self.modulated_layers(resolution)
         return [layer.modulation(ws[:, index]) for index, layer in layers]
 
-    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const", resolution: int | None = None, *,
-                  noise_generator: torch.Generator | None = None, window: Window | None = None) -> torch.Tensor:
+    def synthesis(
+        self,
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        resolution: int | None = None,
+        *,
+        noise_generator: torch.Generator | None = None,
+        window: Window | None = None,
+    ) -> torch.Tensor:
         """Render W ([N, style_dim], broadcast to every layer) or W+ ([N, n_latent, style_dim]) codes.
 
         Args:
@@ -387,11 +433,19 @@ class Generator(nn.Module):
         Returns:
             [N, 3, R, R] image, nominally in [-1, 1].
         """
-        return self.synthesis_from_styles(self.styles(ws, resolution), noise_mode, resolution,
-                                          noise_generator=noise_generator, window=window)
+        return self.synthesis_from_styles(
+            self.styles(ws, resolution), noise_mode, resolution, noise_generator=noise_generator, window=window
+        )
 
-    def synthesis_from_styles(self, styles: Sequence[torch.Tensor], noise_mode: str = "const", resolution: int | None = None, *,
-                              noise_generator: torch.Generator | None = None, window: Window | None = None) -> torch.Tensor:
+    def synthesis_from_styles(
+        self,
+        styles: Sequence[torch.Tensor],
+        noise_mode: str = "const",
+        resolution: int | None = None,
+        *,
+        noise_generator: torch.Generator | None = None,
+        window: Window | None = None,
+    ) -> torch.Tensor:
         """Render from style-space vectors (as returned by `styles`); same arguments as `synthesis`.
 
         ``window``: compute only a window of the image (see `Window`): [N, 3, h, w] instead of the whole
@@ -402,7 +456,9 @@ class Generator(nn.Module):
         blocks = self._num_blocks(resolution)
         expected = 2 + 3 * blocks
         if len(styles) != expected:
-            raise InvalidInputError(f"styles must hold {expected} tensors for resolution {4 * 2**blocks}, got {len(styles)}.")
+            raise InvalidInputError(
+                f"styles must hold {expected} tensors for resolution {4 * 2**blocks}, got {len(styles)}."
+            )
         noises = self._noises(noise_mode, 1 + 2 * blocks, styles[0], noise_generator)
         out = self.conv1(self.input(styles[0].shape[0]), styles[0], noises[0])
         skip = self.to_rgb1(out, styles[1])
@@ -412,7 +468,9 @@ class Generator(nn.Module):
             if window is not None and (4 << b) >= window.resolution:  # this block's input is 4 << b px
                 if (4 << b) == window.resolution:  # entering the windowed part: crop features and RGB
                     out, skip = window.crop(out, 1), window.crop(skip, 1)
-                block_noises = [None if n is None else window.crop(n, (8 << b) // window.resolution) for n in block_noises]
+                block_noises = [
+                    None if n is None else window.crop(n, (8 << b) // window.resolution) for n in block_noises
+                ]
             out = self.convs[2 * b](out, s_up, block_noises[0])
             out = self.convs[2 * b + 1](out, s_conv, block_noises[1])
             skip = self.to_rgbs[b](out, s_rgb, skip)
@@ -434,7 +492,11 @@ class Generator(nn.Module):
         """(W+ row, layer) pairs in rendering order, up to ``resolution``."""
         layers = [(0, self.conv1.conv), (1, self.to_rgb1.conv)]
         for b in range(self._num_blocks(resolution)):
-            layers += [(1 + 2 * b, self.convs[2 * b].conv), (2 + 2 * b, self.convs[2 * b + 1].conv), (3 + 2 * b, self.to_rgbs[b].conv)]
+            layers += [
+                (1 + 2 * b, self.convs[2 * b].conv),
+                (2 + 2 * b, self.convs[2 * b + 1].conv),
+                (3 + 2 * b, self.to_rgbs[b].conv),
+            ]
         return layers
 
     def _as_w_plus(self, ws: torch.Tensor) -> torch.Tensor:
@@ -446,7 +508,9 @@ class Generator(nn.Module):
             f"ws must be W [N, {self.style_dim}] or W+ [N, {self.n_latent}, {self.style_dim}], got {list(ws.shape)}."
         )
 
-    def _noises(self, mode: str, count: int, like: torch.Tensor, generator: torch.Generator | None) -> list[torch.Tensor | None]:
+    def _noises(
+        self, mode: str, count: int, like: torch.Tensor, generator: torch.Generator | None
+    ) -> list[torch.Tensor | None]:
         if mode == "none":
             return [None] * count
         buffers = [getattr(self.noises, f"noise_{i}") for i in range(count)]
@@ -456,12 +520,16 @@ class Generator(nn.Module):
             if generator is None:
                 raise InvalidInputError('noise_mode="random" needs a noise_generator (a seeded torch.Generator).')
             n = like.shape[0]
-            return [torch.randn((n, *b.shape[1:]), generator=generator, device=generator.device).to(b.device) for b in buffers]
+            return [
+                torch.randn((n, *b.shape[1:]), generator=generator, device=generator.device).to(b.device)
+                for b in buffers
+            ]
         raise InvalidInputError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}.")
 
 
-def random_generator(size: int = 32, style_dim: int = 32, n_mlp: int = 2, channels: Mapping[int, int] | None = None, *,
-                     seed: int = 0) -> Generator:
+def random_generator(
+    size: int = 32, style_dim: int = 32, n_mlp: int = 2, channels: Mapping[int, int] | None = None, *, seed: int = 0
+) -> Generator:
     """A generator with random tensors from a local RNG seeded with ``seed``, for tests, benchmarks and
     the test mode: weights, constant input and noise images drawn as at initialisation, every bias and
     noise strength moved off its initial value by N(0, 0.1) so that each term shows; FIR kernels exact.
@@ -528,7 +596,9 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
         for i in range(num_rgbs):
             channels[2 ** (i + 3)] = state[f"convs.{2 * i}.conv.weight"].shape[1]
     except (KeyError, IndexError, AttributeError) as error:
-        raise CheckpointError(f"Not a StyleGAN2 generator state dict: cannot read its architecture (missing {error}).") from None
+        raise CheckpointError(
+            f"Not a StyleGAN2 generator state dict: cannot read its architecture (missing {error})."
+        ) from None
     return {"size": 2 ** (num_rgbs + 2), "style_dim": int(style_dim), "n_mlp": n_mlp, "channels": channels}
 
 

@@ -80,7 +80,9 @@ def read_image(source: str | Path | bytes, *, name: str = "the image", alpha: bo
     except InvalidInputError:
         raise
     except Image.DecompressionBombError:
-        raise InvalidInputError(f"{name} is too large to decode safely; the limit is {MAX_PIXELS / 1e6:.0f} megapixels.") from None
+        raise InvalidInputError(
+            f"{name} is too large to decode safely; the limit is {MAX_PIXELS / 1e6:.0f} megapixels."
+        ) from None
     except UnidentifiedImageError:
         raise InvalidInputError(f"{name} is not an image in a known format. Use a PNG, JPEG or WebP file.") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:  # truncated or corrupt data
@@ -90,7 +92,9 @@ def read_image(source: str | Path | bytes, *, name: str = "the image", alpha: bo
 def _read_bytes(path: Path, name: str) -> bytes:
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidInputError(f"{name} is {path.stat().st_size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES >> 20} MiB.")
+            raise InvalidInputError(
+                f"{name} is {path.stat().st_size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES >> 20} MiB."
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise InvalidInputError(f"{name} ({path}) does not exist.") from None

@@ -57,8 +57,10 @@ def load_backbone(backbone: nn.Module, state: dict, name: str) -> None:
     wrong = sorted(set(features) ^ set(expected))
     wrong += [k for k in features if k in expected and features[k].shape != backbone.state_dict()[expected[k]].shape]
     if wrong:
-        raise CheckpointError(f"{name} is not torchvision's ImageNet backbone for LPIPS (keys or shapes differ: "
-                            f"{wrong[:4]}); delete it and fetch it again.")
+        raise CheckpointError(
+            f"{name} is not torchvision's ImageNet backbone for LPIPS (keys or shapes differ: "
+            f"{wrong[:4]}); delete it and fetch it again."
+        )
     backbone.load_state_dict({expected[k]: v for k, v in features.items()}, strict=True)
 
 
@@ -77,8 +79,9 @@ def lpips_features(perceptual: nn.Module, images: torch.Tensor) -> list[torch.Te
     return [feature / (feature.square().sum(dim=1, keepdim=True).sqrt() + 1e-10) for feature in outputs]
 
 
-def lpips_map(perceptual: nn.Module, features: list[torch.Tensor], target_features: list[torch.Tensor],
-              size: tuple[int, int]) -> torch.Tensor:
+def lpips_map(
+    perceptual: nn.Module, features: list[torch.Tensor], target_features: list[torch.Tensor], size: tuple[int, int]
+) -> torch.Tensor:
     """Spatial LPIPS [N, 1, *size] from two feature lists (as `lpips.LPIPS(spatial=True)` computes it)."""
     total = 0
     for lin, a, b in zip(perceptual.lins, features, target_features):
@@ -86,9 +89,15 @@ def lpips_map(perceptual: nn.Module, features: list[torch.Tensor], target_featur
     return total
 
 
-def segment_losses(renders: torch.Tensor, target: torch.Tensor, masks: torch.Tensor, *,
-                   perceptual: nn.Module | None, pixel_weight: float,
-                   target_features: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def segment_losses(
+    renders: torch.Tensor,
+    target: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    perceptual: nn.Module | None,
+    pixel_weight: float,
+    target_features: list[torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """Per-segment reconstruction losses.
 
     LPIPS judges each segment in context, as the authors' tool does: the render is pasted into the
@@ -113,8 +122,12 @@ def segment_losses(renders: torch.Tensor, target: torch.Tensor, masks: torch.Ten
     else:
         if target_features is None:
             target_features = lpips_features(perceptual, target)
-        distance = lpips_map(perceptual, lpips_features(perceptual, paste_in_context(renders, target, masks)),
-                             target_features, renders.shape[-2:])
+        distance = lpips_map(
+            perceptual,
+            lpips_features(perceptual, paste_in_context(renders, target, masks)),
+            target_features,
+            renders.shape[-2:],
+        )
         lpips_value = masked_mean(distance.float(), masks)
     return {"lpips": lpips_value, "l2": l2, "total": lpips_value + pixel_weight * l2}
 
@@ -152,8 +165,9 @@ def latent_spread(G, space: str) -> float:
     return spreads[space]
 
 
-def latent_regulariser(codes: torch.Tensor | list[torch.Tensor], center: torch.Tensor | list[torch.Tensor],
-                       spread: float = 1.0) -> torch.Tensor:
+def latent_regulariser(
+    codes: torch.Tensor | list[torch.Tensor], center: torch.Tensor | list[torch.Tensor], spread: float = 1.0
+) -> torch.Tensor:
     """mean(((code - center) / w_std)^2) per segment -> [K], with ``spread`` = w_std^2 (`latent_spread`).
 
     The mean runs over layers and dimensions: ``codes`` is [K, ..., D] (W or W+) or, in S, a list of

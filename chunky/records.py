@@ -29,8 +29,9 @@ def result_to_dict(result: InversionResult) -> dict:
     """An inversion as plain data (fine-tuned generators as state dicts with their ``latent_avg``)."""
     data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "generators"}
     data["config"] = dataclasses.asdict(result.config)
-    data["generators"] = {int(k): {"g_ema": g.state_dict(), "latent_avg": g.w_avg.detach().cpu()}
-                          for k, g in result.generators.items()}
+    data["generators"] = {
+        int(k): {"g_ema": g.state_dict(), "latent_avg": g.w_avg.detach().cpu()} for k, g in result.generators.items()
+    }
     return data
 
 

@@ -21,9 +21,19 @@ import torch
 from chunky.errors import InvalidInputError
 
 
-def refine_boundary(masks: torch.Tensor, photo: torch.Tensor, renders: torch.Tensor, first: int, second: int, *,
-                    steps: int = 12, dt: float = 1.0, smoothness: float = 0.3, band_px: int = 8,
-                    tolerance: float = 0.05) -> torch.Tensor:
+def refine_boundary(
+    masks: torch.Tensor,
+    photo: torch.Tensor,
+    renders: torch.Tensor,
+    first: int,
+    second: int,
+    *,
+    steps: int = 12,
+    dt: float = 1.0,
+    smoothness: float = 0.3,
+    band_px: int = 8,
+    tolerance: float = 0.05,
+) -> torch.Tensor:
     """Move the boundary between segments ``first`` and ``second``.
 
     Args:
@@ -56,7 +66,7 @@ def refine_boundary(masks: torch.Tensor, photo: torch.Tensor, renders: torch.Ten
     start = phi.copy()
     for _ in range(steps):
         grad_y, grad_x = np.gradient(phi)
-        norm = np.sqrt(grad_x ** 2 + grad_y ** 2) + 1e-8
+        norm = np.sqrt(grad_x**2 + grad_y**2) + 1e-8
         curvature = np.gradient(grad_x / norm, axis=1) + np.gradient(grad_y / norm, axis=0)
         phi = phi + dt * (speed + smoothness * curvature) * norm
         phi = np.clip(phi, start - band_px, start + band_px)  # stay within the band
@@ -69,8 +79,9 @@ def refine_boundary(masks: torch.Tensor, photo: torch.Tensor, renders: torch.Ten
     return out
 
 
-def refine_all(masks: torch.Tensor, photo: torch.Tensor, renders: torch.Tensor, segments: Sequence[int] | None = None,
-               **options) -> torch.Tensor:
+def refine_all(
+    masks: torch.Tensor, photo: torch.Tensor, renders: torch.Tensor, segments: Sequence[int] | None = None, **options
+) -> torch.Tensor:
     """Refine every boundary between touching segments, or only those involving ``segments``."""
     chosen = set(range(masks.shape[0]) if segments is None else segments)
     hard = masks[:, 0] > 0.5

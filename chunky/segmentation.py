@@ -21,8 +21,27 @@ from chunky.images import read_image
 MAX_SEGMENTS = 32
 
 # The 19 labels of CelebAMask-HQ, in the order face parsers (BiSeNet, ParseNet) output them.
-CELEBAMASK_LABELS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
-                     "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat")
+CELEBAMASK_LABELS = (
+    "background",
+    "skin",
+    "l_brow",
+    "r_brow",
+    "l_eye",
+    "r_eye",
+    "eye_g",
+    "l_ear",
+    "r_ear",
+    "ear_r",
+    "nose",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "neck",
+    "neck_l",
+    "cloth",
+    "hair",
+    "hat",
+)
 
 # Named segments as groups of labels: every label belongs to exactly one group. Edit this table (or pass
 # your own) to merge or split segments.
@@ -65,9 +84,13 @@ class Segmentation:
         masks, names = self.masks, tuple(self.names)
         object.__setattr__(self, "names", names)
         if not isinstance(masks, torch.Tensor) or masks.ndim != 4 or masks.shape[1] != 1:
-            raise InvalidInputError(f"Segmentation masks must be [K, 1, H, W], got {getattr(masks, 'shape', type(masks))}.")
+            raise InvalidInputError(
+                f"Segmentation masks must be [K, 1, H, W], got {getattr(masks, 'shape', type(masks))}."
+            )
         if len(names) != masks.shape[0] or len(set(names)) != len(names):
-            raise InvalidInputError(f"Segmentation needs one unique name per mask: {len(masks)} masks, names {list(names)}.")
+            raise InvalidInputError(
+                f"Segmentation needs one unique name per mask: {len(masks)} masks, names {list(names)}."
+            )
         if not 1 <= len(names) <= MAX_SEGMENTS:
             raise InvalidInputError(f"A segmentation has 1 to {MAX_SEGMENTS} segments, got {len(names)}.")
 
@@ -86,7 +109,9 @@ class Segmentation:
         if self.masks.shape[-2:] == (size, size):
             return self
         mode = "area" if size < self.masks.shape[-1] else "bilinear"
-        masks = F.interpolate(self.masks, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+        masks = F.interpolate(
+            self.masks, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False})
+        )
         labels = None
         if self.labels is not None:  # nearest neighbour: label values are names, not intensities
             rows = (np.arange(size) + 0.5) * self.labels.shape[0] / size
@@ -103,17 +128,26 @@ class Segmentation:
         """One hard mask per distinct value of ``labels`` [H, W] (ascending), named by ``names`` or "label_<v>"."""
         labels = np.asarray(labels)
         if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-            raise InvalidInputError(f"A label map must be an [H, W] integer array, got {labels.dtype} {list(labels.shape)}.")
+            raise InvalidInputError(
+                f"A label map must be an [H, W] integer array, got {labels.dtype} {list(labels.shape)}."
+            )
         values = np.unique(labels)
         if len(values) > MAX_SEGMENTS:
-            raise InvalidInputError(f"The label map has {len(values)} distinct labels; at most {MAX_SEGMENTS} segments are allowed.")
+            raise InvalidInputError(
+                f"The label map has {len(values)} distinct labels; at most {MAX_SEGMENTS} segments are allowed."
+            )
         names = names or {}
         masks = torch.from_numpy(np.stack([labels == v for v in values])[:, None].astype(np.float32))
         return cls(tuple(names.get(int(v), f"label_{int(v)}") for v in values), masks)
 
     @classmethod
-    def from_parsing(cls, labels: np.ndarray, groups: Mapping[str, Sequence[int]] = FACE_GROUPS, *,
-                     min_fraction: float = MIN_SEGMENT_FRACTION) -> Segmentation:
+    def from_parsing(
+        cls,
+        labels: np.ndarray,
+        groups: Mapping[str, Sequence[int]] = FACE_GROUPS,
+        *,
+        min_fraction: float = MIN_SEGMENT_FRACTION,
+    ) -> Segmentation:
         """Named segments from a face parser's label map [H, W] (CelebAMask-HQ labels).
 
         Groups absent from the image are dropped; a segment covering less than ``min_fraction`` of
@@ -150,8 +184,8 @@ class Segmentation:
         largest = max(range(len(parts)), key=lambda i: float(parts[i].sum()))
         parts[largest] = parts[largest] + (mask - sum(parts)).clamp(min=0)
         part_names = tuple(f"{name}:{CELEBAMASK_LABELS[v] if v < len(CELEBAMASK_LABELS) else v}" for v in values)
-        masks = torch.cat([self.masks[:k], torch.stack(parts)[:, None], self.masks[k + 1:]])
-        return replace(self, names=self.names[:k] + part_names + self.names[k + 1:], masks=masks)
+        masks = torch.cat([self.masks[:k], torch.stack(parts)[:, None], self.masks[k + 1 :]])
+        return replace(self, names=self.names[:k] + part_names + self.names[k + 1 :], masks=masks)
 
     def area(self) -> torch.Tensor:
         """[K] share of the image each segment covers, in [0, 1]."""
@@ -167,7 +201,7 @@ class Segmentation:
         first = min(indices)
         order = sorted(keep + [first])
         new_names = [new_name or self.names[first] if k == first else self.names[k] for k in order]
-        new_masks = torch.cat([union if k == first else self.masks[k:k + 1] for k in order])
+        new_masks = torch.cat([union if k == first else self.masks[k : k + 1] for k in order])
         return replace(self, names=tuple(new_names), masks=new_masks)
 
     def merge_small(self, min_fraction: float) -> Segmentation:
@@ -184,7 +218,7 @@ class Segmentation:
         return current
 
     def _longest_border(self, index: int) -> int:
-        grown = dilate_masks(self.masks[index:index + 1], 1)
+        grown = dilate_masks(self.masks[index : index + 1], 1)
         shared = (grown * self.masks).sum(dim=(1, 2, 3))
         shared[index] = -1
         if shared.max() <= 0:  # touches nothing: join the largest segment
@@ -203,7 +237,9 @@ class Segmentation:
 
     def without(self, name: str) -> Segmentation:
         k = self.index(name)
-        return replace(self, names=self.names[:k] + self.names[k + 1:], masks=torch.cat([self.masks[:k], self.masks[k + 1:]]))
+        return replace(
+            self, names=self.names[:k] + self.names[k + 1 :], masks=torch.cat([self.masks[:k], self.masks[k + 1 :]])
+        )
 
     def apply_sketch(self, name: str, layer: np.ndarray) -> Segmentation:
         """Add a browser sketch to segment ``name``.
@@ -230,7 +266,7 @@ class Segmentation:
     def dilated(self, name: str, pixels: int) -> Segmentation:
         """Grow (``pixels`` > 0) or shrink (< 0) one segment by a square window."""
         k = self.index(name)
-        mask = self.masks[k:k + 1]
+        mask = self.masks[k : k + 1]
         changed = dilate_masks(mask, pixels) if pixels >= 0 else 1 - dilate_masks(1 - mask, -pixels)
         return self.with_mask(name, changed[0, 0])
 
@@ -264,7 +300,9 @@ class Segmentation:
         if not files:
             raise InvalidInputError(f"The mask folder {folder} holds no PNG/JPEG/WebP/BMP files.")
         if len(files) > MAX_SEGMENTS:
-            raise InvalidInputError(f"The mask folder {folder} holds {len(files)} masks; at most {MAX_SEGMENTS} are allowed.")
+            raise InvalidInputError(
+                f"The mask folder {folder} holds {len(files)} masks; at most {MAX_SEGMENTS} are allowed."
+            )
         arrays = [read_image(p, name=f"mask {p.name}").astype(np.float32).mean(axis=2) / 255.0 for p in files]
         if len({a.shape for a in arrays}) != 1:
             raise InvalidInputError(f"The masks in {folder} differ in size: {sorted({a.shape for a in arrays})}.")
@@ -283,7 +321,8 @@ def _read_labels(path: Path) -> np.ndarray:
         if image.mode not in ("L", "P", "I", "I;16"):
             raise InvalidInputError(
                 f"The label map {path.name} is {image.mode}; it must be a single-channel PNG holding one label index "
-                "per pixel (or pass a folder of per-segment masks).")
+                "per pixel (or pass a folder of per-segment masks)."
+            )
         return np.asarray(image).astype(np.int64)
 
 
@@ -318,9 +357,19 @@ def dilate_masks(masks: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(masks, kernel_size=2 * radius + 1, stride=1, padding=radius)
 
 
-_COLOURS = {"skin": (255, 204, 153), "brows": (102, 51, 0), "eyes": (0, 153, 255), "nose": (255, 102, 102),
-            "mouth": (204, 0, 51), "hair": (153, 102, 51), "ears": (255, 153, 204), "neck": (204, 153, 102),
-            "accessories": (153, 0, 204), "clothes": (51, 153, 51), "background": (128, 128, 128)}
+_COLOURS = {
+    "skin": (255, 204, 153),
+    "brows": (102, 51, 0),
+    "eyes": (0, 153, 255),
+    "nose": (255, 102, 102),
+    "mouth": (204, 0, 51),
+    "hair": (153, 102, 51),
+    "ears": (255, 153, 204),
+    "neck": (204, 153, 102),
+    "accessories": (153, 0, 204),
+    "clothes": (51, 153, 51),
+    "background": (128, 128, 128),
+}
 
 
 def segment_colour(name: str) -> tuple[int, int, int]:
@@ -336,10 +385,11 @@ def _painted(layer: np.ndarray, size: int) -> torch.Tensor:
     if layer.ndim != 3 or layer.shape[2] != 4:
         raise InvalidInputError(f"A sketch layer must be an [H, W, 4] RGBA image, got {list(layer.shape)}.")
     if layer.shape[:2] != (size, size):
-        raise InvalidInputError(f"The sketch layer is {layer.shape[1]}x{layer.shape[0]} but the segments are {size}x{size}.")
+        raise InvalidInputError(
+            f"The sketch layer is {layer.shape[1]}x{layer.shape[0]} but the segments are {size}x{size}."
+        )
     return torch.from_numpy(layer[..., 3] > 127)
 
 
 def _safe_name(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:40] or "segment"
-

@@ -29,8 +29,16 @@ from chunky.segmentation import dilate_masks
 MAX_TUNING_STEPS = 1000
 
 
-def tune_segment(G: Generator, result: InversionResult, segment: int, *, steps: int = 40, lr: float = 3e-4,
-                 perceptual: nn.Module | None = None, progress: ProgressCallback | None = None) -> InversionResult:
+def tune_segment(
+    G: Generator,
+    result: InversionResult,
+    segment: int,
+    *,
+    steps: int = 40,
+    lr: float = 3e-4,
+    perceptual: nn.Module | None = None,
+    progress: ProgressCallback | None = None,
+) -> InversionResult:
     """Fine-tune a copy of the generator that renders ``segment`` (continuing from an earlier tuning of it).
 
     Args:
@@ -49,7 +57,9 @@ def tune_segment(G: Generator, result: InversionResult, segment: int, *, steps: 
         and losses updated; every other render is unchanged.
     """
     if segment not in result.projected:
-        raise InvalidInputError(f"Segment {segment} is taken from the photo: there is no code to tune the generator for.")
+        raise InvalidInputError(
+            f"Segment {segment} is taken from the photo: there is no code to tune the generator for."
+        )
     if not isinstance(steps, int) or not 1 <= steps <= MAX_TUNING_STEPS:
         raise InvalidInputError(f"Tuning steps must be an integer in [1, {MAX_TUNING_STEPS}], got {steps!r}.")
     if not lr > 0:
@@ -66,15 +76,21 @@ def tune_segment(G: Generator, result: InversionResult, segment: int, *, steps: 
     device = result.target.device
     resolution = min(config.resolution, result.target.shape[-1])
     target = resize_images(result.target, resolution)
-    region = resize_images(dilate_masks(result.masks[segment:segment + 1], config.dilate_px), resolution)
+    region = resize_images(dilate_masks(result.masks[segment : segment + 1], config.dilate_px), resolution)
     (plan,) = plan_passes([slice(0, 1)], target, region, perceptual, config)
     start = time.perf_counter()
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
         with autocast(config.precision, device):
             render = render_codes(tuned, code, space, resolution, window=plan.window)
-            loss = segment_losses(render, plan.target, plan.masks, perceptual=perceptual, pixel_weight=config.pixel_weight,
-                                  target_features=plan.features)["total"].sum()
+            loss = segment_losses(
+                render,
+                plan.target,
+                plan.masks,
+                perceptual=perceptual,
+                pixel_weight=config.pixel_weight,
+                target_features=plan.features,
+            )["total"].sum()
         loss.backward()
         optimizer.step()
         value = float(loss.detach())
@@ -91,12 +107,22 @@ def tune_segment(G: Generator, result: InversionResult, segment: int, *, steps: 
     with torch.no_grad(), autocast(config.precision, device):
         renders = result.renders.clone()
         renders[segment] = render_codes(tuned, code, space, size)[0].float()
-        full = segment_losses(resize_images(renders[segment:segment + 1], resolution), target, region,
-                              perceptual=perceptual, pixel_weight=config.pixel_weight)
+        full = segment_losses(
+            resize_images(renders[segment : segment + 1], resolution),
+            target,
+            region,
+            perceptual=perceptual,
+            pixel_weight=config.pixel_weight,
+        )
     losses = {name: values.clone() for name, values in result.segment_losses.items()}
     for name, values in losses.items():
         values[segment] = full[name][0].float().cpu()
     return dataclasses.replace(
-        result, renders=renders, composite=soft_composite(renders, result.masks, result.target, keep=result.keep,
-                                                    dilate_px=result.config.dilate_px),
-        segment_losses=losses, generators={**result.generators, segment: tuned})
+        result,
+        renders=renders,
+        composite=soft_composite(
+            renders, result.masks, result.target, keep=result.keep, dilate_px=result.config.dilate_px
+        ),
+        segment_losses=losses,
+        generators={**result.generators, segment: tuned},
+    )

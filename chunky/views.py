@@ -12,8 +12,10 @@ from chunky.images import tensor_to_uint8, uint8_to_tensor
 from chunky.metrics import l2_distance
 from chunky.segmentation import segment_colour
 
-NO_MODEL_HELP = ("To try the page without any download, start it with the bundled small face model: "
-                 "`CHUNKY_MODEL=small python app.py` (64 px faces, offline).")
+NO_MODEL_HELP = (
+    "To try the page without any download, start it with the bundled small face model: "
+    "`CHUNKY_MODEL=small python app.py` (64 px faces, offline)."
+)
 
 
 def model_line(label: str, device: str, notice: str = "") -> str:
@@ -26,8 +28,10 @@ def model_line(label: str, device: str, notice: str = "") -> str:
 def legend(session) -> str:
     """HTML: a coloured square, the name and the share of the crop for each segment."""
     segmentation = session.state.segmentation
-    return " · ".join(f"<span style='color:rgb{segment_colour(n)}'>■</span> {html.escape(n)} ({100 * float(a):.0f}%)"
-                      for n, a in zip(segmentation.names, segmentation.area()))
+    return " · ".join(
+        f"<span style='color:rgb{segment_colour(n)}'>■</span> {html.escape(n)} ({100 * float(a):.0f}%)"
+        for n, a in zip(segmentation.names, segmentation.area())
+    )
 
 
 def renders(session) -> list[tuple[np.ndarray, str]]:
@@ -42,8 +46,10 @@ def metrics(session) -> list[list]:
     if result is None:
         return []
     losses = result.segment_losses
-    return [[name, k in result.keep, round(float(losses["lpips"][k]), 4), round(float(losses["l2"][k]), 4)]
-            for k, name in enumerate(session.names)]
+    return [
+        [name, k in result.keep, round(float(losses["lpips"][k]), 4), round(float(losses["l2"][k]), 4)]
+        for k, name in enumerate(session.names)
+    ]
 
 
 def baselines(session) -> list[tuple[np.ndarray, str]]:
@@ -54,8 +60,11 @@ def baselines(session) -> list[tuple[np.ndarray, str]]:
         return []
     photo = uint8_to_tensor(session.target_image)
     shown = [(label, r.composite) for label, r in state.baselines] + [("per segment (chunky)", state.first_composite)]
-    return [(tensor_to_uint8(image), f"{label}: L2 {float(l2_distance(image.cpu(), photo)[0]):.4f}")
-            for label, image in shown if image is not None]
+    return [
+        (tensor_to_uint8(image), f"{label}: L2 {float(l2_distance(image.cpu(), photo)[0]):.4f}")
+        for label, image in shown
+        if image is not None
+    ]
 
 
 def slider_directions(directions: list, limit: int) -> list:

@@ -62,8 +62,9 @@ class WeightFile:
         if not self.mirrors and not self.urls and not self.bundled:
             raise InvalidInputError(f"Registry entry {self.name!r} has no mirrors, no urls and no bundled file.")
         if (self.urls or self.bundled) and len(self.sha256) != 64:
-            raise InvalidInputError(f"Registry entry {self.name!r} has urls or a bundled file but no pinned sha256 "
-                                    "(64 hex digits).")
+            raise InvalidInputError(
+                f"Registry entry {self.name!r} has urls or a bundled file but no pinned sha256 (64 hex digits)."
+            )
 
     def digests(self) -> list[str]:
         """Every sha256 the registry pins for this file: the entry's and its mirrors' own (may be empty)."""
@@ -83,10 +84,15 @@ def registry(path: Path = REGISTRY_PATH) -> dict[str, WeightFile]:
     with open(path, "rb") as f:
         table = tomllib.load(f)
     return {
-        name: WeightFile(name, entry["description"], entry["license"], entry.get("sha256", "").lower(),
-                         tuple(Mirror(**{**m, "sha256": m.get("sha256", "").lower()}) for m in entry.get("mirrors", ())),
-                         tuple(entry.get("urls", ())),
-                         entry.get("bundled", ""))
+        name: WeightFile(
+            name,
+            entry["description"],
+            entry["license"],
+            entry.get("sha256", "").lower(),
+            tuple(Mirror(**{**m, "sha256": m.get("sha256", "").lower()}) for m in entry.get("mirrors", ())),
+            tuple(entry.get("urls", ())),
+            entry.get("bundled", ""),
+        )
         for name, entry in table.items()
     }
 
@@ -95,7 +101,9 @@ def lookup(name: str) -> WeightFile:
     try:
         return registry()[name]
     except KeyError:
-        raise InvalidInputError(f"No weight file named {name!r} in the registry; known: {sorted(registry())}.") from None
+        raise InvalidInputError(
+            f"No weight file named {name!r} in the registry; known: {sorted(registry())}."
+        ) from None
 
 
 def sha256_of(path: str | Path) -> str:
@@ -128,8 +136,10 @@ def fetch_entry(entry: WeightFile, *, cache_dir: str | Path | None = None) -> Pa
     if entry.bundled:  # shipped in weights/ with the code: never downloaded, always checked
         path = REGISTRY_PATH.parent / entry.bundled
         if not path.is_file():
-            raise WeightsUnavailableError(f"The bundled file {str(path)!r} ({entry.description}) is missing from this "
-                                          "checkout: restore it with `git checkout -- weights/`.")
+            raise WeightsUnavailableError(
+                f"The bundled file {str(path)!r} ({entry.description}) is missing from this "
+                "checkout: restore it with `git checkout -- weights/`."
+            )
         return _verified(path, entry)
     override = os.environ.get(WEIGHTS_DIR_ENV)
     if override:
@@ -147,8 +157,15 @@ def fetch_entry(entry: WeightFile, *, cache_dir: str | Path | None = None) -> Pa
 
         for mirror in entry.mirrors:
             try:
-                path = Path(hf_hub_download(mirror.repo, mirror.file, revision=mirror.revision, cache_dir=cache_dir,
-                                            local_files_only=_offline()))
+                path = Path(
+                    hf_hub_download(
+                        mirror.repo,
+                        mirror.file,
+                        revision=mirror.revision,
+                        cache_dir=cache_dir,
+                        local_files_only=_offline(),
+                    )
+                )
             except (OSError, ValueError) as error:  # hub errors subclass these (HTTP, offline, missing entry)
                 failures.append(f"{mirror.repo}/{mirror.file}: {type(error).__name__}")
                 continue
@@ -166,7 +183,8 @@ def fetch_entry(entry: WeightFile, *, cache_dir: str | Path | None = None) -> Pa
 
 
 def downloads_dir() -> Path:
-    """Where files fetched from plain URLs are kept: ``$CHUNKY_DOWNLOADS_DIR``, default ``~/.cache/chunky/downloads``."""
+    """Where files fetched from plain URLs are kept: ``$CHUNKY_DOWNLOADS_DIR`` (default
+    ``~/.cache/chunky/downloads``)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chunky" / "downloads"
     return Path(os.environ.get(DOWNLOADS_DIR_ENV, default))
 
@@ -208,8 +226,10 @@ def _from_urls(entry: WeightFile, failures: list[str]) -> Path | None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
-            with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response, \
-                    tempfile.NamedTemporaryFile(dir=folder, prefix=f".{entry.name}.", delete=False) as out:
+            with (
+                urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response,
+                tempfile.NamedTemporaryFile(dir=folder, prefix=f".{entry.name}.", delete=False) as out,
+            ):
                 temporary = Path(out.name)
                 for block in iter(lambda: response.read(1 << 20), b""):
                     digest.update(block)

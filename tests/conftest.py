@@ -27,15 +27,20 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "real_weights: needs the real FFHQ generator and face models (downloads them); "
-                                       "skipped unless CHUNKY_REAL_WEIGHTS=1")
+    config.addinivalue_line(
+        "markers",
+        "real_weights: needs the real FFHQ generator and face models (downloads them); "
+        "skipped unless CHUNKY_REAL_WEIGHTS=1",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     if REAL_WEIGHTS:
         return
-    skip = pytest.mark.skip(reason="needs the real weights and network access: run `python -m chunky doctor`, or "
-                                   "CHUNKY_REAL_WEIGHTS=1 python -m pytest -m real_weights")
+    skip = pytest.mark.skip(
+        reason="needs the real weights and network access: run `python -m chunky doctor`, or "
+        "CHUNKY_REAL_WEIGHTS=1 python -m pytest -m real_weights"
+    )
     for item in items:
         if "real_weights" in item.keywords:
             item.add_marker(skip)
@@ -82,8 +87,11 @@ def unpinned_registry(monkeypatch):
 
     real = weights.registry()
     stand_ins = {
-        name: dataclasses.replace(entry, sha256="", mirrors=tuple(dataclasses.replace(m, sha256="") for m in entry.mirrors))
-        if entry.mirrors and not entry.urls else entry
+        name: dataclasses.replace(
+            entry, sha256="", mirrors=tuple(dataclasses.replace(m, sha256="") for m in entry.mirrors)
+        )
+        if entry.mirrors and not entry.urls
+        else entry
         for name, entry in real.items()
     }
     monkeypatch.setattr(weights, "registry", lambda: stand_ins)

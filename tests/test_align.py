@@ -50,10 +50,20 @@ def place_in_canvas(face, angle_deg, scale, offset, canvas_shape):
     crop_to_canvas = np.concatenate([rotation, np.asarray(offset, np.float64)[:, None]], axis=1)
     height, width = canvas_shape
     yy, xx = np.mgrid[0:height, 0:width]
-    background = np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) * 255 // (width + height)], -1).astype(np.uint8)
+    background = np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) * 255 // (width + height)], -1).astype(
+        np.uint8
+    )
     placed = warp(face, crop_to_canvas, (width, height), border=cv2.BORDER_CONSTANT)
-    inside = warp(np.full((size, size), 255, np.uint8), crop_to_canvas, (width, height), border=cv2.BORDER_CONSTANT,
-                  interpolation=cv2.INTER_NEAREST) > 0
+    inside = (
+        warp(
+            np.full((size, size), 255, np.uint8),
+            crop_to_canvas,
+            (width, height),
+            border=cv2.BORDER_CONSTANT,
+            interpolation=cv2.INTER_NEAREST,
+        )
+        > 0
+    )
     canvas = np.where(inside[..., None], placed, background)
     landmarks = canonical_landmarks(size) @ rotation.T + offset
     return canvas, landmarks, crop_to_canvas
@@ -67,19 +77,36 @@ def test_canonical_landmarks_give_the_identity():
 
 def test_round_trip_recovers_the_crop_and_pastes_back_exactly_outside():
     face = face_256()
-    canvas, landmarks, crop_to_canvas = place_in_canvas(face, angle_deg=17.0, scale=1.6, offset=(300.0, 120.0),
-                                                        canvas_shape=(700, 900))
+    canvas, landmarks, crop_to_canvas = place_in_canvas(
+        face, angle_deg=17.0, scale=1.6, offset=(300.0, 120.0), canvas_shape=(700, 900)
+    )
     aligned = align_face(canvas, FakeDetector([landmarks], reference_width=900), size=256)  # detected at 800 px
     np.testing.assert_allclose(aligned.matrix, invert_matrix(crop_to_canvas), atol=1e-6)
     # the crop is the face again (resampled twice: once into the canvas, once back)
     assert np.abs(aligned.crop.astype(int) - face.astype(int))[16:-16, 16:-16].mean() < 4
     pasted = paste_back(face, aligned)
-    inside = warp(np.pad(np.ones((224, 224), np.uint8) * 255, 16), crop_to_canvas, (900, 700),
-                  border=cv2.BORDER_CONSTANT, interpolation=cv2.INTER_NEAREST) > 0
+    inside = (
+        warp(
+            np.pad(np.ones((224, 224), np.uint8) * 255, 16),
+            crop_to_canvas,
+            (900, 700),
+            border=cv2.BORDER_CONSTANT,
+            interpolation=cv2.INTER_NEAREST,
+        )
+        > 0
+    )
     error = np.abs(pasted.astype(int) - canvas.astype(int))[inside].mean()
     assert error < 2, error  # mean absolute error below 2/255 inside the face region
-    far = warp(np.full((256, 256), 255, np.uint8), crop_to_canvas, (900, 700), border=cv2.BORDER_CONSTANT,
-               interpolation=cv2.INTER_NEAREST) == 0
+    far = (
+        warp(
+            np.full((256, 256), 255, np.uint8),
+            crop_to_canvas,
+            (900, 700),
+            border=cv2.BORDER_CONSTANT,
+            interpolation=cv2.INTER_NEAREST,
+        )
+        == 0
+    )
     far = cv2.erode(far.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     assert np.array_equal(pasted[far], canvas[far])
     assert pasted.shape == canvas.shape
@@ -143,10 +170,13 @@ def test_crop_beyond_the_photo_is_padded_with_blurred_reflection():
     assert padding.std(axis=(0, 1)).mean() < face.astype(float).std(axis=(0, 1)).mean()
 
 
-@pytest.mark.parametrize("landmark_sets, message", [
-    ([], "No face was found"),
-    ([canonical_landmarks(256) * 0.1 + 100], "too small"),
-])
+@pytest.mark.parametrize(
+    "landmark_sets, message",
+    [
+        ([], "No face was found"),
+        ([canonical_landmarks(256) * 0.1 + 100], "too small"),
+    ],
+)
 def test_detection_errors(landmark_sets, message):
     face = face_256()
     detector = FakeDetector(landmark_sets)

@@ -1,5 +1,5 @@
-"""A real browser (system Chromium driven by Playwright) using the app with the bundled small face model, start to finish:
-load -> invert -> edit -> freeze -> type a slider value and click Export at once -> undo. The exported grid's
+"""A real browser (system Chromium driven by Playwright) using the app with the bundled small face model, start to
+finish: load -> invert -> edit -> freeze -> type a slider value and click Export at once -> undo. The exported grid's
 photo column must be the aligned crop and its edited column what the page shows. Screenshots of each stage
 are saved in tests/output/browser/."""
 
@@ -17,11 +17,22 @@ from chunky.editor import ChunkyEditor
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(__file__).resolve().parent / "output" / "browser"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TILE = 64  # the small model's work size: grid cells are then the images themselves, pixel for pixel
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the system Chromium (apt-get install chromium); .ci/run installs it")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs the system Chromium (apt-get install chromium); .ci/run installs it"
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +108,10 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     set_number(page, "#steps", "20")
     page.click("#invert")
     seen_progress = []
-    wait_until(lambda: seen_progress.append("s left" in page.inner_text("body")) or "Done:" in status(page),
-               what="the inversion to finish")
+    wait_until(
+        lambda: seen_progress.append("s left" in page.inner_text("body")) or "Done:" in status(page),
+        what="the inversion to finish",
+    )
     assert any(seen_progress), "the progress bar with the loss and time left was never shown"
     assert "Done:" in status(page) and "steps" in status(page)
     page.wait_for_selector("#result img")
@@ -132,7 +145,7 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     grid = np.asarray(Image.open(saved).convert("RGB"))
     shown = image_at(page, "#result img")
     header, gap = max(24, TILE // 8), 8
-    cell = lambda column: grid[header:header + TILE, gap + column * (TILE + gap):gap + column * (TILE + gap) + TILE]  # noqa: E731
+    cell = lambda column: grid[header : header + TILE, gap + column * (TILE + gap) : gap + column * (TILE + gap) + TILE]  # noqa: E731
     columns = (grid.shape[1] - gap) // (TILE + gap)
     assert np.array_equal(cell(0), crop), "the grid's photo column is not the aligned photo"
     assert np.array_equal(cell(columns - 1), shown), "the grid's edited column is not what the page shows"

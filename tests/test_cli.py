@@ -84,11 +84,14 @@ def test_cached_second_run_does_not_optimise(tmp_path, photo, label_png):
     assert torch.equal(*codes)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: d.joinpath("x.png").write_bytes(b"not an image") and d / "x.png", "not an image in a known format"),
-    (lambda d: Image.new("RGB", (96, 40)).save(d / "wide.png") or d / "wide.png", "at least 64"),
-    (lambda d: d / "missing.png", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d.joinpath("x.png").write_bytes(b"not an image") and d / "x.png", "not an image in a known format"),
+        (lambda d: Image.new("RGB", (96, 40)).save(d / "wide.png") or d / "wide.png", "at least 64"),
+        (lambda d: d / "missing.png", "does not exist"),
+    ],
+)
 def test_bad_photo_gives_a_clear_error_and_exit_code_2(tmp_path, capsys, make, message):
     assert main(["invert", str(make(tmp_path)), "--out", str(tmp_path / "out"), *FAST]) == 2
     assert message in capsys.readouterr().err
@@ -100,8 +103,13 @@ def test_unknown_keep_name_is_a_clear_error(tmp_path, capsys, photo, label_png):
 
 
 def test_module_entry_point_runs(tmp_path, photo):
-    done = subprocess.run([sys.executable, "-m", "chunky", "invert", str(photo), "--global", "--out", str(tmp_path / "out"), *FAST],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "chunky", "invert", str(photo), "--global", "--out", str(tmp_path / "out"), *FAST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "composite LPIPS" in done.stdout and (tmp_path / "out" / "edited.png").exists()
 
@@ -133,7 +141,9 @@ def test_open_re_exports_a_work_file_exactly(tmp_path, photo):
     assert main(["invert", str(photo), "--keep", "background", "--out", str(tmp_path / "a"), *FAST]) == 0
     assert main(["open", str(tmp_path / "a" / "work.pt"), "--model", "tiny", "--out", str(tmp_path / "b")]) == 0
     for name in ("edited.png", "pasted_back.png", "aligned_crop.png", "comparison.png"):
-        assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / name)), np.asarray(Image.open(tmp_path / "b" / name)))
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "a" / name)), np.asarray(Image.open(tmp_path / "b" / name))
+        )
 
 
 def test_open_refuses_what_is_not_a_work_file(tmp_path, capsys):

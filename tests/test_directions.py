@@ -45,11 +45,14 @@ def test_factor_directions_are_the_closed_form_factors_of_the_coarse_modulations
     assert all(d.vector[4:].abs().max() == 0 and d.vector[:4].abs().min() > 0 for d in factors)  # coarse rows only
     units = torch.stack([d.vector[0] / d.vector[0].norm() for d in factors]).double()
     torch.testing.assert_close(units @ units.T, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
-    A = torch.cat([layer.modulation.weight * layer.modulation.scale for row, layer in G.modulated_layers(None)
-                   if row < 4]).double()
+    A = torch.cat(
+        [layer.modulation.weight * layer.modulation.scale for row, layer in G.modulated_layers(None) if row < 4]
+    ).double()
     gains = (A @ units.T).norm(dim=0)  # how much each factor moves the coarse styles
     assert gains[0] >= gains[1] >= gains[2]
-    random_units = torch.nn.functional.normalize(torch.randn(100, G.style_dim, generator=torch.Generator().manual_seed(0)).double(), dim=1)
+    random_units = torch.nn.functional.normalize(
+        torch.randn(100, G.style_dim, generator=torch.Generator().manual_seed(0)).double(), dim=1
+    )
     assert (A @ random_units.T).norm(dim=0).max() <= gains[0] + 1e-9  # the top factor moves them most
 
 
@@ -99,8 +102,6 @@ def test_a_ganspace_file_in_the_directions_folder_yields_its_recipes(tmp_path, t
     assert names == {"eye openness", "smile", "wrinkles", "bald", "head angle up"}
 
 
-
-
 def published_direction_files() -> list[str]:
     """Registry names of the published direction files (the other URL entries are LPIPS backbones)."""
     return [name for name in registry() if name.startswith(("e4e-", "chunkmogrify-"))]
@@ -137,8 +138,13 @@ def test_published_directions_load_offline_with_their_pinned_digests(published_d
     assert by_name["smile"].limits == (-5.0, 5.0)
     # one file, two directions: light on rows [5, 11) and eye colour on row 14
     light = torch.from_numpy(np.load(shared_direction("chunkmogrify-light.npy"))).float()[0]
-    assert torch.equal(by_name["eye colour"].vector[14], light) and by_name["eye colour"].vector[[13, 15]].abs().max() == 0
-    assert torch.equal(by_name["light"].vector[5:11], light.expand(6, -1)) and by_name["light"].vector[11:].abs().max() == 0
+    assert (
+        torch.equal(by_name["eye colour"].vector[14], light) and by_name["eye colour"].vector[[13, 15]].abs().max() == 0
+    )
+    assert (
+        torch.equal(by_name["light"].vector[5:11], light.expand(6, -1))
+        and by_name["light"].vector[11:].abs().max() == 0
+    )
     # InterFaceGAN pose is a W+ file: used row by row
     pose = torch.load(shared_direction("e4e-interfacegan-pose.pt"), map_location="cpu", weights_only=True)
     torch.testing.assert_close(by_name["pose (InterFaceGAN)"].vector, pose[0].float())
@@ -194,7 +200,9 @@ def test_ganspace_positive_end_reaches_the_published_coordinate(source):
         top = start + combined_offset([d], {name: d.limits[1]}, G, start)
         for row in rows:
             assert coordinate(top, k, row) == pytest.approx(goal, abs=1e-3)
-        assert torch.equal(top[:, :rows[0]], start[:, :rows[0]]) and torch.equal(top[:, rows[-1] + 1:], start[:, rows[-1] + 1:])
+        assert torch.equal(top[:, : rows[0]], start[:, : rows[0]]) and torch.equal(
+            top[:, rows[-1] + 1 :], start[:, rows[-1] + 1 :]
+        )
         bottom = start + combined_offset([d], {name: d.limits[0]}, G, start)
         assert coordinate(bottom, k, rows[0]) == pytest.approx(-goal, abs=1e-3)  # the opposite end: -strength
         half = start + combined_offset([d], {name: 0.5}, G, start)

@@ -25,7 +25,9 @@ def test_doctor_runs_end_to_end_on_the_test_model(capsys):
 
 
 def test_failures_make_the_exit_code_and_the_summary(monkeypatch, capsys):
-    monkeypatch.setattr(doctor, "check_identity", lambda editor, images, real: [doctor.Check("identity", "x", doctor.FAIL)])
+    monkeypatch.setattr(
+        doctor, "check_identity", lambda editor, images, real: [doctor.Check("identity", "x", doctor.FAIL)]
+    )
     code = main(["doctor", "--model", "tiny", "--faces", "2", "--steps", "1", "--size", "32"])
     assert code == 1 and ", 1 failed," in capsys.readouterr().out
 

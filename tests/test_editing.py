@@ -82,8 +82,9 @@ def test_freeze_makes_edits_incremental(tiny_generator, three_segments, directio
 
 
 @pytest.mark.parametrize("space", ["w", "s"])
-def test_reproject_after_freeze_starts_from_the_current_codes_and_moves_only_the_chosen(tiny_generator, three_segments,
-                                                                                       directions, space):
+def test_reproject_after_freeze_starts_from_the_current_codes_and_moves_only_the_chosen(
+    tiny_generator, three_segments, directions, space
+):
     target, masks = three_segments
     config = FAST.replace(space=space, dilate_px=4, steps=20)  # segment 2's loss region reaches into segment 1
     result = invert(tiny_generator, target, masks, config=config)
@@ -158,7 +159,9 @@ def test_region_transfer_changes_only_the_union_of_both_segments(tiny_generator)
     unchanged = apply_edit(tiny_generator, frozen, [], {}, segments=[0])
     torch.testing.assert_close(unchanged.renders[0], b.renders[0], atol=1e-5, rtol=0)
     with pytest.raises(InvalidInputError, match="same size"):
-        transfer_segment(a, invert(tiny_generator, target_b[..., :16, :16], None, config=FAST.replace(resolution=16)), 0, 0)
+        transfer_segment(
+            a, invert(tiny_generator, target_b[..., :16, :16], None, config=FAST.replace(resolution=16)), 0, 0
+        )
 
 
 def test_s_codes_map_back_to_their_w_plus_rows_for_coordinate_edits():
@@ -168,7 +171,9 @@ def test_s_codes_map_back_to_their_w_plus_rows_for_coordinate_edits():
 
     G = random_generator(32, 8, 2, seed=3)  # every W+ row feeds at least 8 style channels: exact
     g = torch.Generator().manual_seed(0)
-    w_plus = G.mapping(torch.randn(2, 8, generator=g))[:, None].expand(-1, G.n_latent, -1) + 0.1 * torch.randn(2, G.n_latent, 8, generator=g)
+    w_plus = G.mapping(torch.randn(2, 8, generator=g))[:, None].expand(-1, G.n_latent, -1) + 0.1 * torch.randn(
+        2, G.n_latent, 8, generator=g
+    )
     styles = G.styles(w_plus)
     torch.testing.assert_close(w_plus_of(G, styles), w_plus, atol=1e-4, rtol=0)
     comp = torch.linalg.qr(torch.randn(8, 8, generator=g))[0].T

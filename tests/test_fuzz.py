@@ -44,15 +44,41 @@ def bad_inputs():
             cases.append((f"{fmt} with {1 + i} corrupted bytes", bytes(corrupt)))
     for i in range(20):  # random junk and text
         cases.append((f"random bytes {i}", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4000)))))
-    cases += [("text", b"hello, I am a text file renamed .png"), ("html", b"<html><body>hi</body></html>"),
-              ("zip", b"PK\x03\x04" + b"\x00" * 100), ("pdf", b"%PDF-1.4\n%..."), ("empty", b"")]
-    for w, h in ((1, 1), (1, 5000), (5000, 1), (63, 500), (64, 20000), (20000, 64), (12000, 12000), (100000, 100000),
-                 (65535, 65535), (8000, 8000), (MIN_SIDE, MIN_SIDE)):
+    cases += [
+        ("text", b"hello, I am a text file renamed .png"),
+        ("html", b"<html><body>hi</body></html>"),
+        ("zip", b"PK\x03\x04" + b"\x00" * 100),
+        ("pdf", b"%PDF-1.4\n%..."),
+        ("empty", b""),
+    ]
+    for w, h in (
+        (1, 1),
+        (1, 5000),
+        (5000, 1),
+        (63, 500),
+        (64, 20000),
+        (20000, 64),
+        (12000, 12000),
+        (100000, 100000),
+        (65535, 65535),
+        (8000, 8000),
+        (MIN_SIDE, MIN_SIDE),
+    ):
         cases.append((f"PNG header {w}x{h}", png_with_size(w, h)))
     for w, h in ((1, 1), (2, 300), (300, 2), (63, 63), (64, 4000)):
         cases.append((f"real {w}x{h}", encode(Image.new("RGB", (w, h), (9, 9, 9)), "PNG")))
-    modes = {"I;16": 40000, "I": 70000, "F": 3.5, "CMYK": (1, 2, 3, 4), "P": 3, "LA": (5, 200), "RGBA": (1, 2, 3, 0),
-             "1": 1, "L": 7, "YCbCr": (1, 2, 3)}
+    modes = {
+        "I;16": 40000,
+        "I": 70000,
+        "F": 3.5,
+        "CMYK": (1, 2, 3, 4),
+        "P": 3,
+        "LA": (5, 200),
+        "RGBA": (1, 2, 3, 0),
+        "1": 1,
+        "L": 7,
+        "YCbCr": (1, 2, 3),
+    }
     for mode, colour in modes.items():
         for fmt in ("PNG", "TIFF", "JPEG"):
             try:

@@ -23,7 +23,9 @@ def test_parity_with_reference_implementation(parity):
     assert (G.size, G.style_dim, G.n_latent) == (64, 64, parity["n_latent"])
     with torch.no_grad():
         w = G.mapping(inputs["z"])
-        w_truncated = G.mapping(inputs["z"], truncation_psi=inputs["truncation"], truncation_latent=inputs["truncation_latent"])
+        w_truncated = G.mapping(
+            inputs["z"], truncation_psi=inputs["truncation"], truncation_latent=inputs["truncation_latent"]
+        )
         k = inputs["inject_index"]
         w2 = G.mapping(inputs["z2"])
         mixed = torch.cat([w[:, None].expand(-1, k, -1), w2[:, None].expand(-1, G.n_latent - k, -1)], dim=1)
@@ -155,7 +157,9 @@ def test_resolution_limited_synthesis_is_the_skip_image_and_skips_higher_blocks(
     G = tiny_generator
     ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(4))
     skips = {}
-    hooks = [rgb.register_forward_hook(lambda m, i, out, b=b: skips.__setitem__(b, out)) for b, rgb in enumerate(G.to_rgbs)]
+    hooks = [
+        rgb.register_forward_hook(lambda m, i, out, b=b: skips.__setitem__(b, out)) for b, rgb in enumerate(G.to_rgbs)
+    ]
     G.synthesis(ws)
     calls = []
     hooks += [conv.register_forward_hook(lambda *a, i=i: calls.append(i)) for i, conv in enumerate(G.convs)]
@@ -231,7 +235,11 @@ def test_mapping_truncation_and_mean_w(tiny_generator):
     assert torch.allclose(G.mapping(z, 0.5, t), t + 0.5 * (w - t))
     assert torch.equal(G.mean_w(500, seed=1), G.mean_w(500, seed=1))
     assert not torch.equal(G.mean_w(500, seed=1), G.mean_w(500, seed=2))
-    assert torch.allclose(G.mean_w(500, seed=1), G.mapping(torch.randn(500, G.style_dim, generator=torch.Generator().manual_seed(1))).mean(0, keepdim=True), atol=1e-4)
+    assert torch.allclose(
+        G.mean_w(500, seed=1),
+        G.mapping(torch.randn(500, G.style_dim, generator=torch.Generator().manual_seed(1))).mean(0, keepdim=True),
+        atol=1e-4,
+    )
 
 
 def test_bad_latent_shapes_are_named(tiny_generator):
@@ -251,11 +259,14 @@ def test_random_generator_is_seeded():
         Generator(48, 8, 1, {4: 4, 8: 4, 16: 4, 32: 4})
 
 
-@pytest.mark.parametrize("size, coarse, top, left, height, width", [
-    (64, 16, 2, 1, 12, 10),   # two blocks above the window's resolution
-    (64, 32, 0, 8, 20, 24),   # one block; touches the top edge
-    (128, 16, 3, 3, 10, 13),  # three blocks
-])
+@pytest.mark.parametrize(
+    "size, coarse, top, left, height, width",
+    [
+        (64, 16, 2, 1, 12, 10),  # two blocks above the window's resolution
+        (64, 32, 0, 8, 20, 24),  # one block; touches the top edge
+        (128, 16, 3, 3, 10, 13),  # three blocks
+    ],
+)
 def test_windowed_synthesis_matches_the_full_render_away_from_inner_edges(size, coarse, top, left, height, width):
     G = random_generator(size, 32, 2, seed=1)
     ws = torch.randn(2, G.n_latent, 32, generator=torch.Generator().manual_seed(0))
@@ -265,10 +276,12 @@ def test_windowed_synthesis_matches_the_full_render_away_from_inner_edges(size, 
         part = G.synthesis(ws, window=window)
     s = size // coarse
     assert part.shape == (2, 3, height * s, width * s)
-    expected = full[..., top * s:(top + height) * s, left * s:(left + width) * s]
+    expected = full[..., top * s : (top + height) * s, left * s : (left + width) * s]
     m = window_margin(int(math.log2(s)))
     y0, x0 = (0 if top == 0 else m), (0 if left == 0 else m)
     y1 = part.shape[-2] - (0 if top + height == coarse else m)
     x1 = part.shape[-1] - (0 if left + width == coarse else m)
-    torch.testing.assert_close(part[..., y0:y1, x0:x1], expected[..., y0:y1, x0:x1], rtol=0, atol=1e-5 * full.abs().max().item())
+    torch.testing.assert_close(
+        part[..., y0:y1, x0:x1], expected[..., y0:y1, x0:x1], rtol=0, atol=1e-5 * full.abs().max().item()
+    )
     assert (part - expected).abs().max() > 1e-3  # and the cut edges do differ: the window really is computed alone

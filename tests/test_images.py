@@ -25,13 +25,16 @@ def test_exif_orientation_is_applied():
     assert decoded[2, -3, 0] > 200 and decoded[2, -3, 1] < 60  # red is now top-right
 
 
-@pytest.mark.parametrize("image, expected", [
-    (Image.new("L", (64, 64), 200), (200, 200, 200)),
-    (Image.new("I;16", (64, 64), 65535), (255, 255, 255)),
-    (Image.new("RGBA", (64, 64), (10, 20, 30, 0)), (255, 255, 255)),  # transparent -> white
-    (Image.new("RGBA", (64, 64), (10, 20, 30, 255)), (10, 20, 30)),
-    (Image.new("P", (64, 64), 0), None),
-])
+@pytest.mark.parametrize(
+    "image, expected",
+    [
+        (Image.new("L", (64, 64), 200), (200, 200, 200)),
+        (Image.new("I;16", (64, 64), 65535), (255, 255, 255)),
+        (Image.new("RGBA", (64, 64), (10, 20, 30, 0)), (255, 255, 255)),  # transparent -> white
+        (Image.new("RGBA", (64, 64), (10, 20, 30, 255)), (10, 20, 30)),
+        (Image.new("P", (64, 64), 0), None),
+    ],
+)
 def test_modes_are_converted_to_rgb(image, expected):
     decoded = read_image(encode(image))
     assert decoded.shape == (64, 64, 3) and decoded.dtype == np.uint8
@@ -61,11 +64,14 @@ def test_huge_dimensions_are_refused_before_decoding():
         read_image(bytes(header))
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty"),
-    (b"GIF89a not really", "not"),
-    (b"hello world", "not an image in a known format"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"GIF89a not really", "not"),
+        (b"hello world", "not an image in a known format"),
+    ],
+)
 def test_non_images_are_refused(data, message):
     with pytest.raises(InvalidInputError, match=message):
         read_image(data)

@@ -33,7 +33,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = "open"
         for child in sorted(graph.get(node, ())):
             if state.get(child) == "open":
-                return path[path.index(child):] + [child]
+                return path[path.index(child) :] + [child]
             if child not in state:
                 cycle = visit(child, path + [child])
                 if cycle:
@@ -63,7 +63,12 @@ def test_the_library_never_imports_the_app_or_gradio():
     offenders = []
     for path in (ROOT / "chunky").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("app", "gradio", "gradio_client")]
     assert not offenders, offenders

@@ -54,7 +54,10 @@ def test_per_segment_inversion_beats_global_with_the_same_budget(tiny_generator)
         # each code judged inside its own segment only (no seam feathering)
         interior = ((chunky.renders - target).square() * masks).sum().item() / target.numel()
         interior_ratios.append(interior / global_error)
-        assert chunky.codes.shape == (2, tiny_generator.style_dim) and baseline.codes.shape == (1, tiny_generator.style_dim)
+        assert chunky.codes.shape == (2, tiny_generator.style_dim) and baseline.codes.shape == (
+            1,
+            tiny_generator.style_dim,
+        )
     # Measured on this seeded model: composite 0.38 / 0.17 / 0.17 (mean 0.24), interior 0.23 / 0.003 / 0.004.
     assert sum(composite_ratios) / 3 < 0.3, composite_ratios
     assert max(composite_ratios) < 0.5 and sum(interior_ratios) / 3 < 0.15, (composite_ratios, interior_ratios)
@@ -151,7 +154,9 @@ def test_coarse_to_fine_runs_the_first_half_at_half_resolution(tiny_generator, t
         return real_synthesis(ws, *args, resolution=resolution, **kwargs)
 
     monkeypatch.setattr(tiny_generator, "synthesis", spy)
-    result = invert(tiny_generator, target, masks, config=FAST.replace(steps=40, coarse_to_fine=True), segments_per_pass=2)
+    result = invert(
+        tiny_generator, target, masks, config=FAST.replace(steps=40, coarse_to_fine=True), segments_per_pass=2
+    )
     assert resolutions == [16] * 20 + [32] * 20 + [32]  # 40 steps, then the final full-size render
     assert result.renders.shape[-1] == 32 and result.loss < result.history[0] * 0.8
     # each segment's best code is judged at full resolution only, on its own loss (so at most the best step's total)
@@ -200,17 +205,20 @@ def test_learning_rate_schedule():
     assert lrs[99] < 0.001 and lrs[80] < lrs[75]
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(target=torch.zeros(3, 32, 32)), r"target must be a \[1, 3, H, W\]"),
-    (dict(target=torch.zeros(1, 3, 32, 16)), "target must be square"),
-    (dict(target=torch.full((1, 3, 32, 32), float("nan"))), "target contains NaN"),
-    (dict(masks=torch.ones(2, 32, 32)), r"masks must be a \[K, 1, H, W\]"),
-    (dict(masks=torch.ones(2, 1, 16, 16)), r"masks are \[16, 16\] but target is \[32, 32\]"),
-    (dict(masks=torch.zeros(2, 1, 32, 32)), r"masks \[0, 1\] are empty"),
-    (dict(masks=torch.full((1, 1, 32, 32), 2.0)), r"finite values in \[0, 1\]"),
-    (dict(keep=[0, 1]), "nothing to project"),
-    (dict(keep=[5]), "outside"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(target=torch.zeros(3, 32, 32)), r"target must be a \[1, 3, H, W\]"),
+        (dict(target=torch.zeros(1, 3, 32, 16)), "target must be square"),
+        (dict(target=torch.full((1, 3, 32, 32), float("nan"))), "target contains NaN"),
+        (dict(masks=torch.ones(2, 32, 32)), r"masks must be a \[K, 1, H, W\]"),
+        (dict(masks=torch.ones(2, 1, 16, 16)), r"masks are \[16, 16\] but target is \[32, 32\]"),
+        (dict(masks=torch.zeros(2, 1, 32, 32)), r"masks \[0, 1\] are empty"),
+        (dict(masks=torch.full((1, 1, 32, 32), 2.0)), r"finite values in \[0, 1\]"),
+        (dict(keep=[0, 1]), "nothing to project"),
+        (dict(keep=[5]), "outside"),
+    ],
+)
 def test_bad_inputs_name_the_argument(tiny_generator, two_code_scene, change, message):
     target, masks = two_code_scene
     kwargs = {"target": target, "masks": masks, "keep": ()} | change
@@ -218,13 +226,16 @@ def test_bad_inputs_name_the_argument(tiny_generator, two_code_scene, change, me
         invert(tiny_generator, kwargs["target"], kwargs["masks"], config=FAST, keep=kwargs["keep"])
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("steps", 0, r"steps must be an integer in \[1, 5000\]"),
-    ("space", "z", "space must be one of"),
-    ("resolution", 48, "resolution must be a power of two"),
-    ("precision", "fp16", "precision must be one of"),
-    ("reg_weight", -1.0, "reg_weight must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("steps", 0, r"steps must be an integer in \[1, 5000\]"),
+        ("space", "z", "space must be one of"),
+        ("resolution", 48, "resolution must be a power of two"),
+        ("precision", "fp16", "precision must be one of"),
+        ("reg_weight", -1.0, "reg_weight must be >= 0"),
+    ],
+)
 def test_config_validation(field, value, message):
     with pytest.raises(InvalidInputError, match=message):
         InversionConfig(**{field: value})

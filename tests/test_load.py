@@ -21,7 +21,9 @@ CLIENTS, FLOOD = 8, 40
 def server():
     editor = ChunkyEditor.tiny()
     demo = app.build_demo(editor)
-    demo.queue(default_concurrency_limit=2, max_size=64).launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    demo.queue(default_concurrency_limit=2, max_size=64).launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True
+    )
     yield demo.local_url, editor
     demo.close()
 
@@ -37,8 +39,10 @@ def test_one_flooding_session_does_not_lock_out_eight_normal_clients(server, tmp
     sliders = len(editor.directions())
     flooder = Client(url, verbose=False)
     flooder.predict(1, api_name="/random_face")
-    flood = [flooder.submit("W+", "preview", 40, 0, 0, "fp32", ["skin", "hair"], False, api_name="/invert")
-             for _ in range(FLOOD)]
+    flood = [
+        flooder.submit("W+", "preview", 40, 0, 0, "fp32", ["skin", "hair"], False, api_name="/invert")
+        for _ in range(FLOOD)
+    ]
     errors, wrong, timings, lock = [], [], {}, threading.Lock()
 
     def user(index: int) -> None:
@@ -49,8 +53,12 @@ def test_one_flooding_session_does_not_lock_out_eight_normal_clients(server, tmp
             steps = {}
             for name, call in (
                 ("load", lambda: client.predict(handle_file(str(photo)), 0, True, api_name="/load")),
-                ("invert", lambda: client.predict("W+", "preview", 10, 0, 0, "fp32", ["skin", "hair", "eyes"], False,
-                                                  api_name="/invert")),
+                (
+                    "invert",
+                    lambda: client.predict(
+                        "W+", "preview", 10, 0, 0, "fp32", ["skin", "hair", "eyes"], False, api_name="/invert"
+                    ),
+                ),
                 ("edit", lambda: client.predict([], 1.5, *[0.0] * (sliders - 1), api_name="/edit")),
                 ("export", lambda: client.predict([], 64, False, 1.5, *[0.0] * (sliders - 1), api_name="/export")),
             ):
@@ -63,8 +71,9 @@ def test_one_flooding_session_does_not_lock_out_eight_normal_clients(server, tmp
                     wrong.append((index, name))
                 if name == "export":
                     files = {Path(p).name: p for p in out[-2]}
-                    if not np.array_equal(read(files["aligned_crop.png"]), editor.random_face(seed)) or \
-                            not np.array_equal(read(files["edited.png"]), read(out[AT["result"]])):
+                    if not np.array_equal(
+                        read(files["aligned_crop.png"]), editor.random_face(seed)
+                    ) or not np.array_equal(read(files["edited.png"]), read(out[AT["result"]])):
                         wrong.append((index, name))
             with lock:
                 timings[index] = steps
@@ -82,8 +91,10 @@ def test_one_flooding_session_does_not_lock_out_eight_normal_clients(server, tmp
     flood_notes = [job.result(timeout=600)[AT["status"]] for job in flood]
     refused = sum("already have" in note for note in flood_notes)
     with capsys.disabled():
-        print(f"\nload test: 1 session flooding {FLOOD} inversions + {CLIENTS} clients (load, invert 10 steps, edit, "
-              f"export); wall {wall:.1f} s; flood refused at once: {refused}/{FLOOD}")
+        print(
+            f"\nload test: 1 session flooding {FLOOD} inversions + {CLIENTS} clients (load, invert 10 steps, edit, "
+            f"export); wall {wall:.1f} s; flood refused at once: {refused}/{FLOOD}"
+        )
         for name in ("load", "invert", "edit", "export"):
             values = sorted(t[name] for t in timings.values())
             if values:

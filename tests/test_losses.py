@@ -29,15 +29,17 @@ def test_lpips_judges_the_render_pasted_into_the_photo(perceptual):
     masks[..., 20:30, 24:40] = 1
     pasted = target.clone()  # by hand: the mask grown by 3 px on every side (a 7x7 max filter) holds the render
     pasted[..., 17:33, 21:43] = renders[..., 17:33, 21:43]
-    expected = masked_mean(lpips_map(perceptual, lpips_features(perceptual, pasted), lpips_features(perceptual, target),
-                                     (64, 64)), masks)
+    expected = masked_mean(
+        lpips_map(perceptual, lpips_features(perceptual, pasted), lpips_features(perceptual, target), (64, 64)), masks
+    )
     value = segment_losses(renders, target, masks, perceptual=perceptual, pixel_weight=0.0)["lpips"]
     torch.testing.assert_close(value, expected, atol=1e-6, rtol=1e-5)
     # pixels outside the grown mask do not matter any more (the leaky variant saw them)
     changed = renders.clone()
     changed[..., :10, :] = 5.0
-    torch.testing.assert_close(segment_losses(changed, target, masks, perceptual=perceptual, pixel_weight=0.0)["lpips"],
-                               value, atol=0, rtol=0)
+    torch.testing.assert_close(
+        segment_losses(changed, target, masks, perceptual=perceptual, pixel_weight=0.0)["lpips"], value, atol=0, rtol=0
+    )
 
 
 def test_regulariser_value_and_gradient_by_hand():
@@ -53,8 +55,9 @@ def test_regulariser_value_and_gradient_by_hand():
     plus = torch.stack([codes.detach(), codes.detach() + 1])  # [K=2, L=2, D=3]
     torch.testing.assert_close(latent_regulariser(plus, torch.zeros(3), 2.0), plus.square().flatten(1).mean(1) / 2)
     styles = [torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0]])]
-    torch.testing.assert_close(latent_regulariser(styles, [torch.zeros(1, 2), torch.zeros(1, 1)], 3.0),
-                               torch.tensor([(1 + 1 + 4) / 3 / 3]))
+    torch.testing.assert_close(
+        latent_regulariser(styles, [torch.zeros(1, 2), torch.zeros(1, 1)], 3.0), torch.tensor([(1 + 1 + 4) / 3 / 3])
+    )
 
 
 class ScaledMapping:  # w = 3 z + 1: W's total variance is 9 per dimension

@@ -25,7 +25,8 @@ def rss():
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed memory back, so RSS shows what is really held
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 
-editor = ChunkyEditor(random_generator(256, 32, 2, seed=0), device="cpu", pretrained_perceptual=False, face_models=False)
+generator = random_generator(256, 32, 2, seed=0)
+editor = ChunkyEditor(generator, device="cpu", pretrained_perceptual=False, face_models=False)
 generator_bytes = sum(t.numel() * t.element_size() for t in editor.generator.state_dict().values())
 config = InversionConfig(steps=1, perceptual="none", resolution=64)
 direction = editor.directions()[0].name
@@ -47,11 +48,19 @@ for k in range(3):
         if step in (5, 15):
             s.tune(["hair" if step == 5 else "eyes"], steps=1)
         state = sum(t.untyped_storage().nbytes() for t in state_tensors(s.state))
-        budget = 2 * state + HISTORY_BYTES + MAX_TUNED_GENERATORS * generator_bytes + s.aligned.photo_bytes() + (1 << 20)
+        tuned_bytes = MAX_TUNED_GENERATORS * generator_bytes
+        budget = 2 * state + HISTORY_BYTES + tuned_bytes + s.aligned.photo_bytes() + (1 << 20)
         worst = max(worst, s.memory_bytes() / budget)
         assert s.memory_bytes() <= budget, (k, step, s.memory_bytes(), budget)
-print(json.dumps({"accounted": sum(s.memory_bytes() for s in sessions), "worst_share_of_budget": worst, "budget": budget, "grown": rss() - start, "sessions": len(sessions),
-                  "history_steps": [len(s.history) for s in sessions]}))
+report = {
+    "accounted": sum(s.memory_bytes() for s in sessions),
+    "worst_share_of_budget": worst,
+    "budget": budget,
+    "grown": rss() - start,
+    "sessions": len(sessions),
+    "history_steps": [len(s.history) for s in sessions],
+}
+print(json.dumps(report))
 """
 
 

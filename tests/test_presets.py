@@ -38,15 +38,18 @@ def test_presets_are_named_configs_with_overrides():
         preset("fast")
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("warm_start_steps", -1, "warm_start_steps must be an integer >= 0"),
-    ("warm_start_resolution", 48, "warm_start_resolution must be 0 or a power of two"),
-    ("warm_start_fine_steps", -2, "warm_start_fine_steps must be an integer >= 0"),
-    ("warm_start_fine_steps", 5001, "warm_start_fine_steps must be at most 5000"),
-    ("segment_patience", 1.5, "segment_patience must be an integer >= 0"),
-    ("full_render_fraction", 1.5, r"full_render_fraction must be in \[0, 1\]"),
-    ("pixel_only_fraction", -0.1, r"pixel_only_fraction must be in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("warm_start_steps", -1, "warm_start_steps must be an integer >= 0"),
+        ("warm_start_resolution", 48, "warm_start_resolution must be 0 or a power of two"),
+        ("warm_start_fine_steps", -2, "warm_start_fine_steps must be an integer >= 0"),
+        ("warm_start_fine_steps", 5001, "warm_start_fine_steps must be at most 5000"),
+        ("segment_patience", 1.5, "segment_patience must be an integer >= 0"),
+        ("full_render_fraction", 1.5, r"full_render_fraction must be in \[0, 1\]"),
+        ("pixel_only_fraction", -0.1, r"pixel_only_fraction must be in \[0, 1\]"),
+    ],
+)
 def test_new_fields_are_validated(field, value, message):
     with pytest.raises(InvalidInputError, match=message):
         InversionConfig(**{field: value})
@@ -56,17 +59,29 @@ def test_schedule_lists_the_phases_a_preset_runs():
     balanced = preset("balanced")
     warm, fine, steps = balanced.warm_start_steps, balanced.warm_start_fine_steps, balanced.steps
     low, pixel = balanced.warm_start_resolution, round(balanced.pixel_only_fraction * balanced.steps)
-    assert schedule(balanced, 512) == [Phase(warm, low, low, global_code=True, perceptual=False),
-                                       Phase(fine, 256, 256, global_code=True, perceptual=False),
-                                       Phase(pixel, 256, 512, perceptual=False), Phase(steps - pixel, 256, 512)]
-    assert schedule(balanced, 256, warm_start=False) == [Phase(pixel, 256, 256, perceptual=False), Phase(steps - pixel, 256, 256)]
+    assert schedule(balanced, 512) == [
+        Phase(warm, low, low, global_code=True, perceptual=False),
+        Phase(fine, 256, 256, global_code=True, perceptual=False),
+        Phase(pixel, 256, 512, perceptual=False),
+        Phase(steps - pixel, 256, 512),
+    ]
+    assert schedule(balanced, 256, warm_start=False) == [
+        Phase(pixel, 256, 256, perceptual=False),
+        Phase(steps - pixel, 256, 256),
+    ]
     coarse = InversionConfig(steps=10, resolution=256, coarse_to_fine=True, full_render_fraction=0.4)
     assert schedule(coarse, 1024) == [Phase(5, 128, 128), Phase(3, 256, 256), Phase(2, 256, 1024)]
     mixed = InversionConfig(steps=10, resolution=256, full_render_fraction=0.2)
     assert schedule(mixed.replace(pixel_only_fraction=0.5), 1024) == [
-        Phase(5, 256, 256, perceptual=False), Phase(3, 256, 256), Phase(2, 256, 1024)]
+        Phase(5, 256, 256, perceptual=False),
+        Phase(3, 256, 256),
+        Phase(2, 256, 1024),
+    ]
     assert schedule(mixed.replace(pixel_only_fraction=0.9), 1024) == [
-        Phase(8, 256, 256, perceptual=False), Phase(1, 256, 1024, perceptual=False), Phase(1, 256, 1024)]
+        Phase(8, 256, 256, perceptual=False),
+        Phase(1, 256, 1024, perceptual=False),
+        Phase(1, 256, 1024),
+    ]
 
 
 def test_warm_start_fits_one_code_then_every_segment_starts_from_it(tiny_generator):
@@ -110,8 +125,14 @@ def test_pixel_only_steps_skip_the_lpips_pass(tiny_generator):
     counts = []
     for fraction in (0.0, 0.5):
         calls.clear()
-        result = invert(tiny_generator, target, masks, config=config.replace(pixel_only_fraction=fraction), perceptual=lpips,
-                        segments_per_pass=1)
+        result = invert(
+            tiny_generator,
+            target,
+            masks,
+            config=config.replace(pixel_only_fraction=fraction),
+            perceptual=lpips,
+            segments_per_pass=1,
+        )
         counts.append(len(calls))
         assert result.segment_losses["lpips"].min() > 0  # what is reported is still judged with LPIPS
     assert counts[0] - counts[1] == 2 * 2  # 2 pixel-only steps x 2 segments
@@ -147,8 +168,12 @@ def test_rendering_at_the_shown_size_keeps_the_shown_error_near_a_full_resolutio
         full = shown_error(invert(tiny_generator, target, masks, config=config), target, masks)
         half = config.replace(resolution=16)
         consistent.append(shown_error(invert(tiny_generator, target, masks, config=half), target, masks) / full)
-        fast_path.append(shown_error(invert(tiny_generator, target, masks, config=half.replace(full_render_fraction=0.0)),
-                                     target, masks) / full)
+        fast_path.append(
+            shown_error(
+                invert(tiny_generator, target, masks, config=half.replace(full_render_fraction=0.0)), target, masks
+            )
+            / full
+        )
     # Measured on this seeded model: rendered at 32 px, 1.00 / 1.18; rendered at 16 px and shown at 32, 56 / 80.
     assert max(consistent) < 1.3, consistent
     assert min(fast_path) > 10, fast_path
@@ -158,8 +183,15 @@ def test_estimates_add_up_the_calibrated_rates():
     config = preset("balanced")  # warm-start steps at two resolutions, then per-segment steps rendered at 512
     warm, fine, res = config.warm_start_steps, config.warm_start_fine_steps, config.warm_start_resolution
     pixel = round(config.pixel_only_fraction * config.steps)
-    rates = Rates({(True, res, res, False): 0.5, (True, 256, 256, False): 0.8, (False, 256, 512, False): 1.5,
-                   (False, 256, 512, True): 2.0}, {(False, 256, 512, True): 0.25})
+    rates = Rates(
+        {
+            (True, res, res, False): 0.5,
+            (True, 256, 256, False): 0.8,
+            (False, 256, 512, False): 1.5,
+            (False, 256, 512, True): 2.0,
+        },
+        {(False, 256, 512, True): 0.25},
+    )
     expected = 7 * 0.25 + warm * 0.5 + fine * 0.8 + pixel * 7 * 1.5 + (config.steps - pixel) * 7 * 2.0
     assert rates.estimate_seconds(config, 7, 512) == pytest.approx(expected)
     with pytest.raises(KeyError):
@@ -173,9 +205,19 @@ def test_calibration_measures_every_phase_kind_of_the_presets(tiny_generator):
     timed = []  # the phases each timing run actually runs: exactly the one kind it times
     real = chunky.calibration.invert
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(chunky.calibration, "invert", lambda G, target, masks, **k: timed.append(
-            {(p.resolution, p.render_resolution, p.perceptual) for p in schedule(k["config"], 32, warm_start=masks is not None)})
-            or real(G, target, masks, **k))
+        patch.setattr(
+            chunky.calibration,
+            "invert",
+            lambda G, target, masks, **k: (
+                timed.append(
+                    {
+                        (p.resolution, p.render_resolution, p.perceptual)
+                        for p in schedule(k["config"], 32, warm_start=masks is not None)
+                    }
+                )
+                or real(G, target, masks, **k)
+            ),
+        )
         rates = calibrate(tiny_generator, None, configs, 32)
     assert all(len(kinds) == 1 for kinds in timed), timed
     assert set().union(*timed) == {kind[1:] for kind in rates.per_step}
@@ -193,11 +235,31 @@ def test_bench_scales_steps_and_prints_ratios_beside_todays_recipe(capsys):
     assert scaled(preset("best"), 0.2).steps == 24 and scaled(preset("best"), 0.2).warm_start_steps == 12
     assert scaled(preset("balanced", warm_start_fine_steps=30), 0.2).warm_start_fine_steps == 6
     assert scaled(preset("best"), 0.2).segment_patience == 4 and scaled(TODAY, 0.2).steps == 30
-    rows = [{"variant": "today", "wall_s": 600.0, "steps": 150, "passes": 1200, "segment_steps": 1200, "mse": 0.1, "lpips": 0.02},
-            {"variant": "balanced", "wall_s": 180.0, "steps": 100, "passes": 380, "segment_steps": 320, "mse": 0.104, "lpips": 0.03}]
+    rows = [
+        {
+            "variant": "today",
+            "wall_s": 600.0,
+            "steps": 150,
+            "passes": 1200,
+            "segment_steps": 1200,
+            "mse": 0.1,
+            "lpips": 0.02,
+        },
+        {
+            "variant": "balanced",
+            "wall_s": 180.0,
+            "steps": 100,
+            "passes": 380,
+            "segment_steps": 320,
+            "mse": 0.104,
+            "lpips": 0.03,
+        },
+    ]
     print_presets_table(rows)
     out = capsys.readouterr().out
-    assert "balanced  |   180.0 |   100 |    380 |           320 |  0.10400 | 0.0300 |        0.300 |       1.040" in out
+    assert (
+        "balanced  |   180.0 |   100 |    380 |           320 |  0.10400 | 0.0300 |        0.300 |       1.040" in out
+    )
     assert "goal balanced: MSE <= 1.05 x today (1.040x) in <= 1/3 of its time (0.300x): met" in out
 
 
@@ -209,8 +271,27 @@ def test_cli_preset_sets_the_recipe_and_options_override_it(tmp_path):
     photo = tmp_path / "face.png"
     Image.fromarray(ChunkyEditor.tiny().random_face(3)).save(photo)
     out = tmp_path / "out"
-    assert main(["invert", str(photo), "--model", "tiny", "--aligned", "--quiet", "--preset", "preview", "--steps", "2",
-                 "--perceptual", "none", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "invert",
+                str(photo),
+                "--model",
+                "tiny",
+                "--aligned",
+                "--quiet",
+                "--preset",
+                "preview",
+                "--steps",
+                "2",
+                "--perceptual",
+                "none",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["steps"] == 2 and config["warm_start_steps"] == preset("preview").warm_start_steps
     assert config["perceptual"] == "none" and config["lr"] == preset("preview").lr

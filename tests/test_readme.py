@@ -53,9 +53,14 @@ def test_the_docs_python_api_example_runs_on_the_tiny_model(tmp_path, monkeypatc
     Image.fromarray(editor.random_face(4)).save(photo, quality=95)
     first, second = (d.name for d in editor.directions()[:2])
     code = api_example()
-    swaps = {"ChunkyEditor.from_pretrained()": "ChunkyEditor.tiny()", '"me.jpg"': repr(str(photo)),
-             '"smile"': repr(first), '"age"': repr(second), '"out/"': repr(str(tmp_path / "out")),
-             "steps=100": "steps=5"}
+    swaps = {
+        "ChunkyEditor.from_pretrained()": "ChunkyEditor.tiny()",
+        '"me.jpg"': repr(str(photo)),
+        '"smile"': repr(first),
+        '"age"': repr(second),
+        '"out/"': repr(str(tmp_path / "out")),
+        "steps=100": "steps=5",
+    }
     for old, new in swaps.items():
         assert old in code or old == '"age"', f"the docs/api.md example no longer contains {old}"
         code = code.replace(old, new)

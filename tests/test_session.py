@@ -31,8 +31,9 @@ FAST = InversionConfig(steps=2, perceptual="none", resolution=32, dilate_px=2)
 
 @pytest.fixture(scope="module")
 def editor():
-    return ChunkyEditor(random_generator(32, 32, 2, seed=3), device="cpu", pretrained_perceptual=False,
-                        face_models=False, label="test")
+    return ChunkyEditor(
+        random_generator(32, 32, 2, seed=3), device="cpu", pretrained_perceptual=False, face_models=False, label="test"
+    )
 
 
 def face(editor, seed) -> np.ndarray:
@@ -58,12 +59,19 @@ def check_invariants(s: Session, photo: np.ndarray, crop: np.ndarray) -> None:
     G, size = s.editor.generator, result.target.shape[-1]
     with torch.no_grad():  # every render is its segment's code, rendered again now
         for row, k in enumerate(result.projected):
-            again = render_codes(result.generator_for(k, G), select_codes(codes, slice(row, row + 1)), space_of(codes), size)
+            again = render_codes(
+                result.generator_for(k, G), select_codes(codes, slice(row, row + 1)), space_of(codes), size
+            )
             assert torch.allclose(again[0], result.renders[k], atol=1e-5), f"render of {state.names[k]} is stale"
         for k in result.keep:
             assert torch.equal(result.renders[k], result.target[0])
-    assert torch.allclose(result.composite, soft_composite(result.renders, result.masks, result.target, keep=result.keep,
-                                                           dilate_px=result.config.dilate_px), atol=1e-6)
+    assert torch.allclose(
+        result.composite,
+        soft_composite(
+            result.renders, result.masks, result.target, keep=result.keep, dilate_px=result.config.dilate_px
+        ),
+        atol=1e-6,
+    )
     shown = s.display()
     if state.strengths:
         targets = [k for k in (state.names.index(n) for n in state.targets) if k in result.projected] or None
@@ -76,10 +84,15 @@ def check_invariants(s: Session, photo: np.ndarray, crop: np.ndarray) -> None:
 def random_action(s: Session, rng: random.Random, reference: np.ndarray):
     names, directions = list(s.names), [d.name for d in s.editor.directions()]
     actions = {
-        "invert": lambda: s.invert(FAST.replace(space=rng.choice(["w", "w+"])), keep=rng.choice([("background",), ()]),
-                                   baselines=rng.random() < 0.2),
-        "edit": lambda: s.set_edit({rng.choice(directions): rng.choice([-2.0, 1.0, 3.0]) for _ in range(rng.randint(0, 2))},
-                                   rng.sample(names, rng.randint(0, 2))),
+        "invert": lambda: s.invert(
+            FAST.replace(space=rng.choice(["w", "w+"])),
+            keep=rng.choice([("background",), ()]),
+            baselines=rng.random() < 0.2,
+        ),
+        "edit": lambda: s.set_edit(
+            {rng.choice(directions): rng.choice([-2.0, 1.0, 3.0]) for _ in range(rng.randint(0, 2))},
+            rng.sample(names, rng.randint(0, 2)),
+        ),
         "freeze": lambda: s.freeze(rng.sample(names, rng.randint(0, 1)), steps=2),
         "refine": s.refine,
         "merge": lambda: s.merge(rng.sample(names, min(len(names), 2))),
@@ -99,7 +112,7 @@ def random_action(s: Session, rng: random.Random, reference: np.ndarray):
 def sketch_layer(rng: random.Random) -> np.ndarray:
     layer = np.zeros((48, 48, 4), np.uint8)  # another size than the segments': scaled like a browser layer
     top, left = rng.randint(0, 40), rng.randint(0, 40)
-    layer[top:top + 8, left:left + 8] = 255
+    layer[top : top + 8, left : left + 8] = 255
     return layer
 
 
@@ -145,7 +158,9 @@ def test_random_action_sequences_keep_the_session_consistent(editor, tmp_path):
             assert all(torch.equal(a, b) for a, b in zip(*codes)) if isinstance(codes[0], list) else torch.equal(*codes)
             counts["reopened"] += 1
     # the walk really exercised both outcomes and the checks
-    assert counts["ok"] > 600 and counts["refused"] > 20 and counts["undo checked"] > 200 and counts["reopened"] == 20, counts
+    assert (
+        counts["ok"] > 600 and counts["refused"] > 20 and counts["undo checked"] > 200 and counts["reopened"] == 20
+    ), counts
 
 
 def test_merge_then_edit_moves_the_merged_segment_only(editor):

@@ -60,8 +60,10 @@ def test_the_template_is_where_the_samples_put_their_faces(editor):
     assert np.abs(np.median(points, axis=0) - np.array(SMALL_TEMPLATE.points)).max() < 0.04
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gan_face_generate") is None,
-                    reason="the teacher needs `pip install --no-deps gan-face-generate==1.1.1` (.ci/run installs it)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gan_face_generate") is None,
+    reason="the teacher needs `pip install --no-deps gan-face-generate==1.1.1` (.ci/run installs it)",
+)
 def test_the_student_follows_its_teacher_per_z(editor):
     import sys
 
@@ -89,7 +91,9 @@ def test_per_segment_codes_beat_one_code_on_real_photos(editor):
         config = editor.default_config(space="w+", steps=60)
         chunky = editor.invert(aligned.crop, segments, config=config)
         single = editor.invert(aligned.crop, None, config=config)
-        l2_ratios.append(float(l2_distance(chunky.composite, chunky.target) / l2_distance(single.composite, single.target)))
+        l2_ratios.append(
+            float(l2_distance(chunky.composite, chunky.target) / l2_distance(single.composite, single.target))
+        )
     assert max(l2_ratios) < 1.0, l2_ratios
 
 
@@ -122,7 +126,11 @@ def test_the_distillation_sets_an_exact_affine_mapping_and_changes_no_image():
     G = random_generator(32, 32, 4, seed=3)
     before = copy.deepcopy(G)
     rng = torch.Generator().manual_seed(0)
-    mean, A, B = torch.randn(32, generator=rng) * 0.1, torch.randn(32, 20, generator=rng) * 0.05, torch.randn(32, 12, generator=rng) * 0.05
+    mean, A, B = (
+        torch.randn(32, generator=rng) * 0.1,
+        torch.randn(32, 20, generator=rng) * 0.05,
+        torch.randn(32, 12, generator=rng) * 0.05,
+    )
     set_affine_mapping(G, mean, A, B, offset=3.0)
     z = torch.randn(8, 32, generator=rng)
     normalised = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True))

@@ -19,7 +19,9 @@ def scene(tiny_generator):
     """A face from another generator (so no code fits it exactly), two segments, and their inversion."""
     other = random_generator(seed=1)
     with torch.no_grad():
-        target = other.synthesis(other.mapping(torch.randn(1, other.style_dim, generator=torch.Generator().manual_seed(3))))
+        target = other.synthesis(
+            other.mapping(torch.randn(1, other.style_dim, generator=torch.Generator().manual_seed(3)))
+        )
     target = target.clamp(-1, 1)
     masks = torch.zeros(2, 1, 32, 32)
     masks[0, :, :, :16], masks[1, :, :, 16:] = 1, 1
@@ -27,8 +29,8 @@ def scene(tiny_generator):
 
 
 def segment_l2(result, k):
-    region = dilate_masks(result.masks[k:k + 1], CONFIG.dilate_px)
-    return float(masked_mean((result.renders[k:k + 1] - result.target).square(), region))
+    region = dilate_masks(result.masks[k : k + 1], CONFIG.dilate_px)
+    return float(masked_mean((result.renders[k : k + 1] - result.target).square(), region))
 
 
 def test_tuning_fits_the_segment_better_and_changes_nothing_else(tiny_generator, scene):
@@ -69,7 +71,9 @@ def test_edits_freezes_and_reprojection_use_the_tuned_generator(tiny_generator, 
 
 def test_tuning_stops_when_asked_and_refuses_bad_requests(tiny_generator, scene):
     steps_seen = []
-    tune_segment(tiny_generator, scene, 1, steps=20, progress=lambda step, total, info: steps_seen.append(step) or step < 3)
+    tune_segment(
+        tiny_generator, scene, 1, steps=20, progress=lambda step, total, info: steps_seen.append(step) or step < 3
+    )
     assert steps_seen == [1, 2, 3]
     kept = invert(tiny_generator, scene.target, scene.masks, config=CONFIG.replace(steps=1), keep=[0])
     with pytest.raises(InvalidInputError, match="taken from the photo"):

@@ -49,16 +49,19 @@ def test_strengths_must_be_finite(session, value):
     assert session.state is state
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda s: s.freeze(["skin"], steps=math.nan), "re-projection steps must be a whole number"),
-    (lambda s: s.tune(["hair"], steps=math.inf), "fine-tuning steps must be a whole number"),
-    (lambda s: s.tune(["hair"], steps=None), "fine-tuning steps must be a whole number"),
-    (lambda s: s.variations("hair", seed=2**80), "seed must be a whole number"),
-    (lambda s: s.variations("hair", seed=-1), "seed must be a whole number"),
-    (lambda s: s.editor.random_face(math.nan), "seed must be a whole number"),
-    (lambda s: export_session(s, "/tmp/unused", tile=math.nan), "grid tile size must be a whole number"),
-    (lambda s: s.merge([None, "skin"]), "no segment named None"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s: s.freeze(["skin"], steps=math.nan), "re-projection steps must be a whole number"),
+        (lambda s: s.tune(["hair"], steps=math.inf), "fine-tuning steps must be a whole number"),
+        (lambda s: s.tune(["hair"], steps=None), "fine-tuning steps must be a whole number"),
+        (lambda s: s.variations("hair", seed=2**80), "seed must be a whole number"),
+        (lambda s: s.variations("hair", seed=-1), "seed must be a whole number"),
+        (lambda s: s.editor.random_face(math.nan), "seed must be a whole number"),
+        (lambda s: export_session(s, "/tmp/unused", tile=math.nan), "grid tile size must be a whole number"),
+        (lambda s: s.merge([None, "skin"]), "no segment named None"),
+    ],
+)
 def test_absurd_numbers_and_choices_get_a_clear_message(session, call, message):
     session.set_edit({session.editor.directions()[0].name: 1.0})
     state = session.state
@@ -73,7 +76,10 @@ def test_direction_files_with_nan_are_refused(tmp_path, tiny_generator):
     np.save(tmp_path / "broken.npy", vector)
     with pytest.raises(InvalidInputError, match="broken.npy holds NaN or infinite values"):
         load_direction_file(tmp_path / "broken.npy", tiny_generator)
-    pca = {"comp": torch.ones(3, 1, tiny_generator.style_dim), "std": torch.tensor([1.0, math.inf, 1.0]),
-           "mean": torch.zeros(1, tiny_generator.style_dim)}
+    pca = {
+        "comp": torch.ones(3, 1, tiny_generator.style_dim),
+        "std": torch.tensor([1.0, math.inf, 1.0]),
+        "mean": torch.zeros(1, tiny_generator.style_dim),
+    }
     with pytest.raises(InvalidInputError, match="NaN or infinite"):
         ganspace_directions(pca, tiny_generator, {"x": (0, 0, 1, 1.0)})

@@ -30,14 +30,18 @@ def test_registry_lists_the_default_generator_with_both_mirrors():
 
 
 def test_from_pretrained_reads_first_mirror_from_hf_cache_offline(tmp_path, tiny_generator, unpinned_registry):
-    write_hf_cache_file(tmp_path, "AIRI-Institute/HairFastGAN", "pretrained_models/StyleGAN/ffhq.pt", checkpoint_bytes(tiny_generator))
+    write_hf_cache_file(
+        tmp_path, "AIRI-Institute/HairFastGAN", "pretrained_models/StyleGAN/ffhq.pt", checkpoint_bytes(tiny_generator)
+    )
     G = Generator.from_pretrained(NAME, cache_dir=tmp_path)
     ws = torch.randn(1, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(0))
     assert torch.equal(G.synthesis(ws), tiny_generator.synthesis(ws))
 
 
 def test_falls_back_to_second_mirror(tmp_path, tiny_generator, unpinned_registry):
-    path = write_hf_cache_file(tmp_path, "Awesimo/jojogan", "stylegan2-ffhq-config-f.pt", checkpoint_bytes(tiny_generator))
+    path = write_hf_cache_file(
+        tmp_path, "Awesimo/jojogan", "stylegan2-ffhq-config-f.pt", checkpoint_bytes(tiny_generator)
+    )
     assert weights.fetch(NAME, cache_dir=tmp_path).resolve() == path.resolve()
 
 
@@ -45,8 +49,14 @@ def test_offline_without_file_names_file_mirrors_and_manual_fix(tmp_path):
     with pytest.raises(WeightsUnavailableError) as info:
         weights.fetch(NAME, cache_dir=tmp_path)
     message = str(info.value)
-    for part in (NAME, "HF_HUB_OFFLINE is set", "AIRI-Institute/HairFastGAN/pretrained_models/StyleGAN/ffhq.pt",
-                 "Awesimo/jojogan/stylegan2-ffhq-config-f.pt", "CHUNKY_WEIGHTS_DIR=<folder>", "https://huggingface.co/"):
+    for part in (
+        NAME,
+        "HF_HUB_OFFLINE is set",
+        "AIRI-Institute/HairFastGAN/pretrained_models/StyleGAN/ffhq.pt",
+        "Awesimo/jojogan/stylegan2-ffhq-config-f.pt",
+        "CHUNKY_WEIGHTS_DIR=<folder>",
+        "https://huggingface.co/",
+    ):
         assert part in message
 
 
@@ -160,7 +170,9 @@ def test_urls_need_a_pinned_digest():
 
 
 def test_the_bundled_small_model_loads_without_any_download_even_with_a_weights_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHUNKY_WEIGHTS_DIR", str(tmp_path))  # bundled files ignore the override: they ship with the code
+    monkeypatch.setenv(
+        "CHUNKY_WEIGHTS_DIR", str(tmp_path)
+    )  # bundled files ignore the override: they ship with the code
     entry = weights.lookup("small-face-64.pt")
     path = weights.fetch("small-face-64.pt")
     assert path == weights.REGISTRY_PATH.parent / "small-face-64.pt"
@@ -182,14 +194,16 @@ def test_a_bundled_file_with_the_wrong_digest_is_refused(tmp_path, monkeypatch):
         weights.fetch("gone.pt")
 
 
-def test_every_download_is_pinned_and_a_wrong_file_is_refused_with_both_digests_and_the_fix(tmp_path, monkeypatch,
-                                                                                            tiny_generator):
+def test_every_download_is_pinned_and_a_wrong_file_is_refused_with_both_digests_and_the_fix(
+    tmp_path, monkeypatch, tiny_generator
+):
     for entry in weights.registry().values():
         assert entry.digests(), f"{entry.name} has no pinned sha256"
     ffhq = weights.lookup(NAME)
     assert [m.sha256[:12] for m in ffhq.mirrors] == ["48a146c50211", "bae494ef77e3"]  # one digest per mirror's bytes
-    path = write_hf_cache_file(tmp_path, "AIRI-Institute/HairFastGAN", "pretrained_models/StyleGAN/ffhq.pt",
-                               checkpoint_bytes(tiny_generator))
+    path = write_hf_cache_file(
+        tmp_path, "AIRI-Institute/HairFastGAN", "pretrained_models/StyleGAN/ffhq.pt", checkpoint_bytes(tiny_generator)
+    )
     with pytest.raises(ChecksumError) as info:
         weights.fetch(NAME, cache_dir=tmp_path)
     message = str(info.value)

@@ -129,13 +129,14 @@ def autoencoder_step(G: Generator, E: nn.Module, teacher: DCGANGenerator, z: tor
 
 
 @torch.no_grad()
-def affine_code_model(E: nn.Module, teacher: DCGANGenerator, samples: int, rng: torch.Generator,
-                      extra_dims: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+def affine_code_model(
+    E: nn.Module, teacher: DCGANGenerator, samples: int, rng: torch.Generator, extra_dims: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """The codes of ``samples`` teacher samples as mean + A z + B z_extra (see the module docstring).
 
     Returns (mean [D], A [D, 100], B [D, extra_dims], the share of the codes' variance z predicts)."""
     z = torch.randn(samples, TEACHER_Z, generator=rng)
-    codes = torch.cat([E(teacher(z[i:i + 500])) for i in range(0, samples, 500)])  # [samples, D]
+    codes = torch.cat([E(teacher(z[i : i + 500])) for i in range(0, samples, 500)])  # [samples, D]
     inputs = torch.cat([z, torch.ones(samples, 1)], dim=1)
     solution = torch.linalg.lstsq(inputs, codes).solution  # [101, D]
     A, mean = solution[:TEACHER_Z].T, solution[TEACHER_Z]
@@ -183,7 +184,9 @@ def per_z_error(G: Generator, teacher: DCGANGenerator, count: int = 256, seed: i
 
 
 @torch.no_grad()
-def autoencoder_error(G: Generator, E: nn.Module, teacher: DCGANGenerator, count: int = 256, seed: int = 12345) -> float:
+def autoencoder_error(
+    G: Generator, E: nn.Module, teacher: DCGANGenerator, count: int = 256, seed: int = 12345
+) -> float:
     """Mean |student(E(teacher(z))) - teacher(z)| over ``count`` held-out z."""
     z = torch.randn(count, TEACHER_Z, generator=torch.Generator().manual_seed(seed))
     target = teacher(z)
@@ -246,9 +249,13 @@ def main() -> None:
         run["samples"] += args.batch
         if run["step"] % args.eval_every == 0:
             run["seconds"] = round(already + time.time() - start, 1)
-            point = {"step": run["step"], "samples": run["samples"], "seconds": run["seconds"],
-                     "loss": round(float(loss.detach()), 4),
-                     "heldout_autoencoder_l1_ema": round(autoencoder_error(G_ema, E, teacher), 4)}
+            point = {
+                "step": run["step"],
+                "samples": run["samples"],
+                "seconds": run["seconds"],
+                "loss": round(float(loss.detach()), 4),
+                "heldout_autoencoder_l1_ema": round(autoencoder_error(G_ema, E, teacher), 4),
+            }
             run["curve"].append(point)
             print(json.dumps(point), flush=True)
             save_state(state_path, G, E, G_ema, optimiser, rng, run)
@@ -259,18 +266,27 @@ def main() -> None:
     mean, A, B, explained = affine_code_model(E, teacher, args.mapping_samples, rng, G.style_dim - TEACHER_Z)
     set_affine_mapping(final, mean, A, B)
     final.w_avg.copy_(final.mean_w())
-    run["mapping"] = {"teacher_samples": args.mapping_samples, "share_of_code_variance_predicted_by_z": round(explained, 4),
-                      "seconds": round(time.time() - started, 1),
-                      "heldout_autoencoder_l1_ema": round(autoencoder_error(G_ema, E, teacher), 4),
-                      "heldout_per_z_l1": round(per_z_error(final, teacher), 4)}
+    run["mapping"] = {
+        "teacher_samples": args.mapping_samples,
+        "share_of_code_variance_predicted_by_z": round(explained, 4),
+        "seconds": round(time.time() - started, 1),
+        "heldout_autoencoder_l1_ema": round(autoencoder_error(G_ema, E, teacher), 4),
+        "heldout_per_z_l1": round(per_z_error(final, teacher), 4),
+    }
     print(json.dumps(run["mapping"]), flush=True)
     save_checkpoint(args, final, run)
 
 
 def save_state(state_path: Path, G, E, G_ema, optimiser, rng, run: dict) -> None:
     """The training state to resume from, written atomically; the one before it is kept as ``.prev``."""
-    state = {"G": G.state_dict(), "E": E.state_dict(), "G_ema": G_ema.state_dict(),
-             "optimiser": optimiser.state_dict(), "rng": rng.get_state(), "run": run}
+    state = {
+        "G": G.state_dict(),
+        "E": E.state_dict(),
+        "G_ema": G_ema.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "rng": rng.get_state(),
+        "run": run,
+    }
     torch.save(state, state_path.with_suffix(".tmp"))
     if state_path.exists():
         state_path.replace(state_path.with_suffix(".prev"))
@@ -284,10 +300,14 @@ def save_checkpoint(args, G: Generator, run: dict) -> None:
     temporary = out.with_suffix(".tmp")
     torch.save(checkpoint_of(G), temporary)
     temporary.replace(out)
-    meta = {"student": {**STUDENT, "channels": {str(k): v for k, v in STUDENT["channels"].items()}},
-            "teacher": "gan-face-generate==1.1.1 gan_face_generate/weights.tar (DCGAN, DigiFace-1M)",
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "cpu": cpu_model(), "curve": run["curve"], "mapping": run["mapping"]}
+    meta = {
+        "student": {**STUDENT, "channels": {str(k): v for k, v in STUDENT["channels"].items()}},
+        "teacher": "gan-face-generate==1.1.1 gan_face_generate/weights.tar (DCGAN, DigiFace-1M)",
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "cpu": cpu_model(),
+        "curve": run["curve"],
+        "mapping": run["mapping"],
+    }
     out.with_suffix(".curve.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 

@@ -52,10 +52,18 @@ def main() -> None:
         single = editor.invert(aligned.crop, None, config=config)
         chunky = editor.invert(aligned.crop, segments, config=config)
         edit = editor.edit(chunky, {direction: args.strength}, ["mouth"], names=segments.names)
-        print(f"{path.name}: L2 global W+ {float(l2_distance(single.composite, single.target)):.4f}, "
-              f"per segment {float(l2_distance(chunky.composite, chunky.target)):.4f}")
-        rows.append([aligned.crop, tensor_to_uint8(single.composite), tensor_to_uint8(chunky.composite),
-                     tensor_to_uint8(edit.composite)])
+        print(
+            f"{path.name}: L2 global W+ {float(l2_distance(single.composite, single.target)):.4f}, "
+            f"per segment {float(l2_distance(chunky.composite, chunky.target)):.4f}"
+        )
+        rows.append(
+            [
+                aligned.crop,
+                tensor_to_uint8(single.composite),
+                tensor_to_uint8(chunky.composite),
+                tensor_to_uint8(edit.composite),
+            ]
+        )
     labels = ["photo", "global W+", "per segment", args.label or f"{direction}, mouth only"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(comparison_grid(rows, labels, cell=160)).save(args.out)
