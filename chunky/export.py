@@ -4,6 +4,7 @@ comparison grid and the work file (`chunky.workfile`), all made from the session
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -39,7 +40,8 @@ class Export:
 def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tuple[str, np.ndarray]]:
     """(label, [S, S, 3] uint8) columns: the photo, each global baseline, chunky's first inversion and the
     current edit. With ``captions``, each label after the photo carries its L2 (and LPIPS when
-    ``perceptual`` is given) against the photo, at 256 px."""
+    ``perceptual`` is given) against the photo, at 256 px, and the edit's how much of the outside of its
+    segments changed (`chunky.preservation`)."""
     state = session.state
     session.require_result()
     photo = session.target_image
@@ -57,14 +59,19 @@ def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tu
         if perceptual is not None:
             with torch.no_grad():
                 text += f", LPIPS {float(lpips_distance(tensor, reference, perceptual)[0]):.3f}"
+        if label == "edited" and session.state.edit is not None:
+            text += f"; outside its segments {session.preservation().outside_changed_share:.1%} changed"
         out.append((f"{label} ({text})", image))
     return out
 
 
-def export_session(session, folder: str | Path, *, tile: int = 256, captions: bool = False, perceptual=None) -> Export:
+def export_session(
+    session, folder: str | Path, *, tile: int = 256, captions: bool = False, perceptual=None, identity=None
+) -> Export:
     """Write the session's current state to ``folder`` (created): ``pasted_back.png`` (the result in the
     full-resolution photo), ``aligned_crop.png``, ``edited.png`` (what the page shows), ``comparison.png``
-    (the grid, ``tile`` px per cell) and ``work.pt`` (re-openable)."""
+    (the grid, ``tile`` px per cell), ``work.pt`` (re-openable) and, with an edit, ``preservation.json`` (how
+    local it is: `chunky.preservation`, with LPIPS and identity when ``perceptual`` and ``identity`` are given)."""
     tile = whole("the grid tile size", tile, *TILE_RANGE)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,28 +80,47 @@ def export_session(session, folder: str | Path, *, tile: int = 256, captions: bo
         raise InvalidInputError("Run the inversion first (step 3: Invert); there is nothing to export yet.")
     columns = grid_columns(session, captions=captions, perceptual=perceptual)
     grid = comparison_grid([[image for _, image in columns]], [label for label, _ in columns], cell=tile)
-    images = {"pasted_back.png": paste_back(shown, session.aligned), "aligned_crop.png": session.aligned.crop,
-              "edited.png": shown, "comparison.png": grid}
+    images = {
+        "pasted_back.png": paste_back(shown, session.aligned),
+        "aligned_crop.png": session.aligned.crop,
+        "edited.png": shown,
+        "comparison.png": grid,
+    }
     files = []
     for name, image in images.items():
         Image.fromarray(image).save(folder / name)
         files.append(folder / name)
     files.append(write_work(session, folder / "work.pt"))
+    figures = session.preservation(perceptual=perceptual, identity=identity)
+    if figures is not None:
+        edit = {"strengths": session.strengths(), "segments": list(session.state.targets)}
+        (folder / "preservation.json").write_text(json.dumps(edit | figures.to_dict(), indent=1))
+        files.append(folder / "preservation.json")
     return Export(files, grid)
 
 
 class FolderBudget:
-    """Folders under one root with an age and a byte budget: exports (a fresh folder each, under a private
-    root made with mode 0700 by ``tempfile.mkdtemp``, so no other user and no pre-existing symlink is
-    involved), or the web server's upload folders. `prune` deletes folders older than ``max_age_s``, then the
-    oldest while the root holds more than ``max_bytes``; symlinks are never followed."""
+    """Folders under one root with an age and a byte budget: exports (a fresh folder each) or the web server's
+    uploads. The root is made private at start (``tempfile.mkdtemp``: a new folder with mode 0700, inside
+    ``parent`` or the system's temporary folder), so no other user and no pre-existing path or symlink is
+    involved. `prune` deletes folders older than ``max_age_s``, then the oldest while the root holds more than
+    ``max_bytes``; it never follows a symlink, and does nothing when the root itself is one."""
 
-    def __init__(self, *, max_age_s: float = 3600, max_bytes: int = 2 << 30, root: Path | None = None):
-        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="chunky-exports-"))
+    def __init__(
+        self,
+        *,
+        max_age_s: float = 3600,
+        max_bytes: int = 2 << 30,
+        root: Path | None = None,
+        prefix: str = "chunky-exports-",
+        parent: str | Path | None = None,
+    ):
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         self.max_age_s, self.max_bytes = max_age_s, max_bytes
 
     def keep_pruned(self, interval_s: float = 60.0) -> threading.Thread:
         """Prune every ``interval_s`` seconds in a daemon thread (a disk budget that holds between exports)."""
+
         def loop():
             while True:
                 time.sleep(interval_s)
@@ -102,6 +128,7 @@ class FolderBudget:
                     self.prune()
                 except OSError as error:  # a folder vanished meanwhile, or the disk is read-only: try again later
                     log.warning("pruning %s failed: %s", self.root, error)
+
         thread = threading.Thread(target=loop, name=f"prune {self.root.name}", daemon=True)
         thread.start()
         return thread
@@ -113,9 +140,11 @@ class FolderBudget:
 
     def prune(self) -> None:
         """Delete folders past the age limit, then the oldest until the total is under the byte budget."""
-        if not self.root.is_dir():
+        if self.root.is_symlink() or not self.root.is_dir():
             return
-        folders = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()), key=lambda p: p.stat().st_mtime)
+        folders = sorted(
+            (p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink()), key=lambda p: p.stat().st_mtime
+        )
         now, sizes = time.time(), {p: _folder_bytes(p) for p in folders}
         total = sum(sizes.values())
         for folder in folders:

@@ -9,9 +9,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 from chunky.errors import InvalidInputError
 
+CAPTION_LINES = 3
 
-def comparison_grid(rows: Sequence[Sequence[np.ndarray | None]], labels: Sequence[str], *, cell: int = 256,
-                    gap: int = 8) -> np.ndarray:
+
+def comparison_grid(
+    rows: Sequence[Sequence[np.ndarray | None]],
+    labels: Sequence[str],
+    *,
+    cell: int = 256,
+    gap: int = 8,
+    captions: Sequence[Sequence[str]] | None = None,
+) -> np.ndarray:
     """One image with a header row of ``labels`` and one row per photo.
 
     Args:
@@ -19,6 +27,8 @@ def comparison_grid(rows: Sequence[Sequence[np.ndarray | None]], labels: Sequenc
         labels: column titles.
         cell: side of each (square) cell in pixels.
         gap: white space between cells.
+        captions: per photo, one text per label, written under its cell (wrapped to the cell's width, at most
+            ``CAPTION_LINES`` lines; the rest is cut with "...").
 
     Returns:
         [H, W, 3] uint8 on a white background.
@@ -26,9 +36,11 @@ def comparison_grid(rows: Sequence[Sequence[np.ndarray | None]], labels: Sequenc
     if not rows or any(len(r) != len(labels) for r in rows):
         raise InvalidInputError(f"Every grid row needs {len(labels)} images, one per label.")
     font = _font(max(12, cell // 14))
+    small = _font(max(10, cell // 20))
     header = max(24, cell // 8)
+    below = 0 if captions is None else CAPTION_LINES * (small.size + 2) + 4  # caption strip under each row
     width = len(labels) * cell + (len(labels) + 1) * gap
-    height = header + len(rows) * (cell + gap) + gap
+    height = header + len(rows) * (cell + below + gap) + gap
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     for c, label in enumerate(labels):
@@ -40,8 +52,26 @@ def comparison_grid(rows: Sequence[Sequence[np.ndarray | None]], labels: Sequenc
             if image is None:
                 continue
             tile = Image.fromarray(np.asarray(image, np.uint8)).resize((cell, cell), Image.Resampling.LANCZOS)
-            canvas.paste(tile, (gap + c * (cell + gap), header + r * (cell + gap)))
+            canvas.paste(tile, (gap + c * (cell + gap), header + r * (cell + below + gap)))
+        for c, text in enumerate(captions[r] if captions is not None else ()):
+            top = header + r * (cell + below + gap) + cell + 2
+            for k, line in enumerate(_wrapped(draw, text, small, cell)):
+                draw.text((gap + c * (cell + gap), top + k * (small.size + 2)), line, fill="black", font=small)
     return np.asarray(canvas)
+
+
+def _wrapped(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    """``text`` in lines that fit ``width`` px, at most ``CAPTION_LINES`` (the last cut with "...")."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(lines[-1] + " " + word, font=font) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    if len(lines) > CAPTION_LINES:
+        lines = lines[:CAPTION_LINES]
+        lines[-1] += " ..."
+    return lines
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

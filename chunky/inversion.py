@@ -79,12 +79,22 @@ class InversionResult:
     segment_steps: list[int] = dataclasses.field(default_factory=list)
     passes: int = 0
 
-    def composite_of(self, renders: torch.Tensor, masks: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                     keep: Sequence[int] | None = None) -> torch.Tensor:
+    def composite_of(
+        self,
+        renders: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        keep: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """[1, 3, H, W] the soft composite of ``renders`` [K, 3, H, W] with this result's masks, target, kept
         segments and blending settings (each replaceable)."""
-        return soft_composite(renders, self.masks if masks is None else masks, self.target if target is None else target,
-                              keep=self.keep if keep is None else keep, dilate_px=self.config.dilate_px)
+        return soft_composite(
+            renders,
+            self.masks if masks is None else masks,
+            self.target if target is None else target,
+            keep=self.keep if keep is None else keep,
+            dilate_px=self.config.dilate_px,
+        )
 
     def generator_for(self, segment: int, G: Generator) -> Generator:
         """The generator that renders ``segment``: its fine-tuned copy, else ``G``."""
@@ -142,14 +152,24 @@ def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = Tr
     full = rest - round(config.full_render_fraction * rest) if render_size > resolution else rest
     cuts = sorted({0, pixel, full, rest})
     for start, stop in zip(cuts, cuts[1:]):
-        phases.append(Phase(stop - start, resolution, render_size if start >= full else resolution, perceptual=start >= pixel))
+        phases.append(
+            Phase(stop - start, resolution, render_size if start >= full else resolution, perceptual=start >= pixel)
+        )
     return phases
 
 
-def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None, *,
-           config: InversionConfig = InversionConfig(), keep: Sequence[int] = (), init: Codes | None = None,
-           progress: ProgressCallback | None = None, perceptual: nn.Module | None | str = "auto",
-           segments_per_pass: int | None = None) -> InversionResult:
+def invert(
+    G: Generator,
+    target: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    *,
+    config: InversionConfig = InversionConfig(),
+    keep: Sequence[int] = (),
+    init: Codes | None = None,
+    progress: ProgressCallback | None = None,
+    perceptual: nn.Module | None | str = "auto",
+    segments_per_pass: int | None = None,
+) -> InversionResult:
     """Project ``target`` into ``G``, one code per segment (``masks``) or one for the whole image.
 
     Runs the phases of `schedule`: an optional warm start (one global code, then every segment starts
@@ -181,8 +201,15 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
         perceptual = build_perceptual(config.perceptual)
     render_size = target.shape[-1]
     phases = schedule(config, render_size, warm_start=init is None and len(projected) > 1)
-    run = _Run(G, target, dilate_masks(masks[projected], config.dilate_px), config, perceptual, progress,
-               total=sum(p.steps for p in phases))
+    run = _Run(
+        G,
+        target,
+        dilate_masks(masks[projected], config.dilate_px),
+        config,
+        perceptual,
+        progress,
+        total=sum(p.steps for p in phases),
+    )
     codes = _initial_codes(G, config.space, 1 if phases[0].global_code else len(projected), init, target.device)
     warm = [p for p in phases if p.global_code]
     if warm:
@@ -192,23 +219,45 @@ def invert(G: Generator, target: torch.Tensor, masks: torch.Tensor | None = None
     seconds = time.perf_counter() - run.start
     chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(target.device))
     with torch.no_grad(), autocast(config.precision, target.device):
-        segment_renders = torch.cat([render_codes(G, select_codes(codes, c), config.space, render_size).float() for c in chunks])
+        segment_renders = torch.cat(
+            [render_codes(G, select_codes(codes, c), config.space, render_size).float() for c in chunks]
+        )
     renders = target.expand(masks.shape[0], -1, -1, -1).clone()
     renders[projected] = segment_renders
     return InversionResult(
-        codes=codes, projected=projected, keep=list(keep), masks=masks, target=target, renders=renders,
-        composite=soft_composite(renders, masks, target, keep=keep, dilate_px=config.dilate_px), loss=run.loss,
+        codes=codes,
+        projected=projected,
+        keep=list(keep),
+        masks=masks,
+        target=target,
+        renders=renders,
+        composite=soft_composite(renders, masks, target, keep=keep, dilate_px=config.dilate_px),
+        loss=run.loss,
         segment_losses=run.displayed_losses(renders, projected),
-        history=run.history, seconds=seconds, steps_run=run.steps_run, cancelled=run.cancelled, config=config,
-        segment_steps=run.segment_steps, passes=run.passes)
+        history=run.history,
+        seconds=seconds,
+        steps_run=run.steps_run,
+        cancelled=run.cancelled,
+        config=config,
+        segment_steps=run.segment_steps,
+        passes=run.passes,
+    )
 
 
 class _Run:
     """The state of one `invert` call across its stages: what the codes are compared with, the step
     count, history and progress reports."""
 
-    def __init__(self, G: Generator, target: torch.Tensor, loss_masks: torch.Tensor, config: InversionConfig,
-                 perceptual: nn.Module | None, progress: ProgressCallback | None, total: int):
+    def __init__(
+        self,
+        G: Generator,
+        target: torch.Tensor,
+        loss_masks: torch.Tensor,
+        config: InversionConfig,
+        perceptual: nn.Module | None,
+        progress: ProgressCallback | None,
+        total: int,
+    ):
         self.G, self.target, self.loss_masks, self.config = G, target, loss_masks, config
         self.perceptual, self.progress, self.total = perceptual, progress, total
         self.center = _initial_codes(G, config.space, 1, None, target.device)
@@ -230,9 +279,14 @@ class _Run:
         chunks = _chunks(count, segments_per_pass or _default_segments_per_pass(self.target.device))
         for phase in phases:
             masks = self.loss_masks.amax(dim=0, keepdim=True) if phase.global_code else self.loss_masks
-            plans = plan_passes(chunks, resize_images(self.target, phase.render_resolution),
-                                resize_images(masks, phase.render_resolution), self._perceptual(phase), self.config,
-                                loss_scale=phase.render_resolution // phase.resolution)
+            plans = plan_passes(
+                chunks,
+                resize_images(self.target, phase.render_resolution),
+                resize_images(masks, phase.render_resolution),
+                self._perceptual(phase),
+                self.config,
+                loss_scale=phase.render_resolution // phase.resolution,
+            )
             patience = 0 if phase.global_code else self.config.segment_patience
             best = _Best(codes, count, patience, self.config.min_delta)  # losses at other resolutions do not compare
             for step in range(phase.steps):
@@ -268,15 +322,24 @@ class _Run:
                 continue
             chunk_codes = select_codes(codes, plan.chunk)
             with autocast(self.config.precision, self.target.device):
-                renders = render_codes(self.G, chunk_codes, self.config.space, phase.render_resolution, window=plan.window)
+                renders = render_codes(
+                    self.G, chunk_codes, self.config.space, phase.render_resolution, window=plan.window
+                )
                 if plan.loss_scale > 1:
                     renders = F.avg_pool2d(renders, plan.loss_scale)
-                part = segment_losses(renders, plan.target, plan.masks,
-                                      perceptual=self._perceptual(phase), pixel_weight=self.config.pixel_weight,
-                                      target_features=plan.features)
+                part = segment_losses(
+                    renders,
+                    plan.target,
+                    plan.masks,
+                    perceptual=self._perceptual(phase),
+                    pixel_weight=self.config.pixel_weight,
+                    target_features=plan.features,
+                )
             objective = part["total"]
             if self.config.reg_weight > 0:
-                objective = objective + self.config.reg_weight * latent_regulariser(chunk_codes, self.center, self.spread)
+                objective = objective + self.config.reg_weight * latent_regulariser(
+                    chunk_codes, self.center, self.spread
+                )
             objective.sum().backward()
             self.passes += 1
             for name, values in (*part.items(), ("objective", objective)):
@@ -289,7 +352,9 @@ class _Run:
         self.steps_run += 1
         value = float(total)
         if not math.isfinite(value):
-            raise InvalidInputError(f"The loss became {value} at step {self.steps_run}; lower config.lr or use precision='fp32'.")
+            raise InvalidInputError(
+                f"The loss became {value} at step {self.steps_run}; lower config.lr or use precision='fp32'."
+            )
         self.history.append(value)
         if self.progress is not None:
             elapsed = time.perf_counter() - self.start
@@ -299,8 +364,12 @@ class _Run:
                 return True
         patience = self.config.patience
         if patience and best.total_since >= patience:
-            log.info("early stop after %d steps: no %.1e relative improvement in %d steps", self.steps_run,
-                     self.config.min_delta, patience)
+            log.info(
+                "early stop after %d steps: no %.1e relative improvement in %d steps",
+                self.steps_run,
+                self.config.min_delta,
+                patience,
+            )
             return True
         return False
 
@@ -309,9 +378,13 @@ class _Run:
         resolution, inside each segment's loss region); 0 for kept segments."""
         resolution = min(self.config.resolution, renders.shape[-1])
         with torch.no_grad(), autocast(self.config.precision, self.target.device):
-            part = segment_losses(resize_images(renders[projected], resolution), resize_images(self.target, resolution),
-                                  resize_images(self.loss_masks, resolution), perceptual=self.perceptual,
-                                  pixel_weight=self.config.pixel_weight)
+            part = segment_losses(
+                resize_images(renders[projected], resolution),
+                resize_images(self.target, resolution),
+                resize_images(self.loss_masks, resolution),
+                perceptual=self.perceptual,
+                pixel_weight=self.config.pixel_weight,
+            )
         out = {name: torch.zeros(renders.shape[0]) for name in part}
         for name, values in part.items():
             out[name][projected] = values.float().cpu()
@@ -357,8 +430,15 @@ class _Best:
                     layer[rows] = source[rows]
 
 
-def reproject(G: Generator, result: InversionResult, segments: Sequence[int], *, config: InversionConfig | None = None,
-              progress: ProgressCallback | None = None, perceptual: nn.Module | None | str = "auto") -> InversionResult:
+def reproject(
+    G: Generator,
+    result: InversionResult,
+    segments: Sequence[int],
+    *,
+    config: InversionConfig | None = None,
+    progress: ProgressCallback | None = None,
+    perceptual: nn.Module | None | str = "auto",
+) -> InversionResult:
     """Re-project ``segments`` of ``result`` against its target, each starting from its current code (the
     incremental step after a freeze: the frozen composite is the target, and the chosen segments' codes
     adapt to it). Every other segment keeps its code and render.
@@ -387,8 +467,16 @@ def reproject(G: Generator, result: InversionResult, segments: Sequence[int], *,
     for group in groups.values():
         rows = [result.projected.index(k) for k in group]
         others = [k for k in range(result.masks.shape[0]) if k not in group]
-        part = invert(result.generator_for(group[0], G), result.target, result.masks, config=config, keep=others,
-                      init=select_rows(codes, rows), progress=progress, perceptual=perceptual)
+        part = invert(
+            result.generator_for(group[0], G),
+            result.target,
+            result.masks,
+            config=config,
+            keep=others,
+            init=select_rows(codes, rows),
+            progress=progress,
+            perceptual=perceptual,
+        )
         codes = replace_rows(codes, rows, part.codes)
         renders[group] = part.renders[group]
         for name, values in losses.items():
@@ -397,14 +485,22 @@ def reproject(G: Generator, result: InversionResult, segments: Sequence[int], *,
         if part.cancelled:
             break
     return dataclasses.replace(
-        result, codes=codes, renders=renders, composite=result.composite_of(renders),
-        segment_losses=losses, loss=sum(p.loss for p in parts), history=[sum(step) for step in zip(*(p.history for p in parts))],
-        seconds=sum(p.seconds for p in parts), steps_run=max(p.steps_run for p in parts),
-        cancelled=any(p.cancelled for p in parts), config=config)
+        result,
+        codes=codes,
+        renders=renders,
+        composite=result.composite_of(renders),
+        segment_losses=losses,
+        loss=sum(p.loss for p in parts),
+        history=[sum(step) for step in zip(*(p.history for p in parts))],
+        seconds=sum(p.seconds for p in parts),
+        steps_run=max(p.steps_run for p in parts),
+        cancelled=any(p.cancelled for p in parts),
+        config=config,
+    )
 
 
 def space_of(codes: Codes) -> str:
-    """"w", "w+" or "s": the latent space ``codes`` live in."""
+    """ "w", "w+" or "s": the latent space ``codes`` live in."""
     return "s" if isinstance(codes, list) else ("w+" if codes.ndim == 3 else "w")
 
 
@@ -415,7 +511,9 @@ def _check_inputs(G: Generator, target, masks, keep) -> tuple[torch.Tensor, torc
         raise InvalidInputError(f"target must be a [1, 3, H, W] tensor in [-1, 1], got {shape}.")
     size = target.shape[-1]
     if target.shape[-2] != size or size < 8 or size & (size - 1) or size > G.size:
-        raise InvalidInputError(f"target must be square with a power-of-two side in [8, {G.size}], got {list(target.shape[-2:])}.")
+        raise InvalidInputError(
+            f"target must be square with a power-of-two side in [8, {G.size}], got {list(target.shape[-2:])}."
+        )
     if not torch.isfinite(target).all():
         raise InvalidInputError("target contains NaN or infinite values.")
     target = target.float()
@@ -427,7 +525,9 @@ def _check_inputs(G: Generator, target, masks, keep) -> tuple[torch.Tensor, torc
         shape = list(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
         raise InvalidInputError(f"masks must be a [K, 1, H, W] tensor, got {shape}.")
     if masks.shape[-2:] != target.shape[-2:]:
-        raise InvalidInputError(f"masks are {list(masks.shape[-2:])} but target is {list(target.shape[-2:])}; they must match.")
+        raise InvalidInputError(
+            f"masks are {list(masks.shape[-2:])} but target is {list(target.shape[-2:])}; they must match."
+        )
     if not torch.isfinite(masks).all() or masks.min() < 0 or masks.max() > 1:
         raise InvalidInputError("masks must hold finite values in [0, 1].")
     empty = [k for k in range(masks.shape[0]) if masks[k].max() == 0]
@@ -458,7 +558,9 @@ def _initial_codes(G: Generator, space: str, count: int, init: Codes | None, dev
         if space == "w+" and code.shape[1:] == (G.style_dim,):
             code = code[:, None].expand(-1, G.n_latent, -1)
         if code.shape[1:] != expected:
-            raise InvalidInputError(f"init for space {space!r} must be [P, {', '.join(map(str, expected))}], got {list(code.shape)}.")
+            raise InvalidInputError(
+                f"init for space {space!r} must be [P, {', '.join(map(str, expected))}], got {list(code.shape)}."
+            )
     return _broadcast(code.detach(), count, "init").clone()
 
 
@@ -495,8 +597,15 @@ class Pass:
     loss_scale: int = 1  # renders are area-downsampled by this factor for the loss
 
 
-def plan_passes(chunks: list[slice], target: torch.Tensor, masks: torch.Tensor, perceptual: nn.Module | None,
-                config: InversionConfig, *, loss_scale: int = 1) -> list[Pass]:
+def plan_passes(
+    chunks: list[slice],
+    target: torch.Tensor,
+    masks: torch.Tensor,
+    perceptual: nn.Module | None,
+    config: InversionConfig,
+    *,
+    loss_scale: int = 1,
+) -> list[Pass]:
     """One `Pass` per chunk of segments: a single segment gets its window (when ``config.window_segments``
     and it is small enough), with the target and loss masks cropped to it and the target's LPIPS features.
     ``target`` and ``masks`` are at the render resolution; the loss is computed ``loss_scale`` times lower."""
@@ -529,6 +638,8 @@ def _segment_window(mask: torch.Tensor, loss_scale: int = 1) -> Window | None:
         return None
     scale, margin = size // coarse, window_margin(WINDOW_BLOCKS)
     rows, cols = torch.nonzero(mask.amax(dim=1) > 0).flatten(), torch.nonzero(mask.amax(dim=0) > 0).flatten()
+    if len(rows) == 0:  # an empty segment (all of it sketched away): nothing to frame
+        return None
     top, left = max(0, int(rows[0]) - margin) // scale, max(0, int(cols[0]) - margin) // scale
     bottom = -(-min(size, int(rows[-1]) + 1 + margin) // scale)
     right = -(-min(size, int(cols[-1]) + 1 + margin) // scale)

@@ -28,6 +28,7 @@ from chunky.editor import ChunkyEditor, segment_indices
 from chunky.errors import InvalidInputError
 from chunky.images import resize_uint8, tensor_to_uint8
 from chunky.inversion import InversionResult, ProgressCallback, select_rows, space_of
+from chunky.preservation import Preservation, preservation
 from chunky.segmentation import Segmentation
 
 KEEP_BY_DEFAULT = ("background",)
@@ -75,11 +76,11 @@ class State:
 @dataclass
 class Session:
     """Attributes:
-        editor: the shared models (read-only).
-        aligned: the photo, its aligned crop and how to paste back (never changed).
-        automatic: the segments found automatically (for "reset").
-        state: the current state; ``history`` the earlier ones, oldest first.
-        cancel: set to stop a running optimisation.
+    editor: the shared models (read-only).
+    aligned: the photo, its aligned crop and how to paste back (never changed).
+    automatic: the segments found automatically (for "reset").
+    state: the current state; ``history`` the earlier ones, oldest first.
+    cancel: set to stop the running optimisation, or the waiting one (`begin_request` clears it).
     """
 
     editor: ChunkyEditor
@@ -93,8 +94,16 @@ class Session:
     _offers: tuple[InversionResult | None, list[EditResult]] = (None, [])
 
     @classmethod
-    def start(cls, editor: ChunkyEditor, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None,
-              segmentation: Segmentation | None = None, size: int | None = None) -> Session:
+    def start(
+        cls,
+        editor: ChunkyEditor,
+        photo: np.ndarray,
+        *,
+        face_index: int = 0,
+        skip_alignment: bool | None = None,
+        segmentation: Segmentation | None = None,
+        size: int | None = None,
+    ) -> Session:
         """Align ``photo`` ([H, W, 3] uint8) and segment it (automatically unless ``segmentation`` is given).
 
         ``size``: the side the session works at (renders, composite, masks); default ``editor.work_size()``."""
@@ -131,6 +140,11 @@ class Session:
             raise InvalidInputError("Run the inversion first (step 3: Invert).")
         return self.state.result
 
+    def begin_request(self) -> None:
+        """Start a request that Cancel may stop: an earlier Cancel is forgotten. Call it when the request
+        arrives, before it waits for its turn, so a Cancel pressed while it waits reaches it."""
+        self.cancel.clear()
+
     def progress(self, report: Callable[[int, int, str], object], *, seconds: float) -> ProgressCallback:
         """A progress callback for one request, however many optimisations it runs (baselines, re-projections):
         ``report(step, total, text)`` sees each step; it stops at `cancel` or once ``seconds`` have passed since
@@ -140,6 +154,7 @@ class Session:
         def callback(step: int, total: int, info: dict) -> bool:
             report(step, total, f"loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
             return not self.cancel.is_set() and time.perf_counter() - start < seconds
+
         return callback
 
     @contextmanager
@@ -166,11 +181,26 @@ class Session:
         while len(self.history) > 1 and history_bytes(self.history, self.state) > HISTORY_BYTES:
             del self.history[0]
 
+    def snapshot(self) -> tuple[State, list[State]]:
+        """The state and the undo history, for `restore`."""
+        return self.state, list(self.history)
+
+    def restore(self, snapshot: tuple[State, list[State]]) -> None:
+        """Go back to a `snapshot` (an action that failed half-way leaves no trace, not even in the history)."""
+        self.state, self.history = snapshot[0], list(snapshot[1])
+
     def memory_bytes(self) -> int:
         """Bytes of the tensors and images this session holds (its state, history and photo)."""
         photo = self.aligned.photo_bytes() + self.aligned.crop.nbytes
-        return photo + history_bytes(self.history + [self.state], None) + sum(
-            p.numel() * p.element_size() for g in tuned_generators(self.history + [self.state]) for p in g.state_dict().values())
+        return (
+            photo
+            + history_bytes(self.history + [self.state], None)
+            + sum(
+                p.numel() * p.element_size()
+                for g in tuned_generators(self.history + [self.state])
+                for p in g.state_dict().values()
+            )
+        )
 
     def undo(self) -> str:
         """Go back to the state before the last action; returns that action's name."""
@@ -213,28 +243,50 @@ class Session:
         parents = parent_segments(state.segmentation, segmentation)
         result = carry_over(state.result, parents, segmentation.masks)
         targets = tuple(n for n, p in zip(segmentation.names, parents) if state.names[p] in state.targets)
-        self._push(self._with_edit(dataclasses.replace(state, segmentation=segmentation, result=result, targets=targets,
-                                                       action=action)))
+        self._push(
+            self._with_edit(
+                dataclasses.replace(state, segmentation=segmentation, result=result, targets=targets, action=action)
+            )
+        )
 
     # ------------------------------------------------------------------------------- inversion
-    def invert(self, config: InversionConfig, keep: Sequence[str] | None = None, *, baselines: bool = False,
-               progress: ProgressCallback | None = None) -> InversionResult:
+    def invert(
+        self,
+        config: InversionConfig,
+        keep: Sequence[str] | None = None,
+        *,
+        baselines: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> InversionResult:
         """Invert the photo, one code per segment (and, with ``baselines``, one global W and one W+ code).
         ``keep``: names taken straight from the photo (default: the background, if there is one). The edit is
         cleared: a new inversion starts a new edit (undo goes back)."""
-        self.cancel.clear()
         keep = [n for n in KEEP_BY_DEFAULT if n in self.names] if keep is None else list(keep)
         segment_indices(self.names, keep)  # a clear error for an unknown name
-        result = self.editor.invert(self.target_image, self.state.segmentation, config=config, keep=keep,
-                                    size=self.size, progress=progress)
+        result = self.editor.invert(
+            self.target_image, self.state.segmentation, config=config, keep=keep, size=self.size, progress=progress
+        )
         found = []
         for label, space in (("global W", "w"), ("global W+", "w+")) if baselines and not result.cancelled else ():
-            found.append((label, self.editor.invert(self.target_image, None, config=config.replace(space=space),
-                                                    size=self.size, progress=progress)))
+            found.append(
+                (
+                    label,
+                    self.editor.invert(
+                        self.target_image, None, config=config.replace(space=space), size=self.size, progress=progress
+                    ),
+                )
+            )
             if found[-1][1].cancelled:
                 break
-        self._push(State(self.state.segmentation, result, baselines=tuple(found), first_composite=result.composite,
-                                action="invert"))
+        self._push(
+            State(
+                self.state.segmentation,
+                result,
+                baselines=tuple(found),
+                first_composite=result.composite,
+                action="invert",
+            )
+        )
         return result
 
     # ------------------------------------------------------------------------------- editing
@@ -247,6 +299,52 @@ class Session:
         if clean == self.state.strengths and targets == self.state.targets:
             return
         self._push(self._with_edit(dataclasses.replace(self.state, strengths=clean, targets=targets, action="edit")))
+
+    def edited_region(self) -> np.ndarray:
+        """[S, S] bool: the pixels the current edit's segments touch (the targets, else every projected one)."""
+        result = self.require_result()
+        indices = segment_indices(self.names, self.state.targets) if self.state.targets else result.projected
+        indices = [k for k in indices if k in result.projected]
+        return (self.state.segmentation.masks[indices, 0] > 0).any(dim=0).cpu().numpy()
+
+    def preservation(self, *, perceptual=None, identity=None) -> Preservation | None:
+        """How local the current edit is (`chunky.preservation`): against the reconstruction it started from
+        and the photo; None without an edit."""
+        if self.state.edit is None:
+            return None
+        reconstruction = tensor_to_uint8(self.state.result.composite)
+        return preservation(
+            self.target_image,
+            reconstruction,
+            self.display(),
+            self.edited_region(),
+            perceptual=perceptual,
+            identity=identity,
+        )
+
+    def global_preservation(self, *, perceptual=None, identity=None) -> tuple[np.ndarray, Preservation] | None:
+        """The same edit (same strengths) applied to the one global W+ code (the "global W+" baseline, from
+        `invert(..., baselines=True)`), measured over the same region as `preservation`: the comparison with
+        one code for the whole image. Returns (the global edit [S, S, 3] uint8, its figures); None without an
+        edit."""
+        if self.state.edit is None:
+            return None
+        found = dict(self.state.baselines).get("global W+")
+        if found is None:
+            raise InvalidInputError(
+                "Invert with the global baselines first: the one-code edit needs the global W+ code."
+            )
+        edit = self.editor.edit(found, dict(self.state.strengths), None)
+        edited = tensor_to_uint8(edit.composite)
+        figures = preservation(
+            self.target_image,
+            tensor_to_uint8(found.composite),
+            edited,
+            self.edited_region(),
+            perceptual=perceptual,
+            identity=identity,
+        )
+        return edited, figures
 
     def preview(self, strengths: Mapping[str, float], targets: Sequence[str] = ()) -> np.ndarray | None:
         """[s, s, 3] uint8 at a quarter of the work size: the composite ``strengths`` would give, for a live
@@ -265,7 +363,9 @@ class Session:
         edit = self.editor.edit(state.result, dict(state.strengths), state.targets or None, names=state.names)
         return dataclasses.replace(state, edit=edit)
 
-    def freeze(self, reproject: Sequence[str] = (), *, steps: int = 30, progress: ProgressCallback | None = None) -> None:
+    def freeze(
+        self, reproject: Sequence[str] = (), *, steps: int = 30, progress: ProgressCallback | None = None
+    ) -> None:
         """The edited composite becomes the target of the next edit; ``reproject`` segments then adapt to it
         (from their current codes). The sliders go back to 0."""
         state = self.state
@@ -273,9 +373,10 @@ class Session:
             raise InvalidInputError("There is no edit to freeze: move a slider first.")
         frozen = freeze(self.require_result(), state.edit)
         if reproject:
-            self.cancel.clear()
             steps = whole("re-projection steps", steps, 1, MAX_STEPS)
-            frozen = self.editor.reproject(frozen, list(dict.fromkeys(reproject)), state.names, steps=steps, progress=progress)
+            frozen = self.editor.reproject(
+                frozen, list(dict.fromkeys(reproject)), state.names, steps=steps, progress=progress
+            )
         self._push(dataclasses.replace(state, result=frozen, strengths=(), edit=None, action="freeze"))
 
     def refine(self) -> None:
@@ -283,7 +384,9 @@ class Session:
         state = self.state
         refined, _ = self.editor.refine(self.require_result(), state.edit)
         segmentation = dataclasses.replace(state.segmentation, masks=refined.masks)
-        self._push(self._with_edit(dataclasses.replace(state, segmentation=segmentation, result=refined, action="refine")))
+        self._push(
+            self._with_edit(dataclasses.replace(state, segmentation=segmentation, result=refined, action="refine"))
+        )
 
     def variations(self, segment: str, *, seed: int = 0, count: int = 4) -> list[np.ndarray]:
         """``count`` style variations of one segment ([S, S, 3] uint8 composites); `choose_variation` adopts one."""
@@ -300,31 +403,51 @@ class Session:
             raise InvalidInputError("These variations belong to an earlier state: show variations again.")
         self._adopt(offers[index], "variation")
 
-    def transfer(self, photo: np.ndarray, segment: str, *, skip_alignment: bool | None = None,
-                 progress: ProgressCallback | None = None) -> None:
+    def transfer(
+        self,
+        photo: np.ndarray,
+        segment: str,
+        *,
+        skip_alignment: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
         """Take ``segment`` (e.g. "hair") from a reference photo: it is aligned, segmented and inverted with
         this inversion's settings, and its segment (mask, code, render) replaces this one's."""
         result = self.require_result()
-        self.cancel.clear()
         aligned = self.editor.align(photo, skip_alignment=skip_alignment)
         segments = self.editor.segment(aligned.crop).resized(self.size)
         keep = [n for n in segments.names if n in KEEP_BY_DEFAULT]
-        reference = self.editor.invert(resize_uint8(aligned.crop, self.size), segments, config=result.config, keep=keep,
-                                       size=self.size, progress=progress)
+        reference = self.editor.invert(
+            resize_uint8(aligned.crop, self.size),
+            segments,
+            config=result.config,
+            keep=keep,
+            size=self.size,
+            progress=progress,
+        )
         if reference.cancelled:
             raise InvalidInputError("The reference photo's inversion was cancelled; nothing was transferred.")
-        self._adopt(self.editor.transfer(result, self.names, reference, segments.names, segment, stitch=False), "transfer")
+        self._adopt(
+            self.editor.transfer(result, self.names, reference, segments.names, segment, stitch=False), "transfer"
+        )
 
     def _adopt(self, change: EditResult, action: str) -> None:
         """Make ``change`` (codes, renders and possibly masks of some segments) part of the inversion."""
         state, result = self.state, self.require_result()
         masks = result.masks if change.masks is None else change.masks
-        adopted = dataclasses.replace(result, codes=change.codes, renders=change.renders, masks=masks,
-                                      composite=result.composite_of(change.renders, masks),
-                                      config=result.config.replace(space=space_of(change.codes)),
-                                      generators=change.generators)
+        adopted = dataclasses.replace(
+            result,
+            codes=change.codes,
+            renders=change.renders,
+            masks=masks,
+            composite=result.composite_of(change.renders, masks),
+            config=result.config.replace(space=space_of(change.codes)),
+            generators=change.generators,
+        )
         segmentation = dataclasses.replace(state.segmentation, masks=masks)
-        self._push(self._with_edit(dataclasses.replace(state, segmentation=segmentation, result=adopted, action=action)))
+        self._push(
+            self._with_edit(dataclasses.replace(state, segmentation=segmentation, result=adopted, action=action))
+        )
 
     def tune(self, segments: Sequence[str], *, steps: int = 40, progress: ProgressCallback | None = None) -> float:
         """Pivotal tuning: each named segment gets a fine-tuned generator copy (the slider edit stays on top).
@@ -335,9 +458,10 @@ class Session:
         start_result, start = self.require_result(), time.perf_counter()
         tuned = tuned_generators(self.history + [self.state])
         if len(tuned) + len(segments) > MAX_TUNED_GENERATORS:
-            raise InvalidInputError(f"A session holds at most {MAX_TUNED_GENERATORS} fine-tuned segments ({len(tuned)} "
-                                    "so far, kept for undo too); Invert again to start afresh.")
-        self.cancel.clear()
+            raise InvalidInputError(
+                f"A session holds at most {MAX_TUNED_GENERATORS} fine-tuned segments ({len(tuned)} "
+                "so far, kept for undo too); Invert again to start afresh."
+            )
         result = start_result
         for name in segments:
             if self.cancel.is_set():
@@ -354,8 +478,13 @@ def state_tensors(state: State):
     yield state.segmentation.masks
     for result in [state.result, *(r for _, r in state.baselines)]:
         if result is not None:
-            yield from (result.masks, result.target, result.renders, result.composite,
-                        *(result.codes if isinstance(result.codes, list) else [result.codes]))
+            yield from (
+                result.masks,
+                result.target,
+                result.renders,
+                result.composite,
+                *(result.codes if isinstance(result.codes, list) else [result.codes]),
+            )
     if state.edit is not None:
         yield from (state.edit.renders, state.edit.composite)
     if state.first_composite is not None:
@@ -403,7 +532,7 @@ def parent_segments(old: Segmentation, new: Segmentation) -> list[int]:
         if name in old.names:
             parents.append(old.names.index(name))
         else:
-            overlap = (old.masks * new.masks[k:k + 1]).sum(dim=(1, 2, 3))
+            overlap = (old.masks * new.masks[k : k + 1]).sum(dim=(1, 2, 3))
             parents.append(int(overlap.argmax()))
     return parents
 
@@ -416,8 +545,13 @@ def carry_over(result: InversionResult, parents: Sequence[int], masks: torch.Ten
     codes = select_rows(result.codes, [result.projected.index(parents[k]) for k in projected])
     renders = result.renders[list(parents)]
     return dataclasses.replace(
-        result, codes=codes, projected=projected, keep=keep, masks=masks, renders=renders,
+        result,
+        codes=codes,
+        projected=projected,
+        keep=keep,
+        masks=masks,
+        renders=renders,
         composite=result.composite_of(renders, masks, keep=keep),
         segment_losses={name: values[list(parents)] for name, values in result.segment_losses.items()},
-        generators={k: result.generators[parents[k]] for k in projected if parents[k] in result.generators})
-
+        generators={k: result.generators[parents[k]] for k in projected if parents[k] in result.generators},
+    )

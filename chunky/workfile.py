@@ -19,11 +19,12 @@ import torch
 from PIL import Image
 
 from chunky.align import AlignedFace, EncodedPhoto
-from chunky.errors import InvalidInputError
+from chunky.errors import ChunkyError, InvalidInputError
 from chunky.images import MAX_FILE_BYTES, read_image
 from chunky.records import generator_fingerprint, result_from_dict, result_to_dict
 from chunky.segmentation import Segmentation
 from chunky.session import Session, State
+from chunky.workcheck import WorkFileError, check_work
 
 FORMAT = "chunky-work"
 VERSION = 1
@@ -34,15 +35,22 @@ def write_work(session, path: str | Path) -> Path:
     """Write ``session``'s current state (a `chunky.session.Session`) to ``path`` atomically."""
     state, aligned = session.state, session.aligned
     data = {
-        "format": FORMAT, "version": VERSION, "torch": str(torch.__version__),
+        "format": FORMAT,
+        "version": VERSION,
+        "torch": str(torch.__version__),
         "generator": generator_fingerprint(session.editor.generator),
-        "photo_png": _photo_bytes(aligned), "matrix": torch.tensor(aligned.matrix),
-        "crop": torch.from_numpy(np.array(aligned.crop)), "skipped": aligned.skipped, "note": aligned.note,
-        "names": list(state.names), "masks": state.segmentation.masks.cpu(),
+        "photo_png": _photo_bytes(aligned),
+        "matrix": torch.tensor(aligned.matrix),
+        "crop": torch.from_numpy(np.array(aligned.crop)),
+        "skipped": aligned.skipped,
+        "note": aligned.note,
+        "names": list(state.names),
+        "masks": state.segmentation.masks.cpu(),
         "automatic": {"names": list(session.automatic.names), "masks": session.automatic.masks.cpu()},
         "labels": None if state.segmentation.labels is None else torch.from_numpy(np.array(state.segmentation.labels)),
         "result": None if state.result is None else result_to_dict(state.result),
-        "strengths": dict(state.strengths), "targets": list(state.targets),
+        "strengths": dict(state.strengths),
+        "targets": list(state.targets),
         "edited_codes": None if state.edit is None else state.edit.codes,
         "baselines": {label: result_to_dict(r) for label, r in state.baselines},
         "first_composite": state.first_composite,
@@ -60,26 +68,47 @@ def write_work(session, path: str | Path) -> Path:
 
 def read_work(editor, path: str | Path):
     """A `chunky.session.Session` continuing the work saved in ``path`` (for ``editor``'s generator)."""
+    name = Path(path).name
     data = _load(Path(path))
-    if data["generator"] != generator_fingerprint(editor.generator):
-        raise InvalidInputError(f"{Path(path).name} was made with another generator than the one loaded here; "
-                                "open it where that model is loaded.")
+    if data.get("generator") != generator_fingerprint(editor.generator):
+        raise InvalidInputError(
+            f"{name} was made with another generator than the one loaded here; open it where that model is loaded."
+        )
+    check_work(data, editor.generator, name=name)
+    try:
+        return _session(editor, data, name)
+    except WorkFileError:
+        raise
+    except ChunkyError as error:  # a value the checks pass but a constructor refuses (a config setting, the photo)
+        raise WorkFileError(f"{name}: {error}") from None
+
+
+def _session(editor, data: dict, name: str):
+    """The session a checked work file describes."""
     original = read_image(data["photo_png"], name="the photo in the work file")
-    aligned = AlignedFace(data["crop"].numpy(), data["matrix"].numpy(), original, skipped=data["skipped"],
-                          note=data["note"]).compact()
+    aligned = AlignedFace(
+        data["crop"].numpy(), data["matrix"].numpy(), original, skipped=data["skipped"], note=data["note"]
+    ).compact()
     labels = None if data["labels"] is None else data["labels"].numpy()
     segmentation = Segmentation(tuple(data["names"]), data["masks"], labels)
     automatic = Segmentation(tuple(data["automatic"]["names"]), data["automatic"]["masks"])
     result = None if data["result"] is None else result_from_dict(data["result"])
-    state = State(segmentation, result, baselines=tuple((k, result_from_dict(v)) for k, v in data["baselines"].items()),
-                  first_composite=data["first_composite"], action="open")
+    state = State(
+        segmentation,
+        result,
+        baselines=tuple((k, result_from_dict(v)) for k, v in data["baselines"].items()),
+        first_composite=data["first_composite"],
+        action="open",
+    )
     session = Session(editor, aligned, automatic, state)
     if data["strengths"]:
         session.set_edit(data["strengths"], data["targets"])
         session.history.clear()
         if not _same_codes(session.state.edit.codes, data["edited_codes"]):
-            raise InvalidInputError(f"{Path(path).name}: the edit does not reproduce with this model's directions "
-                                    "(were they changed?); its strengths are loaded but the picture differs.")
+            raise InvalidInputError(
+                f"{name}: the edit does not reproduce with this model's directions "
+                "(were they changed?); its strengths are loaded but the picture differs."
+            )
     return session
 
 
@@ -87,15 +116,23 @@ def _load(path: Path) -> dict:
     if not path.is_file():
         raise InvalidInputError(f"The work file {path} does not exist.")
     if path.stat().st_size > MAX_WORK_BYTES:
-        raise InvalidInputError(f"{path.name} is {path.stat().st_size >> 20} MiB; work files are at most {MAX_WORK_BYTES >> 30} GiB.")
+        raise InvalidInputError(
+            f"{path.name} is {path.stat().st_size >> 20} MiB; work files are at most {MAX_WORK_BYTES >> 30} GiB."
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling refused, truncated or not a torch file at all
-        raise InvalidInputError(f"{path.name} is not a chunky work file this code can read safely ({type(error).__name__}).") from None
+        raise InvalidInputError(
+            f"{path.name} is not a chunky work file this code can read safely ({type(error).__name__})."
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InvalidInputError(f"{path.name} is not a chunky work file (export one with 'Export' or `python -m chunky invert`).")
+        raise InvalidInputError(
+            f"{path.name} is not a chunky work file (export one with 'Export' or `python -m chunky invert`)."
+        )
     if data.get("version") != VERSION:
-        raise InvalidInputError(f"{path.name} has work-file version {data.get('version')}; this chunky reads version {VERSION}.")
+        raise InvalidInputError(
+            f"{path.name} has work-file version {data.get('version')}; this chunky reads version {VERSION}."
+        )
     return data
 
 

@@ -97,7 +97,7 @@ def test_upload_invert_edit_freeze_undo_export(server, editor, tmp_path):
     refused = client.predict(["eyes+nose"], ["background"], 10, *sliders(editor, 3.0), api_name="/freeze")
     assert refused[AT["status"]].startswith("⚠") and "taken from the photo" in refused[AT["status"]]
     frozen = client.predict(["eyes+nose"], [], 10, *sliders(editor, 3.0), api_name="/freeze")
-    assert "Frozen" in frozen[AT["status"]] and all(v == 0 for v in frozen[len(AT):])
+    assert "Frozen" in frozen[AT["status"]] and all(v == 0 for v in frozen[len(AT) :])
     assert np.array_equal(read(frozen[AT["photo"]]), read(photo))  # the photo panel still shows the photo
     assert np.array_equal(read(client.predict(api_name="/undo")[AT["result"]]), read(edited[AT["result"]]))
     tuned = client.predict([], ["hair", "hair"], 10, *sliders(editor), api_name="/tune")
@@ -146,7 +146,9 @@ def test_bad_uploads_give_clear_messages_and_the_app_keeps_working(server, tmp_p
         out = client.predict(handle_file(str(path)), 0, True, api_name="/load")
         assert out[AT["status"]].startswith("⚠") and message in out[AT["status"]]
         assert out[AT["crop"]] == {"__type__": "update"}  # "no change": the loaded photo stays on the page
-    assert "Run the inversion first" in client.predict([], 256, False, *sliders(editor), api_name="/export")[AT["status"]]
+    assert (
+        "Run the inversion first" in client.predict([], 256, False, *sliders(editor), api_name="/export")[AT["status"]]
+    )
     assert "Nothing to undo" in client.predict(api_name="/undo")[AT["status"]]
     wide = tmp_path / "wide.png"
     Image.fromarray(np.concatenate([editor.random_face(8)] * 2, axis=1)).save(wide)  # 128 x 64, not square
@@ -198,8 +200,9 @@ def start_app(tmp_path, **env):
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "CHUNKY_MODEL")}
     environment |= {"GRADIO_SERVER_PORT": str(port), "HOME": str(tmp_path), **env}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     return process, port
 
 
@@ -299,6 +302,28 @@ def test_cancel_stops_the_inversion_and_the_session_stays_usable(server, editor,
     note = job.result(timeout=120)[AT["status"]]
     assert note.startswith("Stopped after") and "1000" not in note.split("steps")[0]
     assert "Done:" in invert(client, ["skin"])[AT["status"]]
+
+
+def test_cancel_reaches_an_inversion_that_waits_for_its_turn(server, editor, tmp_path):
+    """One visitor's long inversion holds the only slot; another's waits in line. The second visitor's Cancel
+    takes their job out of the line at once: it never runs, and says so."""
+    from gradio_client import handle_file
+
+    first, second = client_for(server), client_for(server)
+    for client, seed in ((first, 41), (second, 42)):
+        client.predict(handle_file(str(photo_file(tmp_path, seed, editor))), 0, True, api_name="/load")
+    running = first.submit("W+", "best", 1000, 0, 4, "fp32", ["skin", "hair"], False, api_name="/invert")
+    time.sleep(2)
+    waiting = second.submit("W+", "best", 1000, 0, 4, "fp32", ["skin"], False, api_name="/invert")
+    time.sleep(2)
+    assert not waiting.done()
+    pressed = time.monotonic()
+    second.predict(api_name="/cancel")
+    note = waiting.result(timeout=30)[AT["status"]]
+    assert "Cancelled before it started" in note and time.monotonic() - pressed < 5
+    assert not running.done()
+    first.predict(api_name="/cancel")
+    assert running.result(timeout=120)[AT["status"]].startswith("Stopped after")
 
 
 def test_a_request_stops_at_the_time_limit_baselines_included(server, editor, tmp_path, monkeypatch):

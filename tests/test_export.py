@@ -43,3 +43,29 @@ def test_a_symlink_in_the_root_is_not_followed(tmp_path):
     age(root, 7200)
     FolderBudget(root=root, max_age_s=1).prune()
     assert (outside / "precious").is_dir() and (root / "link").is_symlink()
+
+
+def test_the_apps_upload_folder_is_private_and_its_prune_never_reaches_through_a_link(tmp_path, monkeypatch):
+    """$GRADIO_TEMP_DIR is a link to another program's folder holding a 2-hour-old folder: the app uploads into
+    a new private folder inside it, and pruning that deletes only the app's own old uploads."""
+    import app
+
+    victim = tmp_path / "victim"
+    theirs = victim / "their-folder"
+    theirs.mkdir(parents=True)
+    link = tmp_path / "gradio"
+    link.symlink_to(victim)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(link))
+    monkeypatch.setattr(app, "UPLOADS_PARENT", str(link))
+    uploads = app.private_uploads()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(uploads.root) and uploads.root.parent == link
+    assert uploads.root.stat().st_mode & 0o777 == 0o700
+    mine = uploads.root / "upload-1"
+    mine.mkdir()
+    two_hours_ago = time.time() - 7200
+    for folder in (theirs, mine):
+        os.utime(folder, (two_hours_ago, two_hours_ago))
+    uploads.prune()
+    assert theirs.is_dir() and not mine.exists()
+    FolderBudget(root=link, max_age_s=1).prune()  # a root that is itself a link is left alone
+    assert theirs.is_dir()

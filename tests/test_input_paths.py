@@ -18,7 +18,7 @@ AT = {name: i for i, name in enumerate(app.SCREEN_PARTS)}  # handlers' outputs i
 @pytest.fixture(scope="module")
 def page_and_session():
     editor = ChunkyEditor.tiny()
-    page = app.Page(editor, tuple(d.name for d in editor.directions()))
+    page = app.Page(editor, editor.directions())
     session = page.random_face(3)[AT["session"]]
     session.invert(InversionConfig(steps=2, perceptual="none", resolution=32))
     return page, session
@@ -63,4 +63,7 @@ def test_the_corpus_through_the_webcam_sketch_and_reference_paths(page_and_sessi
             read_image(data, name=name)
         except InvalidInputError:
             reader_refuses += 1
-    assert reader_refuses > 100 and all(count == reader_refuses for count in refused.values()), (reader_refuses, refused)
+    assert reader_refuses > 100 and all(count == reader_refuses for count in refused.values()), (
+        reader_refuses,
+        refused,
+    )

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from chunky.jobs import BusyError, JobQueue
+from chunky.jobs import BusyError, CancelledBeforeStartError, JobQueue
 
 
 def test_a_second_job_of_the_same_owner_is_refused_at_once():
@@ -41,6 +41,7 @@ def test_the_waiting_line_is_bounded_served_in_order_and_told_how_many_are_ahead
     def run(k):
         def on_wait(ahead, eta):
             waits.setdefault(k, (ahead, eta))
+
         with jobs.admit(owners[k], on_wait=on_wait):
             order.append(k)
             if k == 0:
@@ -70,4 +71,38 @@ def test_a_failing_job_frees_its_owner_and_slot():
         with jobs.admit(owner):
             raise RuntimeError("boom")
     with jobs.admit(owner):
+        pass
+
+
+def test_a_job_cancelled_while_it_waits_leaves_the_line_at_once_and_never_runs():
+    jobs = JobQueue(slots=1, max_waiting=4)
+    holding, release, cancel = threading.Event(), threading.Event(), threading.Event()
+    ran, outcome = [], {}
+
+    def first():
+        with jobs.admit("first"):
+            holding.set()
+            release.wait(10)
+
+    def second():
+        try:
+            with jobs.admit("second", label="invert", cancelled=cancel.is_set):
+                ran.append("second")
+        except CancelledBeforeStartError as error:
+            outcome["error"], outcome["at"] = str(error), time.perf_counter()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    holding.wait(10)
+    threads[1].start()
+    time.sleep(0.3)
+    assert jobs.busy("second")
+    pressed = time.perf_counter()
+    cancel.set()
+    threads[1].join(10)
+    assert outcome["error"] == "Cancelled before it started (invert); nothing changed."
+    assert outcome["at"] - pressed < 1.0 and not jobs.busy("second") and not ran
+    release.set()
+    threads[0].join(10)
+    with jobs.admit("second"):  # the owner may start again
         pass

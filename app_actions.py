@@ -1,0 +1,135 @@
+"""How a handler of the page becomes an event: its inputs checked, its job admitted, its result drawn.
+
+`action` wraps a handler ``fn(page, session, *inputs) -> (session, message[, extras...])``: the inputs are
+checked against their declared `chunky.inputs.Input` (the annotations), a long job waits for its turn in `JOBS`
+(Cancel reaches it while it waits), a refused or failed action leaves the session as it was, and the page is
+redrawn from the session by `screen`. Nothing here knows which handlers exist; `app.py` defines them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import html
+import inspect
+import logging
+import os
+import time
+
+import gradio as gr
+import torch
+
+from chunky import views
+from chunky.errors import ChunkyError, InvalidInputError
+from chunky.inputs import Input, slider_values
+from chunky.jobs import JobQueue
+from chunky.session import KEEP_BY_DEFAULT, Session
+
+log = logging.getLogger("chunky.app")
+
+JOBS = JobQueue(slots=int(os.environ.get("CHUNKY_CONCURRENCY", "1")), max_waiting=8)  # long jobs, one per session
+
+
+SCREEN_PARTS = (
+    "session status crop overlay legend sketch reproject sketch_segment merge_choice variation_segment "
+    "reproject_after tune_choice targets result photo renders metrics baselines"
+).split()
+
+
+def screen(slider_names, s: Session, message: str, before=None) -> list:
+    """Every output of `SCREEN_PARTS` plus the sliders, drawn from the session: what the page shows is a function
+    of the state. Parts that did not change since the ``before`` state are left as they are (no re-encoding)."""
+    state = s.state
+    names = list(s.names)
+    parts = {name: gr.update() for name in SCREEN_PARTS}
+    parts["session"] = s
+    parts["status"] = message
+    parts["targets"] = gr.update(choices=names, value=list(state.targets))
+    parts["result"] = s.display()
+    if before is None or state.segmentation is not before.segmentation:
+        chosen = [n for n in names if n not in KEEP_BY_DEFAULT]
+        parts["crop"] = s.aligned.crop
+        parts["overlay"] = state.segmentation.overlay(s.target_image)
+        parts["legend"] = views.legend(s)
+        parts["sketch"] = {"background": s.target_image, "layers": [], "composite": s.target_image}  # strokes applied
+        parts["reproject"] = gr.update(choices=names, value=chosen)
+        parts["sketch_segment"] = gr.update(choices=names, value=names[0])
+        parts["merge_choice"] = gr.update(choices=names, value=[])
+        parts["variation_segment"] = gr.update(choices=names, value=(chosen or names)[0])
+        parts["reproject_after"] = gr.update(choices=names, value=[])
+        parts["tune_choice"] = gr.update(choices=names, value=[])
+    if before is None or state.result is not before.result or state.baselines is not before.baselines:
+        parts["photo"] = s.target_image
+        parts["renders"] = views.renders(s)
+        parts["metrics"] = views.metrics(s)
+        parts["baselines"] = views.baselines(s)
+    strengths = s.strengths()
+    return [parts[name] for name in SCREEN_PARTS] + [strengths.get(name, 0.0) for name in slider_names]
+
+
+def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
+    """Wrap a handler ``fn(page, *inputs) -> (session, message[, extras...])`` into one returning the screen. With
+    ``sliders``, inputs are ``(session, targets, ..., *slider values)`` and the sliders become the edit first;
+    a ``long`` job waits for its turn in `JOBS` (one per session)."""
+    if fn is None:
+        return functools.partial(action, extras=extras, needs_session=needs_session, sliders=sliders, long=long)
+    inputs = declared_inputs(fn)
+
+    @functools.wraps(fn)
+    def wrapper(page, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            if needs_session and args[0] is None:
+                raise InvalidInputError("Load a photo first (step 1).")
+            if sliders:
+                split = len(args) - len(page.names)
+                args, strengths = args[:split], slider_values(page.names, args[split:], page.limits)
+            args = tuple(i.check(a) if i else a for i, a in zip(inputs, args)) + args[len(inputs) :]
+
+            def waiting(ahead: int, eta: float) -> None:
+                for bar in (a for a in args if isinstance(a, gr.Progress)):
+                    bar(0, desc=f"{ahead} ahead, ~{eta:.0f} s")
+
+            admitted = contextlib.nullcontext()
+            if long:  # Cancel reaches it from now on, while it waits for its turn too
+                args[0].begin_request()
+                admitted = JOBS.admit(args[0], label=fn.__name__, on_wait=waiting, cancelled=args[0].cancel.is_set)
+            with admitted, args[0].acting(wait=long) if needs_session else contextlib.nullcontext():
+                snapshot = args[0].snapshot() if needs_session else None
+                try:
+                    if sliders:
+                        args[0].set_edit(strengths, args[1])
+                    before = args[0].state if needs_session else None
+                    s, message, *more = fn(page, *args, **kwargs)
+                except BaseException:  # a refused or failed action changes nothing, the slider edit included
+                    if snapshot is not None:
+                        args[0].restore(snapshot)
+                    raise
+            took = time.perf_counter() - start
+            return [*screen(page.names, s, f"{message} ({took:.1f} s)" if took >= 0.1 else message, before), *more]
+        except ChunkyError as error:
+            message = str(error)
+        except torch.OutOfMemoryError:
+            message = "Out of memory: choose the Preview preset or fewer segments."
+        except Exception as error:  # the UI never shows a traceback; the log keeps it
+            log.exception("unexpected error in %s", fn.__name__)
+            message = f"Something went wrong ({type(error).__name__}); your work is unchanged."
+        gr.Warning(message)
+        return [gr.update(), f"⚠ {html.escape(message)}"] + [gr.update()] * (
+            len(SCREEN_PARTS) - 2 + len(page.names) + extras
+        )
+
+    if sliders:  # Gradio passes the slider values last
+        parameters = [
+            *inspect.signature(fn).parameters.values(),
+            inspect.Parameter("values", inspect.Parameter.VAR_POSITIONAL),
+        ]
+        wrapper.__signature__ = inspect.signature(fn).replace(parameters=parameters)
+    return wrapper
+
+
+def declared_inputs(fn) -> list[Input | None]:
+    """Each argument's `chunky.inputs.Input` after ``self`` (its annotation in ``fn``), None where none is declared."""
+    hints = inspect.get_annotations(fn, eval_str=True)
+    names = list(inspect.signature(fn).parameters)[1:]
+    return [hints[n] if isinstance(hints.get(n), Input) else None for n in names]

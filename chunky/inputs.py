@@ -1,0 +1,152 @@
+"""Checks of the values a page or an API client sends, each refusal naming the input as the page labels it.
+
+A web page sends what its widgets hold, but an API client can send anything: null, text for a number, a
+number for a list. Each `Input` turns one such value into what the handler expects or raises an
+`InvalidInputError` that says which input, what was sent and what is expected. Nothing is clamped or
+rounded silently. `app.py` declares each handler argument's input as its annotation (``steps: STEPS``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chunky.config import whole
+from chunky.errors import InvalidInputError
+
+
+class Input:
+    """One input of a handler; ``label`` is its name on the page."""
+
+    label: str
+
+    def check(self, value):
+        raise NotImplementedError
+
+    def refuse(self, value, expected: str):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InvalidInputError(f"{self.label} must be {expected}, got {shown}.")
+
+
+@dataclass(frozen=True)
+class Whole(Input):
+    """A whole number in [low, high] (2.5, text, NaN and None refused; 3.0 is 3)."""
+
+    label: str
+    low: int
+    high: int
+
+    def check(self, value) -> int:
+        if isinstance(value, bool):
+            self.refuse(value, f"a whole number from {self.low} to {self.high}")
+        return whole(self.label, value, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Number(Input):
+    """A finite number in [low, high]."""
+
+    label: str
+    low: float
+    high: float
+
+    def check(self, value) -> float:
+        number = _number(value)
+        if number is None or not self.low <= number <= self.high:
+            self.refuse(value, f"a number from {self.low:g} to {self.high:g}")
+        return number
+
+
+@dataclass(frozen=True)
+class Choice(Input):
+    """One of ``options`` (text)."""
+
+    label: str
+    options: tuple[str, ...]
+
+    def check(self, value) -> str:
+        if not isinstance(value, str) or value not in self.options:
+            self.refuse(value, "one of " + ", ".join(self.options))
+        return value
+
+
+@dataclass(frozen=True)
+class Text(Input):
+    """Text (a segment's name, a file's path); None is allowed when ``optional`` (and stays None)."""
+
+    label: str
+    optional: bool = False
+
+    def check(self, value) -> str | None:
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, str):
+            self.refuse(value, "text" + (" or empty" if self.optional else ""))
+        return value
+
+
+@dataclass(frozen=True)
+class Names(Input):
+    """A list of texts (segment names); None is the empty list."""
+
+    label: str
+
+    def check(self, value) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            self.refuse(value, "a list of segment names")
+        return list(value)
+
+
+@dataclass(frozen=True)
+class SketchLayers(Input):
+    """The sketch editor's value ({"layers": [file paths], ...}): its layers' paths; None is no layer."""
+
+    label: str
+
+    def check(self, value) -> list[str]:
+        if value is None:
+            return []
+        layers = value.get("layers") if isinstance(value, dict) else None
+        if layers is None and isinstance(value, dict):
+            return []
+        if not isinstance(layers, list) or not all(isinstance(p, str) for p in layers):
+            self.refuse(value, 'the sketch editor\'s value, {"layers": [paths of painted layers]}')
+        return layers
+
+
+@dataclass(frozen=True)
+class Flag(Input):
+    """True or false; None is false."""
+
+    label: str
+
+    def check(self, value) -> bool:
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.refuse(value, "true or false")
+        return value
+
+
+def slider_values(names: Sequence[str], values: Sequence, limits: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """The sliders' values by direction name (None is 0); a value that is not a finite number within its slider's
+    ``limits`` (low, high) is refused."""
+    strengths = {}
+    for name, value, (low, high) in zip(names, values, limits):
+        Number(f"The slider {name!r}", low, high).check(0.0 if value is None else value)
+        strengths[name] = 0.0 if value is None else float(value)
+    return strengths
+
+
+def _number(value) -> float | None:
+    """``value`` as a finite float (numbers and numeric text), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

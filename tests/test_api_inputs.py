@@ -1,0 +1,76 @@
+"""Every handler the page and the HTTP API reach, called with odd values in each argument (what a hand-written
+API client can send): each is used or refused with a message that names the input, never the generic
+"Something went wrong", and a refusal changes nothing."""
+
+import gradio as gr
+import pytest
+
+import app
+from chunky.config import InversionConfig
+from chunky.editor import ChunkyEditor
+
+AT = {name: i for i, name in enumerate(app.SCREEN_PARTS)}
+ODD_VALUES = [None, "x", -1, 10**9, 2.5, float("nan"), [], {"a": 1}]
+
+
+@pytest.fixture(scope="module")
+def page():
+    editor = ChunkyEditor.tiny()
+    return app.Page(editor, editor.directions())
+
+
+def fresh_session(page):
+    session = page.random_face(3)[AT["session"]]
+    session.invert(InversionConfig(steps=1, perceptual="none", resolution=32))
+    return session
+
+
+def valid_calls(page, session, tmp_path):
+    """(handler name, bound handler, valid arguments after the session) for every handler that takes inputs."""
+    sliders = [0.0] * len(page.names)
+    photo = tmp_path / "face.png"
+    from PIL import Image
+
+    Image.fromarray(page.editor.random_face(5)).save(photo)
+    progress = gr.Progress()
+    return [
+        ("load_photo", page.load_photo, [str(photo), 0, True], False),
+        ("random_face", page.random_face, [1], False),
+        ("change_segments", page.change_segments, [session, "merge", None, ["eyes", "brows"], "skin"], True),
+        ("invert", page.invert, [session, "W+", "preview", 1, 0, 0, "fp32", ["skin"], False, progress], True),
+        ("edit", page.edit, [session, ["skin"], *sliders], True),
+        ("refine", page.refine, [session, [], *sliders], True),
+        ("variations", page.variations, [session, [], "skin", 0, *sliders], True),
+        ("tune", page.tune, [session, [], ["skin"], 1, progress, *sliders], True),
+        ("transfer", page.transfer, [session, [], str(photo), "hair", True, progress, *sliders], True),
+        ("export", page.export, [session, [], 64, False, *sliders], True),
+    ]
+
+
+def test_odd_values_in_every_argument_get_a_clear_answer(page, tmp_path):
+    session = fresh_session(page)
+    generic = []
+    for name, handler, arguments, with_session in valid_calls(page, session, tmp_path):
+        first = 1 if with_session else 0
+        for position in range(first, len(arguments)):
+            if isinstance(arguments[position], gr.Progress):
+                continue
+            for odd in ODD_VALUES:
+                call = list(arguments)
+                call[position] = odd
+                before = session.state
+                status = handler(*call)[AT["status"]]
+                if "Something went wrong" in status:
+                    generic.append(f"{name} argument {position} = {odd!r}: {status}")
+                elif status.startswith("⚠"):
+                    assert session.state is before, f"{name} argument {position} = {odd!r} changed the work"
+    assert not generic, "\n".join(generic)
+
+
+def test_choosing_a_variation_by_an_index_that_is_not_a_number_is_refused_clearly(page, tmp_path):
+    session = fresh_session(page)
+    page.variations(session, [], "skin", 0, *[0.0] * len(page.names))
+    for index in ("abc", None, 2.5, -1, 99, [0, 1]):
+        event = gr.SelectData(None, {"index": index, "value": None})
+        status = page.choose_variation(session, event)[AT["status"]]
+        assert status.startswith("⚠") and "Something went wrong" not in status, (index, status)
