@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
+import PIL.Image
 
 import app_layout as ui
 from app_actions import SCREEN_PARTS, action
@@ -23,7 +24,7 @@ from chunky.directions import Direction
 from chunky.editor import ChunkyEditor, editor_from_environment
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget, export_session
-from chunky.images import read_image
+from chunky.images import MAX_PIXELS, read_image
 from chunky.inputs import slider_values
 from chunky.session import Session
 from chunky.workfile import read_work
@@ -37,6 +38,9 @@ try:  # Hugging Face ZeroGPU Spaces: borrow a GPU for the long calls; elsewhere 
 except ImportError:
     on_gpu = lambda fn: fn  # noqa: E731
 
+# Gradio decodes the sketch editor's images itself, before any handler: Pillow's own guard refuses, from the
+# header, an image of more than twice this many pixels (the reader's MAX_PIXELS) instead of decoding gigabytes.
+PIL.Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
 ESTIMATES = Estimates()  # each preset's time on this device, measured in the background at start-up (main)
 MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one request's time limit, all its runs together

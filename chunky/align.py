@@ -229,6 +229,7 @@ def align_face(
     face_index: int = 0,
     skip_alignment: bool | None = None,
     template: FaceTemplate = FFHQ_TEMPLATE,
+    landmarks: np.ndarray | None = None,
 ) -> AlignedFace:
     """Find the faces in ``photo`` and return the crop of one of them, framed as ``template`` says.
 
@@ -241,15 +242,22 @@ def align_face(
             photo is centre-cropped to a square, and ``note`` says so); None: decide from the detector (a
             near-identity transform means aligned); False: always warp.
         template: how the generator's training images frame a face (default FFHQ's recipe).
+        landmarks: [5, 2] points placed by hand, in photo pixels (x, y), in `DetectedFace`'s order: the eye
+            centres (left, then right in the picture), the nose tip, the mouth corners (left, then right).
+            Given, they replace detection (for a photo where no face, or the wrong one, is found).
     """
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
         raise InvalidInputError(f"photo must be an [H, W, 3] uint8 image, got {photo.dtype} {list(photo.shape)}.")
     height, width = photo.shape[:2]
     if skip_alignment:
         return _centre_square(photo, size)
-    if detector is None:
+    if landmarks is not None:
+        faces = [placed_face(landmarks, width, height)]
+        face_index = 0
+    elif detector is None:
         raise InvalidInputError("Face detection needs a detector; pass skip_alignment=True for an aligned crop.")
-    faces = detect_faces(photo, detector)
+    else:
+        faces = detect_faces(photo, detector)
     if not faces:
         raise InvalidInputError(
             "No face was found in the photo. Use a photo where the face is clearly visible, "
@@ -266,9 +274,36 @@ def align_face(
             f"{2 * smallest:.0f} px. Use a larger or closer photo."
         )
     if skip_alignment is None and height == width and _near_identity(matrix, width, size):
-        return _as_aligned(photo, size, face.landmarks, len(faces), face_index, [f.box for f in faces])
-    crop = _crop(photo, matrix, size, half)
-    return AlignedFace(crop, matrix, photo, face.landmarks, len(faces), face_index, False, [f.box for f in faces])
+        aligned = _as_aligned(photo, size, face.landmarks, len(faces), face_index, [f.box for f in faces])
+    else:
+        crop = _crop(photo, matrix, size, half)
+        aligned = AlignedFace(
+            crop, matrix, photo, face.landmarks, len(faces), face_index, False, [f.box for f in faces]
+        )
+    if landmarks is not None:
+        aligned = replace(aligned, note=(aligned.note + " Aligned to the five points placed by hand.").strip())
+    return aligned
+
+
+def placed_face(landmarks, width: int, height: int) -> DetectedFace:
+    """A face from five points placed by hand ([5, 2] photo pixels, `align_face`'s order), checked: finite,
+    inside the photo, the eyes apart and above the mouth."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    if points.shape != (5, 2) or not np.isfinite(points).all():
+        raise InvalidInputError(
+            "Place five points: the two eye centres, the nose tip and the two mouth corners "
+            f"(x, y in photo pixels); got {np.asarray(landmarks).shape} values."
+        )
+    if (points < 0).any() or (points[:, 0] > width).any() or (points[:, 1] > height).any():
+        raise InvalidInputError(f"Every point must lie inside the {width}x{height} photo.")
+    eyes, mouth = points[:2].mean(axis=0), points[3:].mean(axis=0)
+    if np.linalg.norm(points[1] - points[0]) < 2 or mouth[1] <= eyes[1]:
+        raise InvalidInputError(
+            "The points do not make a face: place the eyes first (left, then right in the picture), "
+            "then the nose tip, then the mouth corners, below the eyes."
+        )
+    low, high = points.min(axis=0), points.max(axis=0)
+    return DetectedFace(np.concatenate([low, high]), 1.0, points)
 
 
 def detect_faces(photo: np.ndarray, detector: FaceDetector) -> list[DetectedFace]:

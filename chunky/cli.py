@@ -14,6 +14,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -44,6 +45,11 @@ def build_parser(prog: str = "chunky") -> argparse.ArgumentParser:
     inv.add_argument("photo", type=Path, help="a face photo (PNG, JPEG, WebP, ...); it is aligned to the FFHQ crop")
     inv.add_argument("--aligned", action="store_true", help="the photo is an FFHQ-aligned square crop already")
     inv.add_argument("--face", type=int, default=0, help="which face when there are several (0 = the largest)")
+    inv.add_argument(
+        "--landmarks",
+        help="align to five points instead of detecting: x,y of the eye centres (left, then right in the "
+        "picture), the nose tip and the mouth corners (left, then right): ten numbers, comma-separated",
+    )
     inv.add_argument(
         "--masks",
         type=Path,
@@ -240,6 +246,7 @@ def run_invert(args: argparse.Namespace) -> int:
         skip_alignment=True if args.aligned else None,
         segmentation=segmentation,
         size=size,
+        landmarks=parse_landmarks(args.landmarks),
     )
     if session.aligned.face_count > 1:
         log.warning("%d faces found; using face %d (choose with --face)", session.aligned.face_count, args.face)
@@ -287,6 +294,19 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also invert one global W and W+ code, and apply the same edit to the W+ one (figures side by side)",
     )
+
+
+def parse_landmarks(text: str | None) -> np.ndarray | None:
+    """[5, 2] points from 'x1,y1,...,x5,y5' (None stays None); anything else is a clear error."""
+    if text is None:
+        return None
+    try:
+        numbers = [float(part) for part in text.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 10:
+        raise InvalidInputError(f"--landmarks takes ten numbers x1,y1,...,x5,y5; got {text!r}.")
+    return np.array(numbers).reshape(5, 2)
 
 
 def parse_edits(items: list[str]) -> dict[str, float]:

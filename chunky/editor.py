@@ -250,13 +250,21 @@ class ChunkyEditor:
                 )
         return self._identity
 
-    def align(self, photo: np.ndarray, *, face_index: int = 0, skip_alignment: bool | None = None) -> AlignedFace:
+    def align(
+        self,
+        photo: np.ndarray,
+        *,
+        face_index: int = 0,
+        skip_alignment: bool | None = None,
+        landmarks: np.ndarray | None = None,
+    ) -> AlignedFace:
         """The FFHQ crop of a face in ``photo`` ([H, W, 3] uint8) at the generator's size.
 
         ``skip_alignment``: True for a photo that is an aligned crop already; None decides from the
-        detector. Without face models (test mode) photos are taken as aligned crops."""
-        detector = None if skip_alignment else self.detector()
-        if detector is None:
+        detector. ``landmarks``: five points placed by hand ([5, 2] photo pixels, see `align_face`) instead
+        of detection. Without face models (test mode) photos are taken as aligned crops."""
+        detector = None if skip_alignment or landmarks is not None else self.detector()
+        if detector is None and landmarks is None:
             skip_alignment = True
         return align_face(
             photo,
@@ -265,6 +273,7 @@ class ChunkyEditor:
             face_index=face_index,
             skip_alignment=skip_alignment,
             template=self.template,
+            landmarks=landmarks,
         )
 
     def segment(self, crop: np.ndarray) -> Segmentation:

@@ -103,12 +103,15 @@ class Session:
         skip_alignment: bool | None = None,
         segmentation: Segmentation | None = None,
         size: int | None = None,
+        landmarks: np.ndarray | None = None,
     ) -> Session:
         """Align ``photo`` ([H, W, 3] uint8) and segment it (automatically unless ``segmentation`` is given).
 
-        ``size``: the side the session works at (renders, composite, masks); default ``editor.work_size()``."""
+        ``size``: the side the session works at (renders, composite, masks); default ``editor.work_size()``.
+        ``landmarks``: five points placed by hand instead of detection (see `chunky.align.align_face`)."""
         face_index = whole("face number", face_index, 0, 100)
-        aligned = editor.align(photo, face_index=face_index, skip_alignment=skip_alignment).compact()
+        aligned = editor.align(photo, face_index=face_index, skip_alignment=skip_alignment, landmarks=landmarks)
+        aligned = aligned.compact()
         found = (segmentation or editor.segment(aligned.crop)).resized(size or editor.work_size())
         return cls(editor, aligned, found, State(found))
 

@@ -59,6 +59,11 @@ def check_work(data: Mapping, G: Generator, *, name: str = "work.pt") -> None:
     check.finite(matrix, "matrix")
     if abs(torch.linalg.det(matrix[:, :2]).item()) < 1e-12:
         check.fail("matrix cannot be inverted (the crop could not be pasted back into the photo)")
+    if data.get("landmarks") is not None:
+        landmarks = check.tensor(data["landmarks"], "landmarks", torch.float64, 2)
+        if landmarks.shape != (5, 2):
+            check.fail(f"landmarks are {_shape(landmarks)}; expected five (x, y) points, 5x2")
+        check.finite(landmarks, "landmarks")
     names = check.names(data["names"], "names")
     check.masks(data["masks"], "masks", len(names), size)
     automatic = data["automatic"]

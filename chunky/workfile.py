@@ -42,6 +42,7 @@ def write_work(session, path: str | Path) -> Path:
         "photo_png": _photo_bytes(aligned),
         "matrix": torch.tensor(aligned.matrix),
         "crop": torch.from_numpy(np.array(aligned.crop)),
+        "landmarks": None if aligned.landmarks is None else torch.tensor(np.asarray(aligned.landmarks, np.float64)),
         "skipped": aligned.skipped,
         "note": aligned.note,
         "names": list(state.names),
@@ -86,8 +87,14 @@ def read_work(editor, path: str | Path):
 def _session(editor, data: dict, name: str):
     """The session a checked work file describes."""
     original = read_image(data["photo_png"], name="the photo in the work file")
+    landmarks = data.get("landmarks")  # absent from files written before landmarks were kept
     aligned = AlignedFace(
-        data["crop"].numpy(), data["matrix"].numpy(), original, skipped=data["skipped"], note=data["note"]
+        data["crop"].numpy(),
+        data["matrix"].numpy(),
+        original,
+        landmarks=None if landmarks is None else landmarks.numpy(),
+        skipped=data["skipped"],
+        note=data["note"],
     ).compact()
     labels = None if data["labels"] is None else data["labels"].numpy()
     segmentation = Segmentation(tuple(data["names"]), data["masks"], labels)

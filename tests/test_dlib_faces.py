@@ -4,8 +4,11 @@ segmenter, dlib's identity embedding, and the editor's fallback to them when the
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from chunky.align import FFHQ_TEMPLATE, FaceTemplate, align_face, similarity_fit
+from chunky.editor import ChunkyEditor
+from chunky.errors import InvalidInputError
 from chunky.images import read_image, uint8_to_tensor
 from chunky.segmentation import CELEBAMASK_LABELS
 from tests.conftest import shared_file
@@ -113,3 +116,58 @@ def test_the_editor_falls_back_to_the_offline_face_models_when_the_hub_has_none(
     assert isinstance(editor.detector(), dlib_faces.DlibDetector)
     assert isinstance(editor.parser(), dlib_faces.LandmarkParser)
     assert isinstance(editor.identity(), dlib_faces.DlibIdentity)
+
+
+class NoFaces:
+    """A detector that finds nothing: detection made to fail."""
+
+    def detect(self, image):
+        return []
+
+
+def crop_corners(aligned, size):
+    """The crop's four corners in photo pixels [4, 2]."""
+    matrix = np.vstack([aligned.matrix, [0, 0, 1]])
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], float)
+    return (np.linalg.inv(matrix) @ corners.T).T[:, :2]
+
+
+def test_five_clicked_points_give_the_detectors_crop_when_detection_fails(detector, tmp_path):
+    """A real aligned face placed off-centre in a larger canvas (so the crop must be warped): detection is made
+    to fail; the five points clicked where dlib put them (whole pixels) give its crop within 1 px, through the
+    library, the CLI and the work file."""
+    face = read_image(shared_file("faces/aligned1024/16_01.png"))[::2, ::2]  # 512 px
+    photo = np.full((700, 900, 3), 128, np.uint8)
+    photo[100:612, 300:812] = face
+    found = align_face(photo, detector, size=256)
+    with pytest.raises(Exception, match="No face was found"):
+        align_face(photo, NoFaces(), size=256)
+    clicked = np.round(found.landmarks)
+    placed = align_face(photo, NoFaces(), size=256, landmarks=clicked)
+    assert np.abs(crop_corners(placed, 256) - crop_corners(found, 256)).max() < 1.0
+    assert "placed by hand" in placed.note
+    assert np.abs(placed.crop.astype(int) - found.crop.astype(int)).mean() < 2
+
+    from chunky.cli import main
+    from chunky.workfile import read_work
+
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    points = ",".join(f"{v:.0f}" for v in clicked.ravel())
+    command = ["invert", str(tmp_path / "photo.png"), "--model", "small", "--landmarks", points]
+    assert main(command + ["--steps", "1", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    reopened = read_work(ChunkyEditor.small(), tmp_path / "out" / "work.pt")
+    assert np.array_equal(reopened.aligned.landmarks, clicked)
+
+
+@pytest.mark.parametrize(
+    "points, words",
+    [
+        (np.zeros((4, 2)), "Place five points"),
+        (np.full((5, 2), np.nan), "Place five points"),
+        (np.array([[10, 10], [30, 10], [20, 20], [12, 30], [28, 30]]) * 100.0, "inside the"),
+        (np.array([[10, 30], [30, 30], [20, 20], [12, 10], [28, 10]]), "do not make a face"),
+    ],
+)
+def test_misplaced_points_are_refused_clearly(points, words):
+    with pytest.raises(InvalidInputError, match=words):
+        align_face(np.zeros((64, 64, 3), np.uint8), NoFaces(), size=64, landmarks=points)

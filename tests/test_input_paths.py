@@ -2,6 +2,8 @@
 the sketch layers and the reference photo of a region transfer. Each file is refused with a clear message
 (never the generic one) that changes nothing, or used safely."""
 
+from pathlib import Path
+
 import gradio as gr
 import pytest
 
@@ -12,6 +14,7 @@ from chunky.errors import InvalidInputError
 from chunky.images import read_image
 from tests.test_fuzz import bad_inputs
 
+ROOT = Path(__file__).resolve().parents[1]
 AT = {name: i for i, name in enumerate(app.SCREEN_PARTS)}  # handlers' outputs include the session
 
 
@@ -67,3 +70,41 @@ def test_the_corpus_through_the_webcam_sketch_and_reference_paths(page_and_sessi
         reader_refuses,
         refused,
     )
+
+
+SKETCH_BOMB_SCRIPT = """
+import resource, sys, time
+import app  # sets Pillow's limit, as the server does
+from pathlib import Path
+
+import gradio as gr
+from gradio.components.image_editor import EditorData
+from gradio.data_classes import FileData
+editor = gr.ImageEditor(type="filepath")
+payload = EditorData(background=None, layers=[FileData(path=sys.argv[1])], composite=None)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    editor.preprocess(payload)
+    print("decoded")
+except Exception as error:
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(type(error).__name__, time.perf_counter() - start, grown)
+"""
+
+
+def test_a_huge_sketch_layer_is_refused_from_its_header_before_gradio_decodes_it(tmp_path):
+    """A 12000 x 12000 layer (a small PNG, 144 megapixels): refused in under 2 s, peak memory up by under 100 MB."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    path = tmp_path / "layer.png"
+    Image.new("1", (12000, 12000)).save(path)
+    done = subprocess.run(
+        [sys.executable, "-c", SKETCH_BOMB_SCRIPT, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    kind, seconds, grown_kib = done.stdout.split()
+    assert kind == "DecompressionBombError", done.stdout + done.stderr[-2000:]
+    assert float(seconds) < 2.0 and int(grown_kib) < 100 * 1024, (seconds, grown_kib)
