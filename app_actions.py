@@ -22,12 +22,17 @@ import torch
 from chunky import views
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.inputs import Input, slider_values
-from chunky.jobs import JobQueue
+from chunky.jobs import BusyError, JobQueue
 from chunky.session import KEEP_BY_DEFAULT, Session
+from chunky.session_budget import SessionBudget
 
 log = logging.getLogger("chunky.app")
 
 JOBS = JobQueue(slots=int(os.environ.get("CHUNKY_CONCURRENCY", "1")), max_waiting=8)  # long jobs, one per session
+SESSIONS = SessionBudget(  # every visitor's work together; idle work is set aside first
+    max_bytes=int(os.environ.get("CHUNKY_SESSION_MEMORY_MB", "6000")) << 20,
+    idle_s=float(os.environ.get("CHUNKY_SESSION_IDLE_S", "600")),
+)
 
 
 SCREEN_PARTS = (
@@ -85,6 +90,10 @@ def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
                 split = len(args) - len(page.names)
                 args, strengths = args[:split], slider_values(page.names, args[split:], page.limits)
             args = tuple(i.check(a) if i else a for i, a in zip(inputs, args)) + args[len(inputs) :]
+            if not needs_session:  # a new photo: only while the sessions' memory has room for it
+                SESSIONS.enforce()
+                if SESSIONS.over_budget():
+                    raise BusyError("The server's memory is full of other visitors' work; try again in a few minutes.")
 
             def waiting(ahead: int, eta: float) -> None:
                 for bar in (a for a in args if isinstance(a, gr.Progress)):
@@ -105,6 +114,7 @@ def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
                     if snapshot is not None:
                         args[0].restore(snapshot)
                     raise
+            SESSIONS.track(s)
             took = time.perf_counter() - start
             return [*screen(page.names, s, f"{message} ({took:.1f} s)" if took >= 0.1 else message, before), *more]
         except ChunkyError as error:

@@ -81,6 +81,7 @@ class Session:
     automatic: the segments found automatically (for "reset").
     state: the current state; ``history`` the earlier ones, oldest first.
     cancel: set to stop the running optimisation, or the waiting one (`begin_request` clears it).
+    released: why this session's memory was given back (`release`); empty while it is alive.
     """
 
     editor: ChunkyEditor
@@ -92,6 +93,7 @@ class Session:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _long_job: bool = field(default=False, repr=False)
     _offers: tuple[InversionResult | None, list[EditResult]] = (None, [])
+    released: str = field(default="", repr=False)
 
     @classmethod
     def start(
@@ -165,6 +167,8 @@ class Session:
         """Hold this session for one action, so two actions never interleave (a web page can send several at
         once: a typed slider value and the Export click). A short action (``wait`` False) waits for another
         short one, but is refused at once while a long job (``wait`` True) holds the session."""
+        if self.released:
+            raise InvalidInputError(self.released)
         if not wait and self._long_job:
             raise InvalidInputError("Your previous action is still running; wait for it to finish (or press Cancel).")
         if not self._lock.acquire(timeout=-1 if wait else SHORT_WAIT_S):
@@ -183,6 +187,21 @@ class Session:
         self.state = state
         while len(self.history) > 1 and history_bytes(self.history, self.state) > HISTORY_BYTES:
             del self.history[0]
+
+    def release(self, reason: str) -> bool:
+        """Give back this session's memory (its history, inversion, offers and full-resolution photo) unless an
+        action holds it; every later action is refused with ``reason``. Returns whether it was released."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self.released = reason
+            self.history = []
+            self.state = State(self.automatic)
+            self._offers = (None, [])
+            self.aligned = dataclasses.replace(self.aligned, original=np.zeros((1, 1, 3), np.uint8), boxes=[])
+        finally:
+            self._lock.release()
+        return True
 
     def snapshot(self) -> tuple[State, list[State]]:
         """The state and the undo history, for `restore`."""
