@@ -336,3 +336,15 @@ def test_a_request_stops_at_the_time_limit_baselines_included(server, editor, tm
     out = client.predict("W+", "best", 1000, 0, 4, "fp32", ["skin", "hair"], True, api_name="/invert")
     assert out[AT["status"]].startswith("Stopped after") and "1 s limit" in out[AT["status"]]
     assert time.monotonic() - began < 30 and out[AT["baselines"]] is not None
+
+
+def test_the_docs_gradio_client_example_runs_against_a_running_app(server, editor, tmp_path, capsys):
+    """docs/api.md's gradio_client example, as written (only the address and the photo are this test's)."""
+    import re
+
+    text = (Path(app.__file__).parent / "docs" / "api.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "gradio_client" in block)
+    code = code.replace('"http://127.0.0.1:7860"', repr(server))
+    code = code.replace('"me.jpg"', repr(str(photo_file(tmp_path, 51, editor))))
+    exec(compile(code, "docs/api.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines()[-1].startswith("Exported exactly what is shown")
