@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import PIL.Image
 
 import app_layout as ui
@@ -71,6 +72,38 @@ class Page:
         return self.start(read_image(Path(path), name=Path(path).name), face_index, aligned_flag, Path(path).name)
 
     @action(needs_session=False)
+    def place(self, path: ui.PHOTO, points: ui.POINTS):
+        if not path:
+            raise InvalidInputError("Choose a photo (upload) first.")
+        photo = read_image(Path(path), name=Path(path).name)
+        return self.start(photo, 0, False, Path(path).name, landmarks=points)
+
+    def show_placing(self, path, points_text):
+        """The photo, with the points placed so far, for placing points by hand: (image, points, hint)."""
+        return self.placing(path, points_text, None)
+
+    def add_point(self, path, points_text, event: gr.SelectData):
+        """A click on the photo adds the next point: (image, points, hint)."""
+        return self.placing(path, points_text, event.index)
+
+    def placing(self, path, points_text, clicked):
+        try:
+            if not isinstance(path, str) or not path:
+                raise InvalidInputError("Choose a photo (upload) first, then place the points on it.")
+            photo = read_image(Path(path), name=Path(path).name)
+            text = points_text if isinstance(points_text, str) else ""
+            numbers = [float(v) for v in text.split(",") if v.strip()][:10]
+            scale = views.placing_view(photo, np.zeros((0, 2)))[1]
+            if clicked is not None and len(numbers) < 10:
+                numbers += [round(clicked[0] / scale), round(clicked[1] / scale)]
+            shown, _ = views.placing_view(photo, np.array(numbers[: len(numbers) // 2 * 2]))
+            points = ",".join(f"{v:g}" for v in numbers)
+            return shown, points, views.next_point_hint(len(numbers) // 2)
+        except (ChunkyError, ValueError, TypeError, IndexError) as error:
+            message = str(error) if isinstance(error, ChunkyError) else "Choose a photo (upload), then click on it."
+            return gr.update(), gr.update(), f"⚠ {html.escape(message)}"
+
+    @action(needs_session=False)
     def random_face(self, seed: ui.SEED):
         face = self.editor.random_face(seed, resolution=self.editor.work_size())
         return self.start(face, 0, True, f"Random face #{seed}")
@@ -81,8 +114,9 @@ class Page:
             raise InvalidInputError("Choose a work.pt file from an earlier export first.")
         return read_work(self.editor, path), f"Opened {html.escape(Path(path).name)}: continue where you left off."
 
-    def start(self, photo, face_index, aligned_flag, source):
-        s = Session.start(self.editor, photo, face_index=face_index, skip_alignment=True if aligned_flag else None)
+    def start(self, photo, face_index, aligned_flag, source, landmarks=None):
+        skip = True if aligned_flag else None
+        s = Session.start(self.editor, photo, face_index=face_index, skip_alignment=skip, landmarks=landmarks)
         a = s.aligned
         found = "used as an aligned crop" if a.skipped else f"{a.face_count} face(s) found, using face {a.face_index}"
         return (
@@ -260,6 +294,7 @@ EVENTS = (  # (button, handler, inputs, extra outputs, api name); "sliders" stan
     ("random", "random_face", "seed", "", "random_face"),
     ("webcam_button", "load_photo", "webcam face_index aligned", "", "webcam"),
     ("open", "open_work", "work_file", "", "open"),
+    ("place", "place", "upload points", "", "place"),
     ("invert", "invert", "session space preset steps reg dilate precision reproject baselines_flag", "", "invert"),
     ("freeze", "freeze", "session targets reproject_after reproject_steps sliders", "", "freeze"),
     ("refine", "refine", "session targets sliders", "", "refine"),
@@ -295,6 +330,10 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
             api_name=kind,
         )
     c["cancel"].click(page.cancel, [c["session"]], [c["status"]], queue=False, api_name="cancel")
+    placing = [c["placing"], c["points"], c["status"]]
+    c["show_photo"].click(page.show_placing, [c["upload"], c["points"]], placing, api_name=False)
+    c["placing"].select(page.add_point, [c["upload"], c["points"]], placing, api_name=False)
+    c["clear_points"].click(page.show_placing, [c["upload"], gr.State("")], placing, api_name=False)
     for i, slider in enumerate(sliders):  # previews and full renders share one lane: a late preview never wins
         slider.input(
             page.preview,

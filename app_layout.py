@@ -13,7 +13,7 @@ import gradio as gr
 from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig
 from chunky.editor import ChunkyEditor
 from chunky.export import TILE_RANGE
-from chunky.inputs import Choice, Flag, Names, Number, SketchLayers, Text, Whole
+from chunky.inputs import Choice, Flag, Names, Number, Points, SketchLayers, Text, Whole
 
 SPACES = {"W": "w", "W+": "w+", "S": "s"}  # the latent space's label on the page -> its name in the library
 IMAGE_HEIGHT = 320
@@ -25,6 +25,7 @@ PHOTO = Text("Photo", optional=True)
 FACE = Whole("Face (0 = largest)", 0, 100)
 ALIGNED = Flag("Already an aligned face crop")
 SEED = Whole("Seed", 0, SEED_MAX)
+POINTS = Points("Points placed (x,y in photo pixels)")
 WORK_FILE = Text("work.pt", optional=True)
 SEGMENT_CHANGE = Choice("Segment change", ("add", "remove", "merge", "split", "reset"))
 SKETCH = SketchLayers("Sketch on the crop")
@@ -70,6 +71,18 @@ def input_steps() -> dict:
             with gr.Accordion("…or take a photo with the webcam", open=False):
                 c["webcam"] = gr.Image(sources=["webcam"], type="filepath", label="Webcam", format="png")
                 c["webcam_button"] = gr.Button("Use this photo")
+            with gr.Accordion("…or place the face by hand (no face found, or the wrong one)", open=False):
+                c["show_photo"] = gr.Button("Show the photo to place five points", elem_id="show-photo")
+                c["placing"] = gr.Image(
+                    label="Click the eyes, the nose tip and the mouth corners",
+                    type="numpy",
+                    interactive=False,
+                    elem_id="placing",
+                )
+                c["points"] = gr.Textbox(label=POINTS.label, elem_id="points")
+                with gr.Row():
+                    c["clear_points"] = gr.Button("Clear")
+                    c["place"] = gr.Button("Align to these points", elem_id="place")
             with gr.Accordion("…or continue from an export (work.pt)", open=False):
                 c["work_file"] = gr.File(label="work.pt", file_types=[".pt"], type="filepath", elem_id="work-file")
                 c["open"] = gr.Button("Open")

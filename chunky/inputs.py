@@ -118,6 +118,21 @@ class SketchLayers(Input):
 
 
 @dataclass(frozen=True)
+class Points(Input):
+    """Five (x, y) points as text "x1,y1,...,x5,y5" (photo pixels) -> [5, 2] floats."""
+
+    label: str
+
+    def check(self, value):
+        import numpy as np
+
+        numbers = [_number(part) for part in value.split(",")] if isinstance(value, str) and value.strip() else []
+        if len(numbers) != 10 or any(n is None for n in numbers):
+            self.refuse(value, "five points x1,y1,...,x5,y5 (click them on the photo)")
+        return np.array(numbers, dtype=np.float64).reshape(5, 2)
+
+
+@dataclass(frozen=True)
 class Flag(Input):
     """True or false; None is false."""
 

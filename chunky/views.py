@@ -72,3 +72,31 @@ def slider_directions(directions: list, limit: int) -> list:
     directions = directions[:limit]
     groups = list(dict.fromkeys(d.group for d in directions))
     return sorted(directions, key=lambda d: groups.index(d.group))
+
+
+POINT_NAMES = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")  # as seen
+PLACING_SIDE = 1024  # the photo is shown at most this large for placing points
+
+
+def placing_view(photo: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The photo ([H, W, 3] uint8) at most ``PLACING_SIDE`` px, with the placed ``points`` ([n, 2] photo pixels,
+    n <= 5) drawn as numbered dots. Returns (image, its scale: shown pixels per photo pixel)."""
+    from PIL import Image, ImageDraw
+
+    scale = min(1.0, PLACING_SIDE / max(photo.shape[:2]))
+    shown = Image.fromarray(photo)
+    if scale < 1:
+        shown = shown.resize((round(photo.shape[1] * scale), round(photo.shape[0] * scale)), Image.Resampling.LANCZOS)
+    draw = ImageDraw.Draw(shown)
+    radius = max(3, round(max(shown.size) / 150))
+    for k, (x, y) in enumerate(np.asarray(points, float).reshape(-1, 2) * scale):
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(255, 0, 0), outline=(255, 255, 255))
+        draw.text((x + radius + 2, y - radius), str(k + 1), fill=(255, 255, 0))
+    return np.asarray(shown), scale
+
+
+def next_point_hint(count: int) -> str:
+    """What to click next, after ``count`` points."""
+    if count >= len(POINT_NAMES):
+        return "Five points placed: Align to these points (or Clear to start again)."
+    return f"Point {count + 1} of 5: click the {POINT_NAMES[count]} (as seen in the picture)."

@@ -5,6 +5,7 @@ the sketch layers and the reference photo of a region transfer. Each file is ref
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
 
 import app
@@ -78,6 +79,7 @@ import app  # sets Pillow's limit, as the server does
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 from gradio.components.image_editor import EditorData
 from gradio.data_classes import FileData
 editor = gr.ImageEditor(type="filepath")
@@ -108,3 +110,33 @@ def test_a_huge_sketch_layer_is_refused_from_its_header_before_gradio_decodes_it
     kind, seconds, grown_kib = done.stdout.split()
     assert kind == "DecompressionBombError", done.stdout + done.stderr[-2000:]
     assert float(seconds) < 2.0 and int(grown_kib) < 100 * 1024, (seconds, grown_kib)
+
+
+def test_five_clicks_on_the_shown_photo_place_the_face(page_and_session, tmp_path):
+    """The photo is shown at most 1024 px; each click (in shown pixels) becomes a point in photo pixels, the hint
+    says which point is next, and "Align to these points" crops the face the points describe."""
+    from PIL import Image
+
+    from chunky.align import align_face
+
+    page, _ = page_and_session
+    photo = np.zeros((1536, 2048, 3), np.uint8)
+    photo[400:1200, 700:1500] = np.asarray(Image.fromarray(page.editor.random_face(7)).resize((800, 800)))
+    path = tmp_path / "wide.png"
+    Image.fromarray(photo).save(path)
+    shown, points, hint = page.show_placing(str(path), "")
+    assert shown.shape == (768, 1024, 3) and points == "" and "left eye" in hint
+    wanted = np.array([[960, 700], [1240, 700], [1100, 860], [990, 1000], [1210, 1000]])  # photo pixels
+    for k, (x, y) in enumerate(wanted):
+        event = gr.SelectData(None, {"index": [x / 2, y / 2], "value": None})
+        shown, points, hint = page.add_point(str(path), points, event)
+        assert hint.startswith("Five points") if k == 4 else f"Point {k + 2} of 5" in hint
+    assert points == ",".join(str(v) for v in wanted.ravel())
+    assert shown[350, 480].tolist() == [255, 0, 0]  # the first dot is drawn where the left eye was clicked
+    outputs = page.place(str(path), points)
+    session, status = outputs[AT["session"]], outputs[AT["status"]]
+    assert "placed by hand" in status
+    expected = align_face(photo, None, size=session.aligned.size, landmarks=wanted, template=page.editor.template)
+    assert np.allclose(session.aligned.matrix, expected.matrix)
+    refused = page.place(str(path), "1,2,3")[AT["status"]]
+    assert refused.startswith("⚠") and "five points" in refused
