@@ -41,13 +41,13 @@ SMALL_MODEL_LABEL = (
 # Where the small model's images put a face: the mean dlib landmarks of its samples (tools/small_model_report.py),
 # mirrored to be symmetric; and where dlib's face box sits in such a crop (fractions of the side).
 SMALL_TEMPLATE = FaceTemplate(
-    "small model", ((0.356, 0.469), (0.644, 0.469), (0.5, 0.65), (0.387, 0.824), (0.613, 0.824))
+    "small model", ((0.354, 0.47), (0.646, 0.47), (0.5, 0.653), (0.365, 0.819), (0.635, 0.819))
 )
 SMALL_TEMPLATE_FACE_BOX = (0.1, 0.25, 0.9, 1.0)
-# What the small model's own directions visibly do, where one can tell (sweeps of -3..3 on seeded faces).
+# What the small model's own directions visibly do, where one can tell (sweeps of -3..3 on seeded faces; the
+# others mix pose, shading and colour).
 SMALL_DIRECTION_NAMES = {
     "Component 1": "Light: dark to bright (component 1)",
-    "Component 5": "Colour: warm to cool (component 5)",
 }
 
 

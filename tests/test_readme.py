@@ -2,7 +2,9 @@
 tiny model (only the model, the photo and the direction names it uses are swapped for the test model's); the
 README stays a front door (under 200 lines) and links every docs page."""
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +79,7 @@ def readme_commands() -> list[list[str]]:
     """The `chunky ...` commands of the README's tour, as argument lists (comments dropped)."""
     text = (ROOT / "README.md").read_text()
     block = re.search(r"\*\*On the command line\*\*.*?```bash\n(.*?)```", text, re.S).group(1)
-    return [line.split("#")[0].split() for line in block.splitlines() if line.startswith("chunky ")]
+    return [shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.startswith("chunky ")]
 
 
 def test_the_readme_commands_run_as_written_on_the_small_model(tmp_path, monkeypatch):
@@ -88,10 +90,13 @@ def test_the_readme_commands_run_as_written_on_the_small_model(tmp_path, monkeyp
     photos.mkdir()
     (photos / "face.png").write_bytes(shared_file("faces/aligned1024/16_01.png").read_bytes())
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # batch's default cache folder is under the home folder
     (tmp_path / "photo.jpg").write_bytes((photos / "face.png").read_bytes())  # PNG bytes: read by content
     commands = readme_commands()
-    assert [c[1] for c in commands] == ["invert", "open", "evaluate"]
+    assert [c[1] for c in commands] == ["invert", "open", "evaluate", "batch"]
     for command in commands:
         assert main(command[1:]) == 0, " ".join(command)
     assert (tmp_path / "result" / "work.pt").is_file() and (tmp_path / "again" / "pasted_back.png").is_file()
     assert "chunky-w+ vs w+" in (tmp_path / "eval" / "table.md").read_text()
+    figures = json.loads((tmp_path / "batch" / "summary.json").read_text())["photos"]["face.png"]
+    assert figures["chunky"]["outside_changed_share"] == 0 and figures["global W+"]["outside_changed_share"] > 0.5

@@ -34,9 +34,9 @@ def test_dlib_finds_a_face_in_many_samples_at_the_default_truncation(editor):
     G = editor.generator
     z = torch.randn(60, G.style_dim, generator=torch.Generator().manual_seed(11))
     rate = detection_rate(editor.detector(), G.synthesis(G.mapping(z, truncation_psi=0.7)))
-    # docs/small-model.md: 56.5% of 200 samples (tools/small_model_report.py); the goal is 80%, not reached yet.
-    # A model that draws no faces (random weights, or a broken mapping) scores 0 here.
-    assert rate >= 0.4, rate
+    # docs/small-model.md: 91% of 200 samples (tools/small_model_report.py; the goal is 80%). The distilled model
+    # before its learned mapping scored 56.5%; one that draws no faces (random weights, a broken mapping) 0.
+    assert rate >= 0.75, rate
 
 
 @torch.no_grad()
@@ -48,7 +48,7 @@ def test_w_interpolations_and_style_mixes_stay_faces(editor):
     middle = detection_rate(editor.detector(), G.synthesis((w1 + w2) / 2))
     mixed = torch.cat([w1[:, None].expand(-1, 4, -1), w2[:, None].expand(-1, G.n_latent - 4, -1)], dim=1)
     mixes = detection_rate(editor.detector(), G.synthesis(mixed))
-    assert middle >= 0.4 and mixes >= 0.4, (middle, mixes)  # 73% and 58% of 200 in docs/small-model.md
+    assert middle >= 0.8 and mixes >= 0.8, (middle, mixes)  # 98.5% and 94% of 200 in docs/small-model.md
 
 
 def test_the_template_is_where_the_samples_put_their_faces(editor):
@@ -76,7 +76,7 @@ def test_the_student_follows_its_teacher_per_z(editor):
         z = torch.randn(64, 100, generator=torch.Generator().manual_seed(12345))
         images = teacher(z)
         unrelated = float((images - images.roll(1, dims=0)).abs().mean())
-    assert error < 0.6 * unrelated, (error, unrelated)
+    assert error < 0.45 * unrelated, (error, unrelated)  # 0.156 here; the distilled model before remapping: 0.28
 
 
 def test_per_segment_codes_beat_one_code_on_real_photos(editor):
