@@ -124,4 +124,4 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _db(value: float) -> str:
-    return "identical" if math.isinf(value) else f"{value:.1f} dB"
+    return "∞ (identical)" if math.isinf(value) else f"{value:.1f} dB"

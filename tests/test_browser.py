@@ -156,3 +156,36 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     wait_until(lambda: "Undid" in status(page), what="undo")
     assert page.get_attribute("#result img", "src") != inverted
     shot(page, "6-undone")
+
+
+def test_place_the_face_by_hand_with_five_clicks_in_a_browser(page_and_editor, tmp_path):
+    """A photo whose face the visitor places: the photo is shown, five clicks on it become five points in
+    photo pixels (the next one named each time), and "Align to these points" loads the face they describe."""
+    page, editor = page_and_editor
+    page.reload(wait_until="load")
+    page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
+    canvas = np.full((1536, 2048, 3), 90, np.uint8)
+    canvas[400:1200, 700:1500] = np.asarray(Image.fromarray(editor.random_face(7)).resize((800, 800)))
+    photo = tmp_path / "wide.png"
+    Image.fromarray(canvas).save(photo)
+    page.set_input_files("#upload input[type=file]", str(photo))
+    page.click("text=…or place the face by hand")
+    page.click("#show-photo")
+    page.wait_for_selector("#placing img", timeout=60_000)
+    wait_until(lambda: "Point 1 of 5" in status(page), what="the first hint")
+    wanted = np.array([[960, 700], [1240, 700], [1100, 860], [990, 1000], [1210, 1000]])  # photo pixels
+    points = page.locator("#points textarea")
+    for k, (x, y) in enumerate(wanted):
+        box = page.locator("#placing img").bounding_box()
+        page.mouse.click(box["x"] + x / 2048 * box["width"], box["y"] + y / 1536 * box["height"])
+        commas = 2 * k + 1
+        wait_until(lambda commas=commas: points.input_value().count(",") == commas, what=f"point {k + 1}")
+    shot(page, "7-points-placed")
+    placed = np.array([float(v) for v in points.input_value().split(",")]).reshape(5, 2)
+    screen_pixel = 2048 / page.locator("#placing img").bounding_box()["width"]  # photo pixels per screen pixel
+    assert np.abs(placed - wanted).max() <= screen_pixel + 1, (placed, screen_pixel)  # within a screen pixel
+    assert "Five points placed" in status(page)
+    page.click("#place")
+    wait_until(lambda: "placed by hand" in status(page), what="the alignment to the placed points")
+    page.wait_for_selector("#crop img", timeout=60_000)
+    shot(page, "8-aligned-by-hand")
