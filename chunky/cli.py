@@ -37,6 +37,18 @@ def build_parser(prog: str = "chunky") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="ChunkyGAN: real image inversion via segments.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    add_invert_command(commands)
+    add_evaluate_command(commands)
+    add_doctor_command(commands)
+    add_open_command(commands)
+    add_batch_command(commands)
+    bench = commands.add_parser("bench", help="speed benchmarks (see chunky.bench)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def add_invert_command(commands) -> None:
+    """`chunky invert PHOTO --out DIR [options]`."""
     inv = commands.add_parser(
         "invert",
         help="project a photo, one latent code per segment",
@@ -111,6 +123,9 @@ def build_parser(prog: str = "chunky") -> argparse.ArgumentParser:
     add_edit_arguments(inv)
     inv.add_argument("--quiet", action="store_true", help="no progress output")
 
+
+def add_evaluate_command(commands) -> None:
+    """`chunky evaluate --images ... --out DIR`."""
     ev = commands.add_parser(
         "evaluate",
         help="the paper's inversion table on a folder of photos",
@@ -136,6 +151,9 @@ def build_parser(prog: str = "chunky") -> argparse.ArgumentParser:
         "straight from the photo ('' = project every segment)",
     )
 
+
+def add_doctor_command(commands) -> None:
+    """`chunky doctor`."""
     doc = commands.add_parser(
         "doctor",
         help="check every stage on the real weights (fetches every registry file)",
@@ -153,6 +171,9 @@ def build_parser(prog: str = "chunky") -> argparse.ArgumentParser:
     doc.add_argument("--size", type=int, default=256, help="inversion and edit resolution")
     doc.add_argument("--no-fetch", action="store_true", help="skip fetching and hashing the registry files")
 
+
+def add_open_command(commands) -> None:
+    """`chunky open WORK --out DIR`."""
     op = commands.add_parser(
         "open",
         help="re-open a work file (work.pt) and export it again",
@@ -166,6 +187,9 @@ def build_parser(prog: str = "chunky") -> argparse.ArgumentParser:
         "--model", default="ffhq", help="the model the work was made with: 'ffhq', 'small', 'tiny' or a checkpoint path"
     )
 
+
+def add_batch_command(commands) -> None:
+    """`chunky batch PHOTOS --edit ... --out DIR`."""
     batch = commands.add_parser(
         "batch",
         help="one edit over a folder of photos: exports, a summary grid and a figures table",
@@ -186,10 +210,6 @@ def build_parser(prog: str = "chunky") -> argparse.ArgumentParser:
         help="inversion cache folder (default: ~/.cache/chunky/inversions)",
     )
     add_edit_arguments(batch)
-
-    bench = commands.add_parser("bench", help="speed benchmarks (see chunky.bench)")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
-    return parser
 
 
 def main(argv: list[str] | None = None, *, prog: str = "chunky") -> int:

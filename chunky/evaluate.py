@@ -91,11 +91,7 @@ def evaluate(
     perceptual_loss = perceptual_loss or editor.default_perceptual
     if preset_name is not None:
         preset(preset_name)  # an unknown name fails here, before any photo is read
-    run_id = hashlib.sha256(
-        json.dumps(
-            [list(methods), steps, list(keep), perceptual_loss, editor.label] + ([preset_name] if preset_name else [])
-        ).encode()
-    ).hexdigest()[:12]
+    run_id = _run_id(methods, steps, keep, perceptual_loss, editor.label, preset_name)
 
     results, errors, grid_rows = {}, {}, []
     for i, path in enumerate(paths):
@@ -122,17 +118,8 @@ def evaluate(
 
     table = summarise(results, methods)
     pairs = {f"{a} vs {b}": compare_pair(results, a, b) for a, b in PAIRS if a in methods and b in methods}
-    identity_name = identity.name
-    _write_tables(
-        out,
-        table,
-        len(results),
-        f"the {preset_name} preset's" if preset_name else steps,
-        errors,
-        identity_name,
-        pairs,
-        keep,
-    )
+    budget = f"the {preset_name} preset's" if preset_name else steps
+    _write_tables(out, table, len(results), budget, errors, identity.name, pairs, keep)
     if grid_rows:
         Image.fromarray(comparison_grid(grid_rows, ["photo", *methods], cell=192)).save(out / "grid.png")
     return {"table": table, "images": len(results), "errors": errors, "pairs": pairs}
@@ -180,6 +167,12 @@ def compare_pair(results: dict, method: str, baseline: str) -> dict:
         "identity_better": better,
         "identity_better_share": float(np.mean(list(better.values()))) if better else None,
     }
+
+
+def _run_id(methods, steps, keep, perceptual_loss, label: str, preset_name: str | None) -> str:
+    """12 hex digits naming a run's settings: finished photos of the same run are skipped when it is repeated."""
+    settings = [list(methods), steps, list(keep), perceptual_loss, label] + ([preset_name] if preset_name else [])
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:12]
 
 
 def _evaluate_one(editor, path, methods, steps, keep, perceptual_loss, perceptual, identity, preset_name):

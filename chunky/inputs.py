@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from chunky.config import whole
 from chunky.errors import InvalidInputError
 
@@ -123,9 +125,7 @@ class Points(Input):
 
     label: str
 
-    def check(self, value):
-        import numpy as np
-
+    def check(self, value) -> np.ndarray:
         numbers = [_number(part) for part in value.split(",")] if isinstance(value, str) and value.strip() else []
         if len(numbers) != 10 or any(n is None for n in numbers):
             self.refuse(value, "five points x1,y1,...,x5,y5 (click them on the photo)")

@@ -217,13 +217,7 @@ def invert(
     if not run.cancelled:
         codes = run.stage(codes, [p for p in phases if not p.global_code], segments_per_pass)
     seconds = time.perf_counter() - run.start
-    chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(target.device))
-    with torch.no_grad(), autocast(config.precision, target.device):
-        segment_renders = torch.cat(
-            [render_codes(G, select_codes(codes, c), config.space, render_size).float() for c in chunks]
-        )
-    renders = target.expand(masks.shape[0], -1, -1, -1).clone()
-    renders[projected] = segment_renders
+    renders = _final_renders(G, codes, target, masks.shape[0], projected, config, segments_per_pass)
     return InversionResult(
         codes=codes,
         projected=projected,
@@ -242,6 +236,27 @@ def invert(
         segment_steps=run.segment_steps,
         passes=run.passes,
     )
+
+
+def _final_renders(
+    G: Generator,
+    codes: Codes,
+    target: torch.Tensor,
+    count: int,
+    projected: list[int],
+    config: InversionConfig,
+    segments_per_pass: int | None,
+) -> torch.Tensor:
+    """[count, 3, H, W]: each projected segment's render of its codes at the target's size; kept ones are the
+    photo itself."""
+    chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(target.device))
+    with torch.no_grad(), autocast(config.precision, target.device):
+        segment_renders = torch.cat(
+            [render_codes(G, select_codes(codes, c), config.space, target.shape[-1]).float() for c in chunks]
+        )
+    renders = target.expand(count, -1, -1, -1).clone()
+    renders[projected] = segment_renders
+    return renders
 
 
 class _Run:

@@ -102,11 +102,17 @@ def tune_segment(
             if progress(step + 1, steps, info) is False:
                 break
     tuned.requires_grad_(False)
+    return _with_tuned(result, segment, tuned, code, target, region, perceptual)
 
-    size = result.target.shape[-1]
-    with torch.no_grad(), autocast(config.precision, device):
+
+def _with_tuned(result, segment: int, tuned: Generator, code, target, region, perceptual) -> InversionResult:
+    """``result`` with ``segment`` rendered by ``tuned`` (its render, losses at the optimisation resolution of
+    ``target`` and ``region``, and the composite updated)."""
+    config = result.config
+    resolution = target.shape[-1]
+    with torch.no_grad(), autocast(config.precision, result.target.device):
         renders = result.renders.clone()
-        renders[segment] = render_codes(tuned, code, space, size)[0].float()
+        renders[segment] = render_codes(tuned, code, space_of(code), result.target.shape[-1])[0].float()
         full = segment_losses(
             resize_images(renders[segment : segment + 1], resolution),
             target,
