@@ -183,7 +183,11 @@ class Page:
         figures = s.preservation()
         if figures is None:
             return s, "No edit."
-        return s, f"Edited ({html.escape(figures.line())}). Freeze to build on it, or Export (step 5)."
+        message = f"Edited ({html.escape(figures.line())})."
+        if "global W+" in dict(s.state.baselines):  # the comparison with one code, when it was inverted
+            _, one_code = s.global_preservation()
+            message += f" The same edit of one W+ code: {one_code.outside_changed_share:.1%} changed outside."
+        return s, message + " Freeze to build on it, or Export (step 5)."
 
     def preview(self, s, targets, *values):
         """While a slider moves: a quarter-resolution render of the edit; the session is not changed."""

@@ -74,3 +74,15 @@ def test_choosing_a_variation_by_an_index_that_is_not_a_number_is_refused_clearl
         event = gr.SelectData(None, {"index": index, "value": None})
         status = page.choose_variation(session, event)[AT["status"]]
         assert status.startswith("⚠") and "Something went wrong" not in status, (index, status)
+
+
+def test_the_edit_status_gives_the_preservation_figures_and_the_one_code_comparison(page):
+    session = page.random_face(4)[AT["session"]]
+    sliders = [2.0] + [0.0] * (len(page.names) - 1)
+    session.invert(InversionConfig(steps=1, perceptual="none", resolution=32))
+    status = page.edit(session, ["mouth"], *sliders)[AT["status"]]
+    assert "outside the edit: 0.0% of pixels changed" in status and "one W+ code" not in status
+    session.invert(InversionConfig(steps=1, perceptual="none", resolution=32), baselines=True)
+    status = page.edit(session, ["mouth"], *sliders)[AT["status"]]
+    share = float(status.split("The same edit of one W+ code: ")[1].split("%")[0])
+    assert "outside the edit: 0.0% of pixels changed" in status and share > 50, status
