@@ -91,7 +91,13 @@ def load_teacher() -> DCGANGenerator:
 
 
 def encoder() -> nn.Module:
-    """Image [N, 3, 64, 64] -> w [N, 128]: four stride-2 blocks (32-256 channels) and a linear layer."""
+    """Image [N, 3, 64, 64] -> w [N, 128]."""
+    return convolutional_reader(STUDENT["style_dim"])
+
+
+def convolutional_reader(outputs: int) -> nn.Sequential:
+    """Image [N, 3, 64, 64] -> [N, outputs]: four stride-2 blocks (32-256 channels) and a linear layer (the
+    encoders here, and the polish's critic)."""
     layers: list[nn.Module] = []
     widths = [3, 32, 64, 128, 256]
     for i in range(4):
@@ -100,7 +106,7 @@ def encoder() -> nn.Module:
         layers.append(nn.Conv2d(widths[i + 1], widths[i + 1], 4, 2, 1))
         layers.append(nn.LeakyReLU(0.2))
     layers.append(nn.Flatten())
-    layers.append(nn.Linear(256 * 16, STUDENT["style_dim"]))
+    layers.append(nn.Linear(256 * 16, outputs))
     return nn.Sequential(*layers)
 
 

@@ -36,6 +36,7 @@ from distill_small_model import (  # noqa: E402
     GRADIENT_CLIP,
     TEACHER_Z,
     checkpoint_of,
+    convolutional_reader,
     cpu_model,
     load_teacher,
     per_z_error,
@@ -50,18 +51,8 @@ R1_EVERY = 4
 
 
 def critic() -> nn.Module:
-    """Image [N, 3, 64, 64] -> realness [N]: four stride-2 blocks (32-256 channels) and a linear layer."""
-    layers: list[nn.Module] = []
-    widths = [3, 32, 64, 128, 256]
-    for i in range(4):
-        layers.append(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1))
-        layers.append(nn.LeakyReLU(0.2))
-        layers.append(nn.Conv2d(widths[i + 1], widths[i + 1], 4, 2, 1))
-        layers.append(nn.LeakyReLU(0.2))
-    layers.append(nn.Flatten())
-    layers.append(nn.Linear(256 * 16, 1))
-    layers.append(nn.Flatten(0))
-    return nn.Sequential(*layers)
+    """Image [N, 3, 64, 64] -> realness [N]: the encoders' convolutional reader with one output."""
+    return nn.Sequential(convolutional_reader(1), nn.Flatten(0))
 
 
 def coarse_loss(image: torch.Tensor, target: torch.Tensor, smallest: int) -> torch.Tensor:
