@@ -22,6 +22,7 @@ from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import export_session
 from chunky.grid import comparison_grid
 from chunky.images import read_image, tensor_to_uint8
+from chunky.preservation import Preservation
 from chunky.session import Session
 
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -91,10 +92,10 @@ def edit_one(editor, photo: Path, folder: Path, config, strengths, segments, com
     session = Session.start(editor, read_image(photo, name=photo.name))
     session.invert(config, baselines=compare_global)
     session.set_edit(strengths, list(segments))
-    export_session(session, folder)
-    Image.fromarray(tensor_to_uint8(session.state.result.composite)).save(folder / "reconstruction.png")
     identity = editor.identity()
-    figures = {"chunky": session.preservation(identity=identity).to_dict()}
+    done = export_session(session, folder, identity=identity)
+    Image.fromarray(tensor_to_uint8(session.state.result.composite)).save(folder / "reconstruction.png")
+    figures = {"chunky": done.preservation.to_dict()}
     if compare_global:
         global_edit, global_figures = session.global_preservation(identity=identity)
         Image.fromarray(global_edit).save(folder / "global_edit.png")
@@ -114,27 +115,15 @@ def write_summary(out: Path, summary: dict, compare_global: bool) -> None:
         files += ["global_edit.png"] if compare_global else []
         rows.append([np.asarray(Image.open(folder / f).convert("RGB")) for f in files])
         figures = summary["photos"][name]
-        row = [name, "", short(figures["chunky"])]
+        row = [name, "", Preservation.from_dict(figures["chunky"]).caption()]
         if compare_global:
-            row.append(short(figures["global W+"]))
+            row.append(Preservation.from_dict(figures["global W+"]).caption())
         captions.append(row)
     if rows:
         grid = comparison_grid(rows, labels, cell=SUMMARY_TILE, captions=captions)
         Image.fromarray(grid).save(out / "summary.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "summary.md").write_text(table(summary) + "\n")
-
-
-def short(figures: dict) -> str:
-    """A caption: outside changed share and PSNR, inside change, identity to the edit."""
-    psnr = figures["outside_psnr_db"]
-    text = (
-        f"outside: {figures['outside_changed_share']:.1%} changed, "
-        f"{'identical' if psnr is None else f'PSNR {psnr:.1f} dB'}; inside: {figures['inside_mean_change']:.1f}/255"
-    )
-    if figures.get("identity_edit") is not None:
-        text += f"; identity {figures['identity_edit']:.2f}"
-    return text
 
 
 def table(summary: dict) -> str:

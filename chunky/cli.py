@@ -26,6 +26,7 @@ from chunky.evaluate import METHODS, evaluate
 from chunky.export import export_session
 from chunky.images import read_image, tensor_to_uint8
 from chunky.metrics import l2_distance, lpips_distance
+from chunky.preservation import Preservation
 from chunky.segmentation import Segmentation
 from chunky.session import Session
 from chunky.workfile import read_work
@@ -281,19 +282,18 @@ def run_invert(args: argparse.Namespace) -> int:
     strengths = parse_edits(args.edit)
     if strengths:
         session.set_edit(strengths, [name for name in args.segments.split(",") if name])
-    export_session(session, args.out)
-    metrics = write_outputs(args.out, session, editor.perceptual(config.perceptual))
+    perceptual = editor.perceptual(config.perceptual)
+    done = export_session(session, args.out, perceptual=perceptual, identity=editor.identity() if strengths else None)
+    metrics = write_outputs(args.out, session, perceptual, done.preservation)
     print(
         f"wrote {args.out}: composite LPIPS {metrics['composite']['lpips']}, L2 {metrics['composite']['l2']:.4f}, "
         f"{metrics['seconds']:.1f} s"
     )
-    if strengths:
-        print(
-            f"edit ({', '.join(session.state.targets) or 'every projected segment'}): "
-            f"{describe_preservation(metrics['preservation'])}"
-        )
+    if done.preservation is not None:
+        print(f"edit ({', '.join(session.state.targets) or 'every projected segment'}): {done.preservation.line()}")
     if metrics.get("global_w_plus_preservation"):
-        print(f"the same edit on one global W+ code: {describe_preservation(metrics['global_w_plus_preservation'])}")
+        one_code = Preservation.from_dict(metrics["global_w_plus_preservation"])
+        print(f"the same edit on one global W+ code: {one_code.line()}")
     return 0
 
 
@@ -342,22 +342,6 @@ def parse_edits(items: list[str]) -> dict[str, float]:
             raise InvalidInputError(f"--edit takes DIRECTION=VALUE, e.g. 'Component 1=2.5'; got {item!r}.")
         strengths[name.strip()] = strength
     return strengths
-
-
-def describe_preservation(figures: dict) -> str:
-    """One line from `Preservation.to_dict` figures."""
-    psnr = figures["outside_psnr_db"]
-    line = (
-        f"outside the edited segments {figures['outside_changed_share']:.1%} of pixels changed "
-        f"(PSNR {'identical' if psnr is None else f'{psnr:.1f} dB'}, max {figures['outside_max_change']:.0f}/255); "
-        f"inside, mean change {figures['inside_mean_change']:.1f}/255"
-    )
-    if figures.get("identity_edit") is not None:
-        line += (
-            f"; {figures['identity_name']}: photo to reconstruction {figures['identity_reconstruction']:.3f}, "
-            f"to edit {figures['identity_edit']:.3f}"
-        )
-    return line
 
 
 def run_open(args: argparse.Namespace) -> int:
@@ -454,12 +438,13 @@ def _print_progress(step: int, total: int, info: dict) -> None:
     )
 
 
-def write_outputs(out: Path, session: Session, perceptual) -> dict:
+def write_outputs(out: Path, session: Session, perceptual, preservation: Preservation | None = None) -> dict:
     """Beside the export: masks.png (segment indices), renders/<k>_<name>.png and metrics.json.
 
     Returns the metrics written: per segment {lpips, l2, total} (at the optimisation resolution, inside the
     segment's loss region), the composite's LPIPS/L2 against the photo (at 256 px; LPIPS is None when the
-    perceptual loss is "none"), the loss, seconds and steps.
+    perceptual loss is "none"), the loss, seconds and steps; with an edit, its ``preservation`` figures (from
+    the export) and, when the global W+ code was inverted, the same edit's figures on it.
     """
     result, names = session.require_result(), session.names
     (out / "renders").mkdir(parents=True, exist_ok=True)
@@ -483,11 +468,10 @@ def write_outputs(out: Path, session: Session, perceptual) -> dict:
         "config": json.loads(result.config.to_json()),
         "edit": {"strengths": session.strengths(), "segments": list(session.state.targets)},
     }
-    if session.state.edit is not None:
-        identity = session.editor.identity()
-        metrics["preservation"] = session.preservation(perceptual=perceptual, identity=identity).to_dict()
+    if preservation is not None:
+        metrics["preservation"] = preservation.to_dict()
         if dict(session.state.baselines).get("global W+") is not None:
-            _, figures = session.global_preservation(perceptual=perceptual, identity=identity)
+            _, figures = session.global_preservation(perceptual=perceptual, identity=session.editor.identity())
             metrics["global_w_plus_preservation"] = figures.to_dict()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -23,6 +23,7 @@ from chunky.errors import InvalidInputError
 from chunky.grid import comparison_grid
 from chunky.images import tensor_to_uint8, uint8_to_tensor
 from chunky.metrics import l2_distance, lpips_distance
+from chunky.preservation import Preservation
 from chunky.workfile import write_work
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,12 @@ TILE_RANGE = (64, 1024)  # grid cell side, px
 
 @dataclass(frozen=True)
 class Export:
-    """Attributes: files (written, in a fixed order), grid ([H, W, 3] uint8, the comparison grid)."""
+    """Attributes: files (written, in a fixed order), grid ([H, W, 3] uint8, the comparison grid), preservation
+    (how local the edit is, as written to preservation.json; None without an edit)."""
 
     files: list[Path]
     grid: np.ndarray
+    preservation: Preservation | None = None
 
 
 def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tuple[str, np.ndarray]]:
@@ -96,7 +99,7 @@ def export_session(
         edit = {"strengths": session.strengths(), "segments": list(session.state.targets)}
         (folder / "preservation.json").write_text(json.dumps(edit | figures.to_dict(), indent=1))
         files.append(folder / "preservation.json")
-    return Export(files, grid)
+    return Export(files, grid, figures)
 
 
 class FolderBudget:

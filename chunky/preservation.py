@@ -67,9 +67,27 @@ class Preservation:
             )
         return "; ".join(parts)
 
+    def caption(self) -> str:
+        """A short caption for a grid cell: outside changed share and PSNR, inside change, identity to the edit."""
+        text = (
+            f"outside: {self.outside_changed_share:.1%} changed, PSNR {_db(self.outside_psnr_db)}; "
+            f"inside: {self.inside_mean_change:.1f}/255"
+        )
+        if self.identity_edit is not None:
+            text += f"; identity {self.identity_edit:.2f}"
+        return text
+
     def to_dict(self) -> dict:
         """Plain numbers for metrics.json (infinite PSNR written as null)."""
         return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, figures: dict) -> Preservation:
+        """The inverse of `to_dict` (null PSNR read back as infinite)."""
+        figures = dict(figures)
+        for key in ("outside_psnr_db", "photo_outside_psnr_db"):
+            figures[key] = math.inf if figures[key] is None else figures[key]
+        return cls(**figures)
 
 
 def preservation(
