@@ -93,7 +93,7 @@ class Page:
             photo = read_image(Path(path), name=Path(path).name)
             text = points_text if isinstance(points_text, str) else ""
             numbers = [float(v) for v in text.split(",") if v.strip()][:10]
-            scale = views.placing_view(photo, np.zeros((0, 2)))[1]
+            scale = views.placing_scale(photo.shape)
             if clicked is not None and len(numbers) < 10:
                 numbers += [round(clicked[0] / scale), round(clicked[1] / scale)]
             shown, _ = views.placing_view(photo, np.array(numbers[: len(numbers) // 2 * 2]))

@@ -83,7 +83,7 @@ def placing_view(photo: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, flo
     n <= 5) drawn as numbered dots. Returns (image, its scale: shown pixels per photo pixel)."""
     from PIL import Image, ImageDraw
 
-    scale = min(1.0, PLACING_SIDE / max(photo.shape[:2]))
+    scale = placing_scale(photo.shape)
     shown = Image.fromarray(photo)
     if scale < 1:
         shown = shown.resize((round(photo.shape[1] * scale), round(photo.shape[0] * scale)), Image.Resampling.LANCZOS)
@@ -93,6 +93,11 @@ def placing_view(photo: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, flo
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(255, 0, 0), outline=(255, 255, 255))
         draw.text((x + radius + 2, y - radius), str(k + 1), fill=(255, 255, 0))
     return np.asarray(shown), scale
+
+
+def placing_scale(shape: tuple[int, ...]) -> float:
+    """Shown pixels per photo pixel when a photo of ``shape`` ([H, W, ...]) is shown for placing points."""
+    return min(1.0, PLACING_SIDE / max(shape[:2]))
 
 
 def next_point_hint(count: int) -> str:
