@@ -14,7 +14,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -25,6 +24,7 @@ from chunky.errors import ChunkyError, InvalidInputError
 from chunky.evaluate import METHODS, evaluate
 from chunky.export import export_session
 from chunky.images import read_image, tensor_to_uint8
+from chunky.inputs import Points
 from chunky.metrics import l2_distance, lpips_distance
 from chunky.preservation import Preservation
 from chunky.segmentation import Segmentation
@@ -267,7 +267,7 @@ def run_invert(args: argparse.Namespace) -> int:
         skip_alignment=True if args.aligned else None,
         segmentation=segmentation,
         size=size,
-        landmarks=parse_landmarks(args.landmarks),
+        landmarks=None if args.landmarks is None else Points("--landmarks").check(args.landmarks),
     )
     if session.aligned.face_count > 1:
         log.warning("%d faces found; using face %d (choose with --face)", session.aligned.face_count, args.face)
@@ -314,19 +314,6 @@ def add_edit_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also invert one global W and W+ code, and apply the same edit to the W+ one (figures side by side)",
     )
-
-
-def parse_landmarks(text: str | None) -> np.ndarray | None:
-    """[5, 2] points from 'x1,y1,...,x5,y5' (None stays None); anything else is a clear error."""
-    if text is None:
-        return None
-    try:
-        numbers = [float(part) for part in text.split(",")]
-    except ValueError:
-        numbers = []
-    if len(numbers) != 10:
-        raise InvalidInputError(f"--landmarks takes ten numbers x1,y1,...,x5,y5; got {text!r}.")
-    return np.array(numbers).reshape(5, 2)
 
 
 def parse_edits(items: list[str]) -> dict[str, float]:

@@ -128,7 +128,7 @@ class Points(Input):
     def check(self, value) -> np.ndarray:
         numbers = [_number(part) for part in value.split(",")] if isinstance(value, str) and value.strip() else []
         if len(numbers) != 10 or any(n is None for n in numbers):
-            self.refuse(value, "five points x1,y1,...,x5,y5 (click them on the photo)")
+            self.refuse(value, "five points x1,y1,...,x5,y5 in photo pixels")
         return np.array(numbers, dtype=np.float64).reshape(5, 2)
 
 
