@@ -16,8 +16,9 @@ import gradio as gr
 import numpy as np
 import PIL.Image
 
+import app_actions
 import app_layout as ui
-from app_actions import SCREEN_PARTS, action
+from app_actions import SCREEN_PARTS, action, upload_quota_middleware, visitor
 from chunky import views
 from chunky.calibration import Estimates
 from chunky.config import PRESET_NAMES
@@ -47,6 +48,7 @@ MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one request's time limit, all its runs together
 EXPORTS = FolderBudget(max_age_s=3600, max_bytes=2 << 30)  # private to this process; pruned at each export
 UPLOADS_PARENT = os.environ.get("GRADIO_TEMP_DIR")  # the operator's choice, read before private_uploads sets it
+MAX_SESSIONS = int(os.environ.get("CHUNKY_MAX_SESSIONS", "2000"))  # Gradio's page state, ~0.1 MB each: LRU beyond
 SESSION_TTL_S = 2 * 3600  # a session's state is dropped this long after its last change (API clients included)
 
 
@@ -256,7 +258,9 @@ class Page:
         return s, f"Undid “{html.escape(undone)}”."
 
     @action(extras=2, sliders=True)
-    def export(self, s, targets: ui.TARGETS, tile: ui.TILE, captions: ui.CAPTIONS):
+    def export(self, s, targets: ui.TARGETS, tile: ui.TILE, captions: ui.CAPTIONS, request: gr.Request):
+        client = visitor(request)
+        app_actions.EXPORT_QUOTA.check(client)
         done = export_session(
             s,
             EXPORTS.new(),
@@ -265,6 +269,7 @@ class Page:
             perceptual=s.editor.perceptual("lpips-alex") if captions else None,
             identity=s.editor.identity() if captions else None,
         )
+        app_actions.EXPORT_QUOTA.charge(client, sum(f.stat().st_size for f in done.files))
         return s, "Exported exactly what is shown: download the files below.", [str(f) for f in done.files], done.grid
 
     preset_choices = staticmethod(lambda: gr.update(choices=ESTIMATES.choices(PRESET_NAMES)))
@@ -377,7 +382,12 @@ def main() -> None:
     demo = build_demo(editor, startup_error=error)  # after private_uploads: Gradio reads its folder here
     EXPORTS.keep_pruned(60)
     demo.queue(default_concurrency_limit=2, max_size=64)  # short events; long ones wait in JOBS
-    demo.launch(max_file_size="64mb")  # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose the address (Spaces set them)
+    demo.launch(  # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose the address (Spaces set them)
+        max_file_size="64mb",
+        state_session_capacity=MAX_SESSIONS,
+        app_kwargs=upload_quota_middleware(),
+        ssr_mode=False,  # no Node proxy in front: the visitor's address is the one the Space's proxy reports
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 checked against their declared `chunky.inputs.Input` (the annotations), a long job waits for its turn in `JOBS`
 (Cancel reaches it while it waits), a refused or failed action leaves the session as it was, and the page is
 redrawn from the session by `screen`. Nothing here knows which handlers exist; `app.py` defines them.
+The server's budgets live here too: `JOBS`, `SESSIONS`, and each visitor's upload and export quotas.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import time
 
 import gradio as gr
 import torch
+from starlette.middleware import Middleware
 
 from chunky import views
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.inputs import Input, slider_values
 from chunky.jobs import BusyError, JobQueue
+from chunky.quota import ByteQuota, UploadQuota, client_address
 from chunky.session import KEEP_BY_DEFAULT, Session
 from chunky.session_budget import SessionBudget
 
@@ -33,6 +36,23 @@ SESSIONS = SessionBudget(  # every visitor's work together; idle work is set asi
     max_bytes=int(os.environ.get("CHUNKY_SESSION_MEMORY_MB", "6000")) << 20,
     idle_s=float(os.environ.get("CHUNKY_SESSION_IDLE_S", "600")),
 )
+# Per visitor (network address) and hour, so that one client cannot fill the disk budgets for everyone.
+UPLOAD_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_UPLOAD_MB_PER_HOUR", "1024")) << 20, "uploads")
+EXPORT_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_EXPORT_MB_PER_HOUR", "512")) << 20, "exports")
+# Trusted proxies in front of the server: a Hugging Face Space has one, which adds the visitor to X-Forwarded-For.
+PROXY_HOPS = int(os.environ.get("CHUNKY_PROXY_HOPS", "1" if os.environ.get("SPACE_ID") else "0"))
+
+
+def visitor(request) -> str:
+    """The network address a request counts against (`chunky.quota.client_address`); "unknown" without one."""
+    if not isinstance(request, gr.Request) or request.client is None:
+        return "unknown"
+    return client_address(request.client.host, request.headers.get("x-forwarded-for"), PROXY_HOPS)
+
+
+def upload_quota_middleware() -> dict:
+    """`launch`'s ``app_kwargs`` that put `UploadQuota` in front of Gradio's upload route."""
+    return {"middleware": [Middleware(UploadQuota, quota=UPLOAD_QUOTA, proxy_hops=PROXY_HOPS)]}
 
 
 SCREEN_PARTS = (

@@ -189,16 +189,18 @@ class Session:
             del self.history[0]
 
     def release(self, reason: str) -> bool:
-        """Give back this session's memory (its history, inversion, offers and full-resolution photo) unless an
+        """Give back this session's memory (its history, inversion, offers, segments, crop and photo) unless an
         action holds it; every later action is refused with ``reason``. Returns whether it was released."""
         if not self._lock.acquire(blocking=False):
             return False
         try:
             self.released = reason
             self.history = []
+            self.automatic = Segmentation(("released",), torch.zeros(1, 1, 1, 1))  # a 1-pixel placeholder
             self.state = State(self.automatic)
             self._offers = (None, [])
-            self.aligned = dataclasses.replace(self.aligned, original=np.zeros((1, 1, 3), np.uint8), boxes=[])
+            nothing = np.zeros((1, 1, 3), np.uint8)
+            self.aligned = dataclasses.replace(self.aligned, crop=nothing, original=nothing, boxes=[])
         finally:
             self._lock.release()
         return True

@@ -43,7 +43,7 @@ def valid_calls(page, session, tmp_path):
         ("variations", page.variations, [session, [], "skin", 0, *sliders], True),
         ("tune", page.tune, [session, [], ["skin"], 1, progress, *sliders], True),
         ("transfer", page.transfer, [session, [], str(photo), "hair", True, progress, *sliders], True),
-        ("export", page.export, [session, [], 64, False, *sliders], True),
+        ("export", page.export, [session, [], 64, False, None, *sliders], True),
     ]
 
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import app
+import app_actions
 from chunky.editor import ChunkyEditor
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,7 +41,9 @@ def page_and_editor():
     playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     editor = ChunkyEditor.small()
     demo = app.build_demo(editor)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    demo.queue().launch(  # as main() does: uploads go through the visitor's upload quota
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, app_kwargs=app.upload_quota_middleware()
+    )
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
@@ -103,6 +106,7 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     wait_until(lambda: "used as an aligned crop" in status(page), what="the photo to load")
     page.wait_for_selector("#overlay img", timeout=60_000)
     shot(page, "1-loaded")
+    assert app_actions.UPLOAD_QUOTA.used("127.0.0.1") >= photo.stat().st_size  # the browser's upload was counted
 
     page.click("text=Advanced")
     set_number(page, "#steps", "20")
