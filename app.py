@@ -20,6 +20,7 @@ import app_actions
 import app_layout as ui
 from app_actions import SCREEN_PARTS, action, upload_quota_middleware, visitor
 from chunky import views
+from chunky.align import detect_faces
 from chunky.calibration import Estimates
 from chunky.config import PRESET_NAMES
 from chunky.directions import Direction
@@ -80,27 +81,28 @@ class Page:
         photo = read_image(Path(path), name=Path(path).name)
         return self.start(photo, 0, False, Path(path).name, landmarks=points)
 
-    def show_placing(self, path, points_text):
-        """The photo, with the points placed so far, for placing points by hand: (image, points, hint)."""
-        return self.placing(path, points_text, None)
+    def show_placing(self, path, points_text, face_index):
+        """The photo for placing points, with the points so far or, when none, the detector's: (image, points, hint)."""
+        return self.placing(path, points_text, None, face_index)
 
     def add_point(self, path, points_text, event: gr.SelectData):
-        """A click on the photo adds the next point: (image, points, hint)."""
+        """A click on the photo places the next point, or moves the nearest of five: (image, points, hint)."""
         return self.placing(path, points_text, event.index)
 
-    def placing(self, path, points_text, clicked):
+    def placing(self, path, points_text, clicked, propose_for=None):
         try:
             if not isinstance(path, str) or not path:
                 raise InvalidInputError("Choose a photo (upload) first, then place the points on it.")
             photo = read_image(Path(path), name=Path(path).name)
-            text = points_text if isinstance(points_text, str) else ""
-            numbers = [float(v) for v in text.split(",") if v.strip()][:10]
-            scale = views.placing_scale(photo.shape)
-            if clicked is not None and len(numbers) < 10:
-                numbers += [round(clicked[0] / scale), round(clicked[1] / scale)]
+            numbers, scale = views.parse_points(points_text), views.placing_scale(photo.shape)
+            hint = views.next_point_hint(len(numbers) // 2)
+            if propose_for is not None and not numbers and self.editor.detector() is not None:
+                faces = detect_faces(photo, self.editor.detector())
+                numbers, hint = views.proposed_points(faces, ui.FACE.check(propose_for))
+            if clicked is not None:
+                numbers, hint = views.click_point(numbers, (clicked[0] / scale, clicked[1] / scale))
             shown, _ = views.placing_view(photo, np.array(numbers[: len(numbers) // 2 * 2]))
-            points = ",".join(f"{v:g}" for v in numbers)
-            return shown, points, views.next_point_hint(len(numbers) // 2)
+            return shown, ",".join(f"{v:g}" for v in numbers), hint
         except (ChunkyError, ValueError, TypeError, IndexError) as error:
             message = str(error) if isinstance(error, ChunkyError) else "Choose a photo (upload), then click on it."
             return gr.update(), gr.update(), f"⚠ {html.escape(message)}"
@@ -340,9 +342,9 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
         )
     c["cancel"].click(page.cancel, [c["session"]], [c["status"]], queue=False, api_name="cancel")
     placing = [c["placing"], c["points"], c["status"]]
-    c["show_photo"].click(page.show_placing, [c["upload"], c["points"]], placing, api_name=False)
+    c["show_photo"].click(page.show_placing, [c["upload"], c["points"], c["face_index"]], placing, api_name=False)
     c["placing"].select(page.add_point, [c["upload"], c["points"]], placing, api_name=False)
-    c["clear_points"].click(page.show_placing, [c["upload"], gr.State("")], placing, api_name=False)
+    c["clear_points"].click(page.placing, [c["upload"], gr.State(""), gr.State(None)], placing, api_name=False)
     for i, slider in enumerate(sliders):  # previews and full renders share one lane: a late preview never wins
         slider.input(
             page.preview,

@@ -87,6 +87,12 @@ def screen(slider_names, s: Session, message: str, before=None) -> list:
         parts["photo"] = s.target_image
         parts["renders"] = views.renders(s)
         parts["metrics"] = views.metrics(s)
+    if (
+        before is None
+        or state.result is not before.result
+        or state.baselines is not before.baselines
+        or (state.edit is not before.edit and state.baselines)
+    ):  # the comparison shows the edit beside the same edit of one code
         parts["baselines"] = views.baselines(s)
     strengths = s.strengths()
     return [parts[name] for name in SCREEN_PARTS] + [strengths.get(name, 0.0) for name in slider_names]
@@ -126,9 +132,9 @@ def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):
             with admitted, args[0].acting(wait=long) if needs_session else contextlib.nullcontext():
                 snapshot = args[0].snapshot() if needs_session else None
                 try:
+                    before = args[0].state if needs_session else None  # the page as this request found it
                     if sliders:
                         args[0].set_edit(strengths, args[1])
-                    before = args[0].state if needs_session else None
                     s, message, *more = fn(page, *args, **kwargs)
                 except BaseException:  # a refused or failed action changes nothing, the slider edit included
                     if snapshot is not None:

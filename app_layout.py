@@ -81,7 +81,7 @@ def input_steps() -> dict:
                 )
                 c["points"] = gr.Textbox(label=POINTS.label, elem_id="points")
                 with gr.Row():
-                    c["clear_points"] = gr.Button("Clear")
+                    c["clear_points"] = gr.Button("Clear", elem_id="clear-points")
                     c["place"] = gr.Button("Align to these points", elem_id="place")
             with gr.Accordion("…or continue from an export (work.pt)", open=False):
                 c["work_file"] = gr.File(label="work.pt", file_types=[".pt"], type="filepath", elem_id="work-file")

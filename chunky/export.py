@@ -28,6 +28,7 @@ from chunky.workfile import write_work
 
 log = logging.getLogger(__name__)
 TILE_RANGE = (64, 1024)  # grid cell side, px
+ONE_CODE_EDIT = "same edit, one W+ code"  # the grid column of the edit applied to the global W+ baseline
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,11 @@ class Export:
 
 
 def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tuple[str, np.ndarray]]:
-    """(label, [S, S, 3] uint8) columns: the photo, each global baseline, chunky's first inversion and the
-    current edit. With ``captions``, each label after the photo carries its L2 (and LPIPS when
-    ``perceptual`` is given) against the photo, at 256 px, and the edit's how much of the outside of its
-    segments changed (`chunky.preservation`)."""
+    """(label, [S, S, 3] uint8) columns: the photo, each global baseline, chunky's first inversion, the
+    current edit and, with an edit and the global W+ baseline, the same edit of that one code. With
+    ``captions``, each label after the photo carries its L2 (and LPIPS when ``perceptual`` is given) against
+    the photo, at 256 px, and each edit how much of the outside of the edited segments changed
+    (`chunky.preservation`)."""
     state = session.state
     session.require_result()
     photo = session.target_image
@@ -52,6 +54,9 @@ def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tu
     columns += [(label, tensor_to_uint8(result.composite)) for label, result in state.baselines]
     columns.append(("chunky", tensor_to_uint8(state.first_composite)))
     columns.append(("edited", session.display()))
+    one_code = session.global_edit()
+    if one_code is not None:
+        columns.append((ONE_CODE_EDIT, one_code))
     if not captions:
         return columns
     reference = uint8_to_tensor(photo)
@@ -64,6 +69,8 @@ def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tu
                 text += f", LPIPS {float(lpips_distance(tensor, reference, perceptual)[0]):.3f}"
         if label == "edited" and session.state.edit is not None:
             text += f"; outside its segments {session.preservation().outside_changed_share:.1%} changed"
+        if label == ONE_CODE_EDIT:
+            text += f"; outside the segments {session.global_preservation()[1].outside_changed_share:.1%} changed"
         out.append((f"{label} ({text})", image))
     return out
 

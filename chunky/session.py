@@ -94,6 +94,7 @@ class Session:
     _long_job: bool = field(default=False, repr=False)
     _offers: tuple[InversionResult | None, list[EditResult]] = (None, [])
     released: str = field(default="", repr=False)
+    _global_edit: tuple[EditResult | None, np.ndarray | None] = field(default=(None, None), repr=False)
 
     @classmethod
     def start(
@@ -199,6 +200,7 @@ class Session:
             self.automatic = Segmentation(("released",), torch.zeros(1, 1, 1, 1))  # a 1-pixel placeholder
             self.state = State(self.automatic)
             self._offers = (None, [])
+            self._global_edit = (None, None)
             nothing = np.zeros((1, 1, 3), np.uint8)
             self.aligned = dataclasses.replace(self.aligned, crop=nothing, original=nothing, boxes=[])
         finally:
@@ -358,8 +360,7 @@ class Session:
             raise InvalidInputError(
                 "Invert with the global baselines first: the one-code edit needs the global W+ code."
             )
-        edit = self.editor.edit(found, dict(self.state.strengths), None)
-        edited = tensor_to_uint8(edit.composite)
+        edited = self.global_edit()
         figures = preservation(
             self.target_image,
             tensor_to_uint8(found.composite),
@@ -369,6 +370,18 @@ class Session:
             identity=identity,
         )
         return edited, figures
+
+    def global_edit(self) -> np.ndarray | None:
+        """[S, S, 3] uint8: the current edit's strengths applied to the one global W+ code (the "global W+"
+        baseline); None without an edit or without that baseline. Rendered once per edit and kept."""
+        found = dict(self.state.baselines).get("global W+")
+        if self.state.edit is None or found is None:
+            return None
+        key, image = self._global_edit
+        if key is not self.state.edit:
+            image = tensor_to_uint8(self.editor.edit(found, dict(self.state.strengths), None).composite)
+            self._global_edit = (self.state.edit, image)
+        return image
 
     def preview(self, strengths: Mapping[str, float], targets: Sequence[str] = ()) -> np.ndarray | None:
         """[s, s, 3] uint8 at a quarter of the work size: the composite ``strengths`` would give, for a live

@@ -54,17 +54,30 @@ def metrics(session) -> list[list]:
 
 def baselines(session) -> list[tuple[np.ndarray, str]]:
     """(composite, caption with its L2 to the photo) for each global baseline and for the per-segment inversion
-    (as first inverted), side by side; empty before inverting."""
+    (as first inverted), side by side; empty before inverting. With an edit and the global W+ baseline, then
+    the edit and the same edit of the one W+ code, each captioned with the share of pixels outside the edited
+    segments that changed (`Session.preservation`)."""
     state = session.state
     if state.result is None:
         return []
     photo = uint8_to_tensor(session.target_image)
     shown = [(label, r.composite) for label, r in state.baselines] + [("per segment (chunky)", state.first_composite)]
-    return [
+    gallery = [
         (tensor_to_uint8(image), f"{label}: L2 {float(l2_distance(image.cpu(), photo)[0]):.4f}")
         for label, image in shown
         if image is not None
     ]
+    one_code = session.global_edit()
+    if one_code is not None:
+        _, one_code_figures = session.global_preservation()
+        outside = "changed outside the edited segments"
+        gallery.append(
+            (session.display(), f"the edit, per segment: {session.preservation().outside_changed_share:.1%} {outside}")
+        )
+        gallery.append(
+            (one_code, f"the same edit, one W+ code: {one_code_figures.outside_changed_share:.1%} {outside}")
+        )
+    return gallery
 
 
 def slider_directions(directions: list, limit: int) -> list:
@@ -103,5 +116,41 @@ def placing_scale(shape: tuple[int, ...]) -> float:
 def next_point_hint(count: int) -> str:
     """What to click next, after ``count`` points."""
     if count >= len(POINT_NAMES):
-        return "Five points placed: Align to these points (or Clear to start again)."
+        return "Five points placed: click near one to move it, then Align to these points (or Clear to start again)."
     return f"Point {count + 1} of 5: click the {POINT_NAMES[count]} (as seen in the picture)."
+
+
+def parse_points(text) -> list[float]:
+    """The numbers of a points box ("x1,y1,x2,y2,..."), at most 10; anything that is not text gives none.
+    Raises ValueError for a value that is not a number."""
+    if not isinstance(text, str):
+        return []
+    return [float(v) for v in text.split(",") if v.strip()][:10]
+
+
+def click_point(numbers: list[float], clicked: tuple[float, float]) -> tuple[list[float], str]:
+    """A click at ``clicked`` (photo pixels) on the placing photo: the next point while fewer than five are
+    placed, else the nearest of the five moves there (what dragging a point does). Returns (the points'
+    numbers, the hint)."""
+    x, y = round(clicked[0]), round(clicked[1])
+    if len(numbers) < 10:
+        numbers = numbers[: len(numbers) // 2 * 2] + [x, y]
+        return numbers, next_point_hint(len(numbers) // 2)
+    points = np.asarray(numbers, float).reshape(5, 2)
+    nearest = int(np.argmin(((points - (x, y)) ** 2).sum(axis=1)))
+    numbers = list(numbers)
+    numbers[2 * nearest : 2 * nearest + 2] = [x, y]
+    return numbers, f"Moved the {POINT_NAMES[nearest]}. Click near a point to move it, or Align to these points."
+
+
+def proposed_points(faces: list, face_index: int) -> tuple[list[float], str]:
+    """The detector's five points for face ``face_index`` of ``faces`` (`chunky.align.DetectedFace`, largest
+    first) to start from, rounded to photo pixels, and the hint; none when that face was not found."""
+    if not 0 <= face_index < len(faces):
+        found = f"{len(faces)} face(s) found, none numbered {face_index}" if faces else "No face found"
+        return [], f"{found}: place the points yourself. {next_point_hint(0)}"
+    numbers = [float(round(v)) for v in np.asarray(faces[face_index].landmarks).ravel()]
+    return numbers, (
+        f"The detector's points for face {face_index} of {len(faces)}: click near a point to move it, "
+        "then Align to these points (or Clear to place all five yourself)."
+    )

@@ -3,11 +3,14 @@ API client can send): each is used or refused with a message that names the inpu
 "Something went wrong", and a refusal changes nothing."""
 
 import gradio as gr
+import numpy as np
 import pytest
 
 import app
+from chunky import views
 from chunky.config import InversionConfig
 from chunky.editor import ChunkyEditor
+from chunky.export import ONE_CODE_EDIT, grid_columns
 
 AT = {name: i for i, name in enumerate(app.SCREEN_PARTS)}
 ODD_VALUES = [None, "x", -1, 10**9, 2.5, float("nan"), [], {"a": 1}]
@@ -86,3 +89,28 @@ def test_the_edit_status_gives_the_preservation_figures_and_the_one_code_compari
     status = page.edit(session, ["mouth"], *sliders)[AT["status"]]
     share = float(status.split("The same edit of one W+ code: ")[1].split("%")[0])
     assert "outside the edit: 0.0% of pixels changed" in status and share > 50, status
+
+
+def test_the_comparison_shows_the_edit_beside_the_same_edit_of_one_code(page, tmp_path):
+    """The baselines gallery and the exported grid show the one-code edit as a picture, captioned with the same
+    figure the status line gives, and follow the sliders."""
+    session = page.random_face(4)[AT["session"]]
+    session.invert(InversionConfig(steps=1, perceptual="none", resolution=32), baselines=True)
+    sliders = [2.0] + [0.0] * (len(page.names) - 1)
+    shown = page.edit(session, ["mouth"], *sliders)
+    status, gallery = shown[AT["status"]], shown[AT["baselines"]]
+    share = status.split("The same edit of one W+ code: ")[1].split("%")[0]
+    one_code, caption = gallery[-1]
+    assert caption.startswith(f"the same edit, one W+ code: {share}%"), (caption, status)
+    assert gallery[-2][1].startswith("the edit, per segment: 0.0%")
+    assert np.array_equal(gallery[-2][0], session.display())
+    assert np.array_equal(one_code, session.global_preservation()[0])
+    assert session.global_edit() is one_code  # rendered once per edit
+    stronger = page.edit(session, ["mouth"], *([3.0] + sliders[1:]))[AT["baselines"]]
+    assert not np.array_equal(stronger[-1][0], one_code)  # a new slider value: a new one-code edit
+    exported = page.export(session, ["mouth"], 64, True, None, *([3.0] + sliders[1:]))
+    labels = [label for label, _ in grid_columns(session, captions=True)]
+    assert labels[-1].startswith(f"{ONE_CODE_EDIT} (") and "outside the segments" in labels[-1]
+    assert exported[AT["status"]].startswith("Exported")
+    page.edit(session, ["mouth"], *[0.0] * len(page.names))
+    assert len(views.baselines(session)) == len(gallery) - 2  # no edit: no edit pictures

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import app
+from chunky import views
 from chunky.config import InversionConfig
 from chunky.editor import ChunkyEditor
 from chunky.errors import InvalidInputError
@@ -124,7 +125,7 @@ def test_five_clicks_on_the_shown_photo_place_the_face(page_and_session, tmp_pat
     photo[400:1200, 700:1500] = np.asarray(Image.fromarray(page.editor.random_face(7)).resize((800, 800)))
     path = tmp_path / "wide.png"
     Image.fromarray(photo).save(path)
-    shown, points, hint = page.show_placing(str(path), "")
+    shown, points, hint = page.show_placing(str(path), "", 0)  # no detector in the test mode: nothing proposed
     assert shown.shape == (768, 1024, 3) and points == "" and "left eye" in hint
     wanted = np.array([[960, 700], [1240, 700], [1100, 860], [990, 1000], [1210, 1000]])  # photo pixels
     for k, (x, y) in enumerate(wanted):
@@ -133,6 +134,10 @@ def test_five_clicks_on_the_shown_photo_place_the_face(page_and_session, tmp_pat
         assert hint.startswith("Five points") if k == 4 else f"Point {k + 2} of 5" in hint
     assert points == ",".join(str(v) for v in wanted.ravel())
     assert shown[350, 480].tolist() == [255, 0, 0]  # the first dot is drawn where the left eye was clicked
+    moved = gr.SelectData(None, {"index": [1120 / 2, 880 / 2], "value": None})  # a sixth click near the nose
+    _, points_moved, hint = page.add_point(str(path), points, moved)
+    assert "Moved the nose tip" in hint
+    assert points_moved == ",".join(str(v) for v in [*wanted.ravel()[:4], 1120, 880, *wanted.ravel()[6:]])
     outputs = page.place(str(path), points)
     session, status = outputs[AT["session"]], outputs[AT["status"]]
     assert "placed by hand" in status
@@ -140,3 +145,36 @@ def test_five_clicks_on_the_shown_photo_place_the_face(page_and_session, tmp_pat
     assert np.allclose(session.aligned.matrix, expected.matrix)
     refused = page.place(str(path), "1,2,3")[AT["status"]]
     assert refused.startswith("⚠") and "five points" in refused
+
+
+def test_the_detectors_points_are_proposed_and_a_click_moves_the_nearest(tmp_path):
+    """With a real detector (dlib, the small model's offline pipeline), showing a photo proposes the five points
+    of the chosen face; a click moves the nearest one; a face number the photo does not have is said so; Clear
+    starts from none."""
+    from PIL import Image
+
+    from chunky.align import detect_faces
+    from tests.conftest import shared_file
+
+    editor = ChunkyEditor.small()
+    page = app.Page(editor, editor.directions())
+    face = np.asarray(Image.open(shared_file("faces/aligned1024/16_01.png")).convert("RGB").resize((600, 600)))
+    photo = np.full((900, 1400, 3), 60, np.uint8)
+    photo[150:750, 500:1100] = face
+    path = tmp_path / "wide.png"
+    Image.fromarray(photo).save(path)
+    expected = detect_faces(photo, editor.detector())[0].landmarks
+    shown, points, hint = page.show_placing(str(path), "", 0)
+    assert "The detector's points for face 0 of 1" in hint
+    proposed = np.array([float(v) for v in points.split(",")]).reshape(5, 2)
+    assert np.abs(proposed - expected).max() <= 0.5 and 650 < proposed[2, 0] < 950  # the nose, inside the face
+    nose = proposed[2] + (12, -9)
+    click = gr.SelectData(None, {"index": list(nose * views.placing_scale(photo.shape)), "value": None})
+    _, moved, hint = page.add_point(str(path), points, click)
+    moved = np.array([float(v) for v in moved.split(",")]).reshape(5, 2)
+    assert "Moved the nose tip" in hint and np.abs(moved[2] - nose).max() <= 1
+    assert np.array_equal(np.delete(moved, 2, axis=0), np.delete(proposed, 2, axis=0))
+    _, points, hint = page.show_placing(str(path), "", 1)
+    assert points == "" and "1 face(s) found, none numbered 1" in hint
+    _, points, hint = page.placing(str(path), "", None)  # Clear: nothing proposed
+    assert points == "" and hint.startswith("Point 1 of 5")
