@@ -345,7 +345,10 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
     c["show_photo"].click(page.show_placing, [c["upload"], c["points"], c["face_index"]], placing, api_name=False)
     c["placing"].select(page.add_point, [c["upload"], c["points"]], placing, api_name=False)
     c["clear_points"].click(page.placing, [c["upload"], gr.State(""), gr.State(None)], placing, api_name=False)
-    for i, slider in enumerate(sliders):  # previews and full renders share one lane: a late preview never wins
+    edit_lane = {"concurrency_id": "edit", "concurrency_limit": 1}  # previews and renders: a late preview never wins
+    c["targets"].input(page.edit, [c["session"], c["targets"], *sliders], out, api_name=False, **edit_lane)
+    demo.load(None, None, None, js=views.ENTER_COMMITS_SLIDER, api_name=False)
+    for i, slider in enumerate(sliders):
         slider.input(
             page.preview,
             [c["session"], c["targets"], *sliders],
@@ -353,16 +356,14 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
             api_name=False,
             trigger_mode="always_last",
             show_progress="hidden",
-            concurrency_id="edit",
-            concurrency_limit=1,
+            **edit_lane,
         )
         slider.release(
             page.edit,
             [c["session"], c["targets"], *sliders],
             out,
             api_name="edit" if i == 0 else False,
-            concurrency_id="edit",
-            concurrency_limit=1,
+            **edit_lane,
         )
 
 

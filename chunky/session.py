@@ -73,6 +73,9 @@ class State:
         return None if self.result is None else self.result.composite
 
 
+PREVIEW_MIN_SIDE = 128  # px: a live preview smaller than this is too coarse to judge an edit by
+
+
 @dataclass
 class Session:
     """Attributes:
@@ -384,12 +387,13 @@ class Session:
         return image
 
     def preview(self, strengths: Mapping[str, float], targets: Sequence[str] = ()) -> np.ndarray | None:
-        """[s, s, 3] uint8 at a quarter of the work size: the composite ``strengths`` would give, for a live
-        preview while a slider moves (nothing changes); None before inverting."""
+        """[s, s, 3] uint8: the composite ``strengths`` would give, for a live preview while a slider moves
+        (nothing changes), at a quarter of the work size but at least `PREVIEW_MIN_SIDE` px (the whole work
+        size when that is smaller); None before inverting."""
         if self.state.result is None:
             return None
         clean = _clean_strengths(strengths)
-        size = max(16, self.size // 4)
+        size = min(self.size, max(PREVIEW_MIN_SIDE, self.size // 4))
         edit = self.editor.edit(self.state.result, clean, list(targets) or None, names=self.names, resolution=size)
         return tensor_to_uint8(edit.composite)
 

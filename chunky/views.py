@@ -87,6 +87,17 @@ def slider_directions(directions: list, limit: int) -> list:
     return sorted(directions, key=lambda d: groups.index(d.group))
 
 
+# Gradio's slider commits a typed value (its "release" event) when the number box loses focus, not on Enter:
+# Enter in a slider's number box takes the focus away, so the edit is rendered and committed at once.
+ENTER_COMMITS_SLIDER = """() => {
+  document.addEventListener("keydown", (event) => {
+    const box = event.target;
+    if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
+        && box.closest("[id^='slider-']")) {
+      box.blur();
+    }
+  });
+}"""
 POINT_NAMES = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")  # as seen
 PLACING_SIDE = 1024  # the photo is shown at most this large for placing points
 

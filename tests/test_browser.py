@@ -135,9 +135,16 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     assert np.array_equal(image_at(page, "#photo img"), crop)  # the photo panel still shows the photo
     shot(page, "4-frozen")
 
-    set_number(page, "#tile", str(TILE))
+    frozen = page.get_attribute("#result img", "src")
     typed = page.locator("#slider-1 input[type=number]")
-    typed.fill("2.5")  # typed, not committed: the Export click itself takes the focus away
+    typed.fill("2.5")
+    typed.press("Enter")  # Enter commits a typed value: rendered at full size, the status says so
+    wait_until(lambda: "Edited" in status(page) and page.get_attribute("#result img", "src") != frozen, what="Enter")
+    committed = image_at(page, "#result img")
+    assert committed.shape == crop.shape  # the full render, not the live preview
+    page.locator("#targets label").first.click()  # a target ticked: the picture follows at once
+    wait_until(lambda: not np.array_equal(image_at(page, "#result img"), committed), what="the targets to re-render")
+    set_number(page, "#tile", str(TILE))
     page.click("#export")
     wait_until(lambda: "Exported" in status(page), what="the export")
     link = page.locator("#downloads a[download='comparison.png']")
