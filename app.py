@@ -18,7 +18,7 @@ import PIL.Image
 
 import app_actions
 import app_layout as ui
-from app_actions import SCREEN_PARTS, action, upload_quota_middleware, visitor
+from app_actions import SCREEN_PARTS, action, private_uploads, sketch_drawn_later, upload_quota_middleware, visitor
 from chunky import views
 from chunky.align import detect_faces
 from chunky.calibration import Estimates
@@ -48,7 +48,6 @@ ESTIMATES = Estimates()  # each preset's time on this device, measured in the ba
 MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one request's time limit, all its runs together
 EXPORTS = FolderBudget(max_age_s=3600, max_bytes=2 << 30)  # private to this process; pruned at each export
-UPLOADS_PARENT = os.environ.get("GRADIO_TEMP_DIR")  # the operator's choice, read before private_uploads sets it
 MAX_SESSIONS = int(os.environ.get("CHUNKY_MAX_SESSIONS", "2000"))  # Gradio's page state, ~0.1 MB each: LRU beyond
 SESSION_TTL_S = 2 * 3600  # a session's state is dropped this long after its last change (API clients included)
 
@@ -293,7 +292,7 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
         gr.Markdown(views.model_line(editor.label, editor.device.type, startup_error), elem_id="model-label")
         directions = views.slider_directions(editor.directions(), MAX_SLIDERS)
         c = {"session": gr.State(None, time_to_live=SESSION_TTL_S)}
-        c |= ui.input_steps()
+        c |= ui.input_steps(editor.work_size())
         c |= ui.inversion_steps(editor)
         c |= ui.editing_steps(directions)
         wire(demo, Page(editor, directions), c)
@@ -333,13 +332,14 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
             api_name=api_name,
             concurrency_limit=None if handler in LONG else "default",
         )
+    later = gr.State()  # the sketch editor's new value, drawn by a second event (see `sketch_drawn_later`)
     for kind in ("add", "remove", "merge", "split", "reset"):
         c[kind].click(
-            page.change_segments,
+            sketch_drawn_later(page.change_segments),
             [c["session"], gr.State(kind), c["sketch"], c["merge_choice"], c["sketch_segment"]],
-            out,
+            out + [later],
             api_name=kind,
-        )
+        ).then(lambda value: value, later, c["sketch"], api_name=False, show_progress="hidden")
     c["cancel"].click(page.cancel, [c["session"]], [c["status"]], queue=False, api_name="cancel")
     placing = [c["placing"], c["points"], c["status"]]
     c["show_photo"].click(page.show_placing, [c["upload"], c["points"], c["face_index"]], placing, api_name=False)
@@ -365,15 +365,6 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
             api_name="edit" if i == 0 else False,
             **edit_lane,
         )
-
-
-def private_uploads() -> FolderBudget:
-    """Gradio's upload folder, made private to this process: a new 0700 folder inside ``$GRADIO_TEMP_DIR``
-    (or the system's temporary folder), given to Gradio through that variable. The prune then deletes only
-    what this app's visitors uploaded, never a pre-existing folder or a link's target."""
-    uploads = FolderBudget(max_age_s=3600, max_bytes=2 << 30, prefix="chunky-uploads-", parent=UPLOADS_PARENT)
-    os.environ["GRADIO_TEMP_DIR"] = str(uploads.root)
-    return uploads
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 
 from chunky import views
 from chunky.errors import ChunkyError, InvalidInputError
+from chunky.export import FolderBudget
 from chunky.inputs import Input, slider_values
 from chunky.jobs import BusyError, JobQueue
 from chunky.quota import ByteQuota, UploadQuota, client_address
@@ -40,6 +41,7 @@ SESSIONS = SessionBudget(  # every visitor's work together; idle work is set asi
 UPLOAD_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_UPLOAD_MB_PER_HOUR", "1024")) << 20, "uploads")
 EXPORT_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_EXPORT_MB_PER_HOUR", "512")) << 20, "exports")
 # Trusted proxies in front of the server: a Hugging Face Space has one, which adds the visitor to X-Forwarded-For.
+UPLOADS_PARENT = os.environ.get("GRADIO_TEMP_DIR")  # the operator's choice, read before private_uploads sets it
 PROXY_HOPS = int(os.environ.get("CHUNKY_PROXY_HOPS", "1" if os.environ.get("SPACE_ID") else "0"))
 
 
@@ -48,6 +50,15 @@ def visitor(request) -> str:
     if not isinstance(request, gr.Request) or request.client is None:
         return "unknown"
     return client_address(request.client.host, request.headers.get("x-forwarded-for"), PROXY_HOPS)
+
+
+def private_uploads() -> FolderBudget:
+    """Gradio's upload folder, made private to this process: a new 0700 folder inside ``$GRADIO_TEMP_DIR``
+    (or the system's temporary folder), given to Gradio through that variable. The prune then deletes only
+    what this app's visitors uploaded, never a pre-existing folder or a link's target."""
+    uploads = FolderBudget(max_age_s=3600, max_bytes=2 << 30, prefix="chunky-uploads-", parent=UPLOADS_PARENT)
+    os.environ["GRADIO_TEMP_DIR"] = str(uploads.root)
+    return uploads
 
 
 def upload_quota_middleware() -> dict:
@@ -76,9 +87,11 @@ def screen(slider_names, s: Session, message: str, before=None) -> list:
         parts["crop"] = s.aligned.crop
         parts["overlay"] = state.segmentation.overlay(s.target_image)
         parts["legend"] = views.legend(s)
-        parts["sketch"] = {"background": s.target_image, "layers": [], "composite": s.target_image}  # strokes applied
+        drawn = state.segmentation.boundaries(s.target_image)  # strokes applied: a clean canvas, with boundaries
+        parts["sketch"] = {"background": drawn, "layers": [], "composite": drawn}
         parts["reproject"] = gr.update(choices=names, value=chosen)
-        parts["sketch_segment"] = gr.update(choices=names, value=names[0])
+        same_names = before is not None and before.segmentation.names == state.segmentation.names
+        parts["sketch_segment"] = gr.update(choices=names) if same_names else gr.update(choices=names, value=names[0])
         parts["merge_choice"] = gr.update(choices=names, value=[])
         parts["variation_segment"] = gr.update(choices=names, value=(chosen or names)[0])
         parts["reproject_after"] = gr.update(choices=names, value=[])
@@ -96,6 +109,20 @@ def screen(slider_names, s: Session, message: str, before=None) -> list:
         parts["baselines"] = views.baselines(s)
     strengths = s.strengths()
     return [parts[name] for name in SCREEN_PARTS] + [strengths.get(name, 0.0) for name in slider_names]
+
+
+def sketch_drawn_later(handler):
+    """``handler`` with the sketch editor's new value moved from its screen slot to an extra last output. The
+    editor reads its strokes as an input of the segment events; a value sent to it by the same event leaves it
+    uploading in a loop ("processing" forever, no second stroke: Gradio 6.31), so a second event draws it."""
+    at = SCREEN_PARTS.index("sketch")
+
+    def run(*args):
+        outputs = list(handler(*args))
+        sketch, outputs[at] = outputs[at], gr.update()
+        return outputs + [sketch]
+
+    return run
 
 
 def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):

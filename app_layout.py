@@ -52,8 +52,8 @@ TILE = Whole("Grid tile size (px)", *TILE_RANGE)
 CAPTIONS = Flag("Metric captions in the grid (L2, LPIPS)")
 
 
-def input_steps() -> dict:
-    """Steps 1 and 2: the photo and its segments."""
+def input_steps(work_size: int) -> dict:
+    """Steps 1 and 2: the photo and its segments (sketched on the ``work_size`` px crop)."""
     c = {}
     with gr.Row():
         with gr.Column(scale=1):
@@ -66,8 +66,8 @@ def input_steps() -> dict:
                 c["aligned"] = gr.Checkbox(value=False, label=ALIGNED.label)
             c["load"] = gr.Button("Load photo", variant="primary", elem_id="load")
             with gr.Row():
-                c["seed"] = gr.Number(value=0, label=SEED.label)
-                c["random"] = gr.Button("Random face")
+                c["seed"] = gr.Number(value=0, label=SEED.label, elem_id="seed")
+                c["random"] = gr.Button("Random face", elem_id="random")
             with gr.Accordion("…or take a photo with the webcam", open=False):
                 c["webcam"] = gr.Image(sources=["webcam"], type="filepath", label="Webcam", format="png")
                 c["webcam_button"] = gr.Button("Use this photo")
@@ -96,20 +96,25 @@ def input_steps() -> dict:
         with gr.Row():
             c["sketch"] = gr.ImageEditor(
                 label=SKETCH.label,
+                elem_id="sketch",
                 type="filepath",
                 layers=False,
-                eraser=False,
-                brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"),
+                brush=gr.Brush(colors=["#ff0000"], color_mode="fixed", default_size=brush_size(work_size)),
             )
             with gr.Column():
-                c["sketch_segment"] = gr.Dropdown(label=SKETCH_SEGMENT.label)
-                c["add"] = gr.Button("Add painted pixels to it")
-                c["remove"] = gr.Button("Remove painted pixels from it")
+                c["sketch_segment"] = gr.Dropdown(label=SKETCH_SEGMENT.label, elem_id="sketch-segment")
+                c["add"] = gr.Button("Add painted pixels to it", elem_id="add")
+                c["remove"] = gr.Button("Remove painted pixels from it", elem_id="remove")
                 c["split"] = gr.Button("Split it by parser label")
                 c["merge_choice"] = gr.CheckboxGroup(label=MERGE.label)
                 c["merge"] = gr.Button("Merge")
                 c["reset"] = gr.Button("Reset to automatic")
     return c
+
+
+def brush_size(work_size: int) -> int:
+    """The sketch brush's default diameter in crop pixels: about 3% of the face, a stroke the width of a lip."""
+    return max(1, round(0.03 * work_size))
 
 
 def inversion_steps(editor: ChunkyEditor) -> dict:

@@ -279,6 +279,17 @@ class Segmentation:
         tinted = image.astype(np.float32) * (1 - alpha) + palette[labels] * alpha
         return np.where(covered[..., None], tinted, image).round().astype(np.uint8)
 
+    def boundaries(self, image: np.ndarray) -> np.ndarray:
+        """[H, W, 3] uint8 ``image`` with a 1-pixel line in each segment's `segment_colour` where the segment
+        meets another (for sketching corrections on the photo itself)."""
+        seg = self.resized(image.shape[0]) if image.shape[0] != self.size else self
+        labels = seg.label_map()
+        edge = np.zeros(labels.shape, bool)
+        edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+        edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+        palette = np.array([segment_colour(n) for n in seg.names], np.uint8)
+        return np.where(edge[..., None], palette[labels], image)
+
     def to_label_png(self, path: str | Path) -> None:
         """Save as a single-channel PNG of segment indices (order = ``names``)."""
         from PIL import Image

@@ -1,7 +1,7 @@
 """A real browser (system Chromium driven by Playwright) using the app with the bundled small face model, start to
-finish: load -> invert -> edit -> freeze -> type a slider value and click Export at once -> undo. The exported grid's
-photo column must be the aligned crop and its edited column what the page shows. Screenshots of each stage
-are saved in tests/output/browser/."""
+finish: load -> invert -> edit -> freeze -> type a slider value and press Enter -> tick a target -> Export -> undo
+(the exported grid's photo column must be the aligned crop and its edited column what the page shows); sketching
+twice; placing the face by hand. Screenshots of each stage are saved in tests/output/browser/."""
 
 import io
 import shutil
@@ -49,7 +49,7 @@ def page_and_editor():
         page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
         page.goto(demo.local_url, wait_until="load")
         page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
-        yield page, editor
+        yield page, editor, demo
         browser.close()
     demo.close()
 
@@ -96,7 +96,7 @@ def status(page) -> str:
 
 
 def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_path):
-    page, editor = page_and_editor
+    page, editor, _ = page_and_editor
     photo = tmp_path / "face.png"
     Image.fromarray(editor.random_face(5)).save(photo)
 
@@ -172,7 +172,7 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
 def test_place_the_face_by_hand_with_five_clicks_in_a_browser(page_and_editor, tmp_path):
     """A photo whose face the visitor places: the photo is shown, five clicks on it become five points in
     photo pixels (the next one named each time), and "Align to these points" loads the face they describe."""
-    page, editor = page_and_editor
+    page, editor, _ = page_and_editor
     page.reload(wait_until="load")
     page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
     canvas = np.full((1536, 2048, 3), 90, np.uint8)
@@ -210,3 +210,48 @@ def test_place_the_face_by_hand_with_five_clicks_in_a_browser(page_and_editor, t
     wait_until(lambda: "placed by hand" in status(page), what="the alignment to the placed points")
     page.wait_for_selector("#crop img", timeout=60_000)
     shot(page, "8-aligned-by-hand")
+
+
+def sessions_of(demo) -> list:
+    """The sessions the server holds (one per browser tab or API client)."""
+    from chunky.session import Session
+
+    states = list(demo.server_app.state_holder.session_data.values())
+    return [value for state in states for value in list(state.state_data.values()) if isinstance(value, Session)]
+
+
+def test_sketch_twice_in_a_browser(page_and_editor):
+    """Paint a short stroke and add it to the mouth, then paint another and remove it: the canvas takes the second
+    stroke (it used to stay "processing" after the first), the brush is small (one stroke moves the mouth by
+    at most a few percent of the crop), the chosen segment stays chosen, and the canvas shows the boundaries."""
+    page, editor, demo = page_and_editor
+    page.reload(wait_until="load")
+    page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
+    page.locator("#seed input").fill("3")
+    page.locator("#seed input").press("Tab")
+    page.click("#random")
+    wait_until(lambda: "Random face #3" in status(page), what="the random face")
+    face = editor.random_face(3, resolution=editor.work_size())
+    session = next(s for s in reversed(sessions_of(demo)) if np.array_equal(s.aligned.crop, face))  # this tab's
+    page.click("text=2 · Segments")
+    chooser = page.locator("#sketch-segment input")
+    chooser.click()
+    chooser.fill("mouth")
+    chooser.press("Enter")
+    canvas = page.locator("#sketch canvas").first
+    canvas.wait_for(timeout=60_000)
+    shares = [float(session.state.segmentation.area()[session.names.index("mouth")])]
+    for button, (start, end) in (("add", (0.40, 0.62)), ("remove", (0.42, 0.58))):
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * start, box["y"] + box["height"] * 0.78)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * end, box["y"] + box["height"] * 0.78, steps=10)
+        page.mouse.up()
+        page.click(f"#{button}")
+        wait_until(lambda button=button: f"Segments: {button} done" in status(page), what=f"the {button}")
+        wait_until(lambda: "processing" not in page.inner_text("#sketch"), timeout=30, what="the canvas to settle")
+        shares.append(float(session.state.segmentation.area()[session.names.index("mouth")]))
+        assert page.locator("#sketch-segment input").input_value() == "mouth"  # the chosen segment is kept
+        shot(page, f"9-sketched-{button}")
+    assert shares[1] > shares[0] and shares[2] < shares[1], shares  # the second stroke was taken too
+    assert shares[1] - shares[0] < 0.05, shares  # a small brush: a stroke, not a blob

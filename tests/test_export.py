@@ -48,7 +48,7 @@ def test_a_symlink_in_the_root_is_not_followed(tmp_path):
 def test_the_apps_upload_folder_is_private_and_its_prune_never_reaches_through_a_link(tmp_path, monkeypatch):
     """$GRADIO_TEMP_DIR is a link to another program's folder holding a 2-hour-old folder: the app uploads into
     a new private folder inside it, and pruning that deletes only the app's own old uploads."""
-    import app
+    import app_actions
 
     victim = tmp_path / "victim"
     theirs = victim / "their-folder"
@@ -56,8 +56,8 @@ def test_the_apps_upload_folder_is_private_and_its_prune_never_reaches_through_a
     link = tmp_path / "gradio"
     link.symlink_to(victim)
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(link))
-    monkeypatch.setattr(app, "UPLOADS_PARENT", str(link))
-    uploads = app.private_uploads()
+    monkeypatch.setattr(app_actions, "UPLOADS_PARENT", str(link))
+    uploads = app_actions.private_uploads()
     assert os.environ["GRADIO_TEMP_DIR"] == str(uploads.root) and uploads.root.parent == link
     assert uploads.root.stat().st_mode & 0o777 == 0o700
     mine = uploads.root / "upload-1"

@@ -113,3 +113,18 @@ def test_split_by_label_undoes_a_group():
         seg.split("skin")
     with pytest.raises(InvalidInputError, match="from face parsing"):
         Segmentation(seg.names, seg.masks).split("mouth")
+
+
+def test_boundaries_are_drawn_where_segments_meet_in_their_colours():
+    from chunky.segmentation import segment_colour
+
+    labels = np.zeros((8, 8), np.int64)
+    labels[:, 5:] = 1  # "a" on columns 0-4, "b" on 5-7: they meet between columns 4 and 5
+    segmentation = Segmentation.from_label_map(labels, {0: "a", 1: "b"})
+    image = np.full((8, 8, 3), 7, np.uint8)
+    drawn = segmentation.boundaries(image)
+    changed = (drawn != image).any(axis=2)
+    assert changed[:, 5].all() and changed.sum() == 8  # one line, on the pixels where a new segment starts
+    assert (drawn[:, 5] == segment_colour("b")).all()
+    larger = segmentation.boundaries(np.zeros((16, 16, 3), np.uint8)).any(axis=2)  # drawn at the image's size
+    assert larger[:, 10].all() and larger.sum() == 16
