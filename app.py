@@ -18,7 +18,15 @@ import PIL.Image
 
 import app_actions
 import app_layout as ui
-from app_actions import SCREEN_PARTS, action, private_uploads, sketch_drawn_later, upload_quota_middleware, visitor
+from app_actions import (
+    SCREEN_PARTS,
+    action,
+    cancel_when_the_tab_closes,
+    private_uploads,
+    sketch_drawn_later,
+    upload_quota_middleware,
+    visitor,
+)
 from chunky import views
 from chunky.align import detect_faces
 from chunky.calibration import Estimates
@@ -347,7 +355,8 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
     c["clear_points"].click(page.placing, [c["upload"], gr.State(""), gr.State(None)], placing, api_name=False)
     edit_lane = {"concurrency_id": "edit", "concurrency_limit": 1}  # previews and renders: a late preview never wins
     c["targets"].input(page.edit, [c["session"], c["targets"], *sliders], out, api_name=False, **edit_lane)
-    demo.load(None, None, None, js=views.ENTER_COMMITS_SLIDER, api_name=False)
+    demo.load(None, None, None, js=views.PAGE_SCRIPT, api_name=False)
+    demo.unload(cancel_when_the_tab_closes(demo))
     for i, slider in enumerate(sliders):
         slider.input(
             page.preview,

@@ -61,6 +61,20 @@ def private_uploads() -> FolderBudget:
     return uploads
 
 
+def cancel_when_the_tab_closes(demo: gr.Blocks):
+    """The `Blocks.unload` handler: when a tab is closed or reloaded, the jobs of the sessions it held are
+    cancelled (a waiting one leaves the line at once, a running one stops at its next step), so the slot is
+    free for the next visitor instead of finishing work nobody will see."""
+
+    def left(request: gr.Request) -> None:
+        state = demo.state_holder.session_data.get(getattr(request, "session_hash", None) or "")
+        for value in list(state.state_data.values()) if state is not None else []:
+            if isinstance(value, Session):
+                value.cancel.set()
+
+    return left
+
+
 def upload_quota_middleware() -> dict:
     """`launch`'s ``app_kwargs`` that put `UploadQuota` in front of Gradio's upload route."""
     return {"middleware": [Middleware(UploadQuota, quota=UPLOAD_QUOTA, proxy_hops=PROXY_HOPS)]}

@@ -105,6 +105,11 @@ class JobQueue:
                 self._average = 0.7 * self._average + 0.3 * (time.perf_counter() - start)
                 self._lock.notify_all()
 
+    def running(self) -> int:
+        """How many jobs run now."""
+        with self._lock:
+            return len(self._running)
+
     def busy(self, owner: object) -> bool:
         """Whether ``owner`` has a job queued or running."""
         with self._lock:

@@ -87,14 +87,21 @@ def slider_directions(directions: list, limit: int) -> list:
     return sorted(directions, key=lambda d: groups.index(d.group))
 
 
-# Gradio's slider commits a typed value (its "release" event) when the number box loses focus, not on Enter:
-# Enter in a slider's number box takes the focus away, so the edit is rendered and committed at once.
-ENTER_COMMITS_SLIDER = """() => {
+# Runs once in the page. Enter in a slider's number box takes the focus away: Gradio's slider commits a typed value
+# (its "release" event) when the box loses focus, not on Enter, so the edit is rendered and committed at once.
+# Leaving or reloading the page once a result is shown asks first (the work lives on the server, in this tab).
+PAGE_SCRIPT = """() => {
   document.addEventListener("keydown", (event) => {
     const box = event.target;
     if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
         && box.closest("[id^='slider-']")) {
       box.blur();
+    }
+  });
+  window.addEventListener("beforeunload", (event) => {
+    if (document.querySelector("#result img")) {
+      event.preventDefault();
+      event.returnValue = "";
     }
   });
 }"""

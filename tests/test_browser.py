@@ -47,6 +47,7 @@ def page_and_editor():
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+        page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" before a reload: leave
         page.goto(demo.local_url, wait_until="load")
         page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
         yield page, editor, demo
@@ -255,3 +256,44 @@ def test_sketch_twice_in_a_browser(page_and_editor):
         shot(page, f"9-sketched-{button}")
     assert shares[1] > shares[0] and shares[2] < shares[1], shares  # the second stroke was taken too
     assert shares[1] - shares[0] < 0.05, shares  # a small brush: a stroke, not a blob
+
+
+def test_a_reload_mid_job_cancels_it_and_the_next_job_starts_at_once(page_and_editor):
+    """Start a long inversion, reload the tab after 2 s: the page asks before leaving, the old job is cancelled
+    (the slot is free within seconds), and a new inversion from the new tab starts without waiting."""
+    page, editor, demo = page_and_editor
+    dialogs = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.type))
+    page.reload(wait_until="load")
+    page.wait_for_selector("#random", timeout=60_000)
+    page.click("#random")
+    wait_until(lambda: "Random face #" in status(page), what="a random face")
+    page.click("text=Advanced")
+    set_number(page, "#steps", "5000")
+    page.get_by_label("Best").check()
+    page.click("#invert")
+    wait_until(lambda: app_actions.JOBS.running() == 1, timeout=30, what="the long job to start")
+    time.sleep(2)
+    assert app_actions.JOBS.running() == 1, "the job ended before the reload: the test would prove nothing"
+    page.reload(wait_until="load")
+    started = time.monotonic()
+    wait_until(lambda: app_actions.JOBS.running() == 0, timeout=30, what="the old job to be cancelled")
+    freed = time.monotonic() - started
+    page.wait_for_selector("#random", timeout=60_000)
+    page.click("#random")
+    wait_until(lambda: "Random face #" in status(page), what="a random face in the new tab")
+    page.click("text=Advanced")
+    set_number(page, "#steps", "10")
+    page.click("#invert")
+    waited = []
+    wait_until(
+        lambda: waited.append("ahead" in page.inner_text("body")) or "Done:" in status(page),
+        timeout=60,
+        what="the new inversion",
+    )
+    assert not any(waited), "the new job waited behind the reloaded tab's job"
+    print(f"slot freed {freed:.1f} s after the reload")
+    assert freed < 5  # uncancelled, the job ran on for 17 s here
+    page.wait_for_selector("#result img", timeout=60_000)
+    page.reload(wait_until="load")  # with a result on the page, leaving asks first
+    assert "beforeunload" in dialogs
