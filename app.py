@@ -300,9 +300,7 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
         gr.Markdown(views.model_line(editor.label, editor.device.type, startup_error), elem_id="model-label")
         directions = views.slider_directions(editor.directions(), MAX_SLIDERS)
         c = {"session": gr.State(None, time_to_live=SESSION_TTL_S)}
-        c |= ui.input_steps(editor.work_size())
-        c |= ui.inversion_steps(editor)
-        c |= ui.editing_steps(directions)
+        c |= ui.page_widgets(editor, directions)
         wire(demo, Page(editor, directions), c)
     return demo
 
@@ -339,6 +337,7 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
             out + [c[name] for name in extra.split()],
             api_name=api_name,
             concurrency_limit=None if handler in LONG else "default",
+            show_progress_on=[c["result"]],  # one progress display per job, where the result appears
         )
     later = gr.State()  # the sketch editor's new value, drawn by a second event (see `sketch_drawn_later`)
     for kind in ("add", "remove", "merge", "split", "reset"):

@@ -16,7 +16,8 @@ from chunky.export import TILE_RANGE
 from chunky.inputs import Choice, Flag, Names, Number, Points, SketchLayers, Text, Whole
 
 SPACES = {"W": "w", "W+": "w+", "S": "s"}  # the latent space's label on the page -> its name in the library
-IMAGE_HEIGHT = 320
+IMAGE_HEIGHT = 200  # px: the aligned crop and its segments, in the controls column
+LIVE_HEIGHT = 300  # px: the photo and the result, in the column that stays in view
 SEED_MAX = 2**31 - 1
 # Number boxes carry no precision, minimum or maximum of Gradio's: it would round 2.5 to 2 silently, and refuse
 # -1 with a bare "Error" over every output. The inputs below refuse both with a message naming the box.
@@ -50,6 +51,19 @@ TUNE_STEPS = Whole("Steps per segment", 1, 200)
 VARIATION = Whole("The variation clicked", 0, 63)
 TILE = Whole("Grid tile size (px)", *TILE_RANGE)
 CAPTIONS = Flag("Metric captions in the grid (L2, LPIPS)")
+
+
+def page_widgets(editor: ChunkyEditor, directions) -> dict:
+    """Every widget of the page: the five steps' controls in one column, `live_panel` in another."""
+    c = {}
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=340, elem_id="controls"):
+            c |= input_steps(editor.work_size())
+            c |= inversion_steps(editor)
+            c |= editing_steps(directions)
+        with gr.Column(scale=2, min_width=300, elem_id="live"):
+            c |= live_panel()
+    return c
 
 
 def input_steps(work_size: int) -> dict:
@@ -118,7 +132,7 @@ def brush_size(work_size: int) -> int:
 
 
 def inversion_steps(editor: ChunkyEditor) -> dict:
-    """Steps 3 and 4: inverting, and the result beside the photo."""
+    """Step 3: inverting (the result is shown by `live_panel`), with the inversion's details."""
     c, on_cpu = {}, editor.device.type != "cuda"
     gr.Markdown("### 3 · Invert")
     with gr.Row():
@@ -134,33 +148,41 @@ def inversion_steps(editor: ChunkyEditor) -> dict:
         c["dilate"] = gr.Slider(OVERLAP.low, OVERLAP.high, value=dilate_px, step=1, label=OVERLAP.label)
         precision = editor.default_precision or ("bf16" if on_cpu else "fp32")
         c["precision"] = gr.Radio(list(PRECISION.options), value=precision, label=PRECISION.label)
-    with gr.Row():
-        c["invert"] = gr.Button("Invert", variant="primary", elem_id="invert")
-        c["cancel"] = gr.Button("Cancel", elem_id="cancel")
-    gr.Markdown("### 4 · Result and edits")
-    with gr.Row():
-        for name, label in (("photo", "Photo (aligned)"), ("result", "Result")):
-            c[name] = gr.Image(
-                label=label, type="numpy", format="png", interactive=False, elem_id=name, height=IMAGE_HEIGHT
-            )
-        with gr.Column():
-            c["status"] = gr.Markdown("Start with step 1: upload a photo or make a random face.", elem_id="status")
-            c["undo"] = gr.Button("Undo", elem_id="undo")
-    with gr.Row():
-        c["renders"] = gr.Gallery(label="Per-segment renders", columns=6, height=220)
+    c["invert"] = gr.Button("Invert", variant="primary", elem_id="invert")
+    with gr.Accordion("Inversion details: per-segment renders, global codes, metrics", open=False):
+        c["renders"] = gr.Gallery(label="Per-segment renders", columns=4, height="auto", elem_id="renders")
         c["baselines"] = gr.Gallery(
             label="Global codes vs. per-segment codes (L2 to the photo)",
             columns=3,
-            height=220,
+            height="auto",
             object_fit="contain",
             elem_id="baselines",
         )
-    c["metrics"] = gr.Dataframe(headers=["segment", "kept", "LPIPS", "L2"], label="Reconstruction", interactive=False)
+        c["metrics"] = gr.Dataframe(
+            headers=["segment", "kept", "LPIPS", "L2"], label="Reconstruction", interactive=False
+        )
+    return c
+
+
+def live_panel() -> dict:
+    """What stays in view beside every control (a sticky column; on a phone, a strip at the top): the result
+    beside the photo, the status line, Undo and Cancel."""
+    c = {}
+    with gr.Row(elem_id="live-images"):
+        for name, label in (("photo", "Photo (aligned)"), ("result", "Result")):
+            c[name] = gr.Image(
+                label=label, type="numpy", format="png", interactive=False, elem_id=name, height=LIVE_HEIGHT
+            )
+    c["status"] = gr.Markdown("Start with step 1: upload a photo or make a random face.", elem_id="status")
+    with gr.Row(elem_id="live-buttons"):
+        c["undo"] = gr.Button("Undo", elem_id="undo")
+        c["cancel"] = gr.Button("Cancel", elem_id="cancel")
     return c
 
 
 def editing_steps(directions) -> dict:
     """Steps 4 and 5: the edit controls and the export."""
+    gr.Markdown("### 4 · Edit")
     c = {"targets": gr.CheckboxGroup(label=TARGETS.label, elem_id="targets")}
     sliders = []
     for group in dict.fromkeys(d.group for d in directions):

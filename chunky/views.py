@@ -90,7 +90,28 @@ def slider_directions(directions: list, limit: int) -> list:
 # Runs once in the page. Enter in a slider's number box takes the focus away: Gradio's slider commits a typed value
 # (its "release" event) when the box loses focus, not on Enter, so the edit is rendered and committed at once.
 # Leaving or reloading the page once a result is shown asks first (the work lives on the server, in this tab).
-PAGE_SCRIPT = """() => {
+# The column with the result, the status, Undo and Cancel stays in view: beside the controls on a wide screen,
+# as a strip at the top on a phone.
+PAGE_STYLE = """
+.gradio-container { overflow: clip !important; }  /* hidden made it a scroll box: nothing inside could stick */
+#live { position: sticky; top: 8px; align-self: flex-start; }
+#live-images, #live-buttons { flex-wrap: nowrap; }
+#live-images > *, #live-buttons > * { min-width: 0 !important; }
+#live img, #crop img, #overlay img { width: 100%; height: 100%; object-fit: contain; }
+@media (max-width: 760px) {
+  #live { top: 0; z-index: 20; order: -1; background: var(--background-fill-primary); padding: 4px 0;
+          box-shadow: 0 2px 6px rgba(0, 0, 0, 0.2); }
+  #photo, #result { height: 22vh !important; }
+  #live-buttons button { padding: 4px; }
+}
+"""
+PAGE_SCRIPT = (
+    """() => {
+  const style = document.createElement("style");
+  style.textContent = `"""
+    + PAGE_STYLE
+    + """`;
+  document.head.appendChild(style);
   document.addEventListener("keydown", (event) => {
     const box = event.target;
     if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
@@ -105,6 +126,7 @@ PAGE_SCRIPT = """() => {
     }
   });
 }"""
+)
 POINT_NAMES = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")  # as seen
 PLACING_SIDE = 1024  # the photo is shown at most this large for placing points
 

@@ -297,3 +297,28 @@ def test_a_reload_mid_job_cancels_it_and_the_next_job_starts_at_once(page_and_ed
     page.wait_for_selector("#result img", timeout=60_000)
     page.reload(wait_until="load")  # with a result on the page, leaving asks first
     assert "beforeunload" in dialogs
+
+
+@pytest.mark.parametrize("width, height", [(1440, 900), (390, 844)])
+def test_the_result_and_status_stay_in_view_beside_every_control(page_and_editor, width, height):
+    """On a desktop and on a phone: whichever control is scrolled into view to be used, the result, the status
+    line, Undo and Cancel are inside the viewport too."""
+    page, _, demo = page_and_editor
+    viewer = page.context.browser.new_page(viewport={"width": width, "height": height})
+    try:
+        viewer.goto(demo.local_url, wait_until="load")
+        viewer.wait_for_selector("#random", timeout=60_000)
+        viewer.click("#random")
+        wait_until(lambda: "Random face #" in status(viewer), what="a random face")
+        viewer.click("#invert")
+        wait_until(lambda: "Done:" in status(viewer), what="the inversion")
+        for control in ("#load", "#invert", "#targets", "#slider-0", "#freeze", "#export", "#downloads"):
+            viewer.locator(control).scroll_into_view_if_needed()
+            time.sleep(0.2)
+            for shown in ("#result", "#status", "#undo", "#cancel"):
+                box = viewer.locator(shown).bounding_box()
+                inside = box["y"] >= 0 and box["y"] + box["height"] <= height and 0 <= box["x"] <= width
+                assert inside, f"{shown} is out of view ({box}) while {control} is used at {width}x{height}"
+        shot(viewer, f"10-in-view-{width}x{height}")
+    finally:
+        viewer.close()
