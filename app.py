@@ -233,7 +233,7 @@ class Page:
     @action
     def choose_variation(self, s, event: gr.SelectData):
         s.choose_variation(ui.VARIATION.check(event.index))
-        return s, "Variation adopted; the slider edit stays on top. Undo goes back."
+        return s, "Variation adopted; the slider edit stays on top. Click another to compare; Undo goes back."
 
     @action(sliders=True, long=True)
     def transfer(
@@ -242,7 +242,7 @@ class Page:
         targets: ui.TARGETS,
         path: ui.REFERENCE,
         segment: ui.TRANSFER_SEGMENT,
-        aligned_flag: ui.ALIGNED,
+        aligned_flag: ui.REFERENCE_ALIGNED,
         progress=gr.Progress(),
     ):
         if not path:
@@ -316,7 +316,7 @@ EVENTS = (  # (button, handler, inputs, extra outputs, api name); "sliders" stan
     ("refine", "refine", "session targets sliders", "", "refine"),
     ("variations", "variations", "session targets variation_segment variation_seed sliders", "offers", "variations"),
     ("offers", "choose_variation", "session", "", "choose_variation"),
-    ("transfer", "transfer", "session targets reference transfer_segment aligned sliders", "", "transfer"),
+    ("transfer", "transfer", "session targets reference transfer_segment reference_aligned sliders", "", "transfer"),
     ("tune", "tune", "session targets tune_choice tune_steps sliders", "", "tune"),
     ("undo", "undo", "session", "", "undo"),
     ("export", "export", "session targets tile captions sliders", "files grid", "export"),
@@ -348,6 +348,8 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
             api_name=kind,
         ).then(lambda value: value, later, c["sketch"], api_name=False, show_progress="hidden")
     c["cancel"].click(page.cancel, [c["session"]], [c["status"]], queue=False, api_name="cancel")
+    load_inputs = [c["upload"], c["face_index"], c["aligned"]]  # a chosen photo loads at once (Load: again)
+    c["upload"].upload(page.load_photo, load_inputs, out, api_name=False, show_progress_on=[c["result"]])
     placing = [c["placing"], c["points"], c["status"]]
     c["show_photo"].click(page.show_placing, [c["upload"], c["points"], c["face_index"]], placing, api_name=False)
     c["placing"].select(page.add_point, [c["upload"], c["points"]], placing, api_name=False)

@@ -82,7 +82,7 @@ def upload_quota_middleware() -> dict:
 
 SCREEN_PARTS = (
     "session status crop overlay legend sketch reproject sketch_segment merge_choice variation_segment "
-    "reproject_after tune_choice targets result photo renders metrics baselines"
+    "reproject_after tune_choice targets result photo renders metrics baselines transfer_segment"
 ).split()
 
 
@@ -110,6 +110,10 @@ def screen(slider_names, s: Session, message: str, before=None) -> list:
         parts["variation_segment"] = gr.update(choices=names, value=(chosen or names)[0])
         parts["reproject_after"] = gr.update(choices=names, value=[])
         parts["tune_choice"] = gr.update(choices=names, value=[])
+        transferable = [n for n in names if n not in KEEP_BY_DEFAULT] or names  # what a reference can give
+        parts["transfer_segment"] = gr.update(
+            choices=transferable, value="hair" if "hair" in transferable else transferable[0]
+        )
     if before is None or state.result is not before.result or state.baselines is not before.baselines:
         parts["photo"] = s.target_image
         parts["renders"] = views.renders(s)

@@ -25,6 +25,7 @@ SEED_MAX = 2**31 - 1
 PHOTO = Text("Photo", optional=True)
 FACE = Whole("Face (0 = largest)", 0, 100)
 ALIGNED = Flag("Already an aligned face crop")
+REFERENCE_ALIGNED = Flag("The reference is an aligned face crop")
 SEED = Whole("Seed", 0, SEED_MAX)
 POINTS = Points("Points placed (x,y in photo pixels)")
 WORK_FILE = Text("work.pt", optional=True)
@@ -204,15 +205,19 @@ def editing_steps(directions) -> dict:
         c["reproject_steps"] = gr.Slider(
             REPROJECT_STEPS.low, REPROJECT_STEPS.high, value=30, step=1, label=REPROJECT_STEPS.label
         )
-    with gr.Accordion("Variations of one segment", open=False), gr.Row():
-        c["variation_segment"] = gr.Dropdown(label=VARIATION_SEGMENT.label)
-        c["variation_seed"] = gr.Number(value=0, label=SEED.label)
-        c["variations"] = gr.Button("Show variations")
-        c["offers"] = gr.Gallery(label="Variations (click one to use it)", columns=4, height=200)
+    with gr.Accordion("Variations of one segment", open=False):
+        with gr.Row():
+            c["variation_segment"] = gr.Dropdown(label=VARIATION_SEGMENT.label)
+            c["variation_seed"] = gr.Number(value=0, label=SEED.label)
+            c["variations"] = gr.Button("Show variations")
+        c["offers"] = gr.Gallery(
+            label="Variations (click one to use it; click another to compare)", columns=4, height="auto"
+        )
     with gr.Accordion("Take a segment from a reference photo", open=False), gr.Row():
         c["reference"] = gr.File(label=REFERENCE.label, file_types=["image"], type="filepath")
         segments = ["hair", "eyes", "brows", "nose", "mouth", "skin"]
         c["transfer_segment"] = gr.Dropdown(segments, value="hair", label=TRANSFER_SEGMENT.label)
+        c["reference_aligned"] = gr.Checkbox(value=False, label=REFERENCE_ALIGNED.label)
         c["transfer"] = gr.Button("Transfer")
     with (
         gr.Accordion("Fine-tune the generator for some segments (pivotal tuning; slow on a CPU)", open=False),

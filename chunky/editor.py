@@ -478,13 +478,13 @@ def load_editor(
     ``check_network``: first make one quick check that the Hub is reachable; if it is not, downloads are not
     retried (cached files are used, a missing one fails at once with the fix) instead of minutes of retries.
     """
-    from chunky.weights import hub_reachable
+    from chunky.weights import hub_reachable, work_offline
 
     if detector not in DETECTORS:
         raise InvalidInputError(f"detector must be one of {DETECTORS}, got {detector!r}.")
     if check_network and model == "ffhq" and not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable():
         log.warning("the Hugging Face Hub is not reachable: using cached files only")
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        work_offline()
     chosen = dlib_faces.DlibDetector() if detector == "dlib" and model != "tiny" else None
     if model == "tiny":
         editor = ChunkyEditor.tiny(work_size=work_size)

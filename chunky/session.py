@@ -438,10 +438,16 @@ class Session:
         return [tensor_to_uint8(offer.composite) for offer in offers]
 
     def choose_variation(self, index: int) -> None:
-        """Adopt variation ``index``: its segment's code replaces the current one; the slider edit stays on top."""
+        """Adopt variation ``index``: its segment's code replaces the current one; the slider edit stays on top.
+        Right after adopting one of these offers, another one replaces it (to compare them), in one undo step."""
         result, offers = self._offers
-        if result is not self.state.result or not 0 <= index < len(offers):
-            raise InvalidInputError("These variations belong to an earlier state: show variations again.")
+        if not 0 <= index < len(offers):
+            raise InvalidInputError(f"There is no variation {index}: choose one of the {len(offers)} shown.")
+        if result is not self.state.result:
+            adopted_one = self.state.action == "variation" and self.history and self.history[-1].result is result
+            if not adopted_one:
+                raise InvalidInputError("These variations belong to an earlier state: show variations again.")
+            self.state = self.history.pop()  # the other offer replaces the adopted one
         self._adopt(offers[index], "variation")
 
     def transfer(
@@ -455,8 +461,17 @@ class Session:
         """Take ``segment`` (e.g. "hair") from a reference photo: it is aligned, segmented and inverted with
         this inversion's settings, and its segment (mask, code, render) replaces this one's."""
         result = self.require_result()
+        if segment not in self.names:
+            raise InvalidInputError(
+                f"This photo has no segment {segment!r} now; its segments: {', '.join(self.names)}."
+            )
         aligned = self.editor.align(photo, skip_alignment=skip_alignment)
         segments = self.editor.segment(aligned.crop).resized(self.size)
+        if segment not in segments.names:
+            raise InvalidInputError(
+                f"The reference photo has no segment {segment!r} (found: {', '.join(segments.names)}); nothing was "
+                "transferred."
+            )
         keep = [n for n in segments.names if n in KEEP_BY_DEFAULT]
         reference = self.editor.invert(
             resize_uint8(aligned.crop, self.size),

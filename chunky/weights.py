@@ -174,7 +174,11 @@ def fetch_entry(entry: WeightFile, *, cache_dir: str | Path | None = None) -> Pa
         path = _from_urls(entry, failures)
         if path is not None:
             return path
-    offline = " (HF_HUB_OFFLINE is set)" if _offline() else ""
+    offline = ""
+    if _hub_unreachable:
+        offline = " (the Hugging Face Hub could not be reached from this machine)"
+    elif _offline():
+        offline = " (HF_HUB_OFFLINE is set)"
     raise WeightsUnavailableError(
         f"Could not get weight file {name!r} ({entry.description}){offline}. Tried: {'; '.join(failures)}. "
         f"To place it by hand, download {entry.source()} on a connected machine, save it as "
@@ -191,6 +195,17 @@ def downloads_dir() -> Path:
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+_hub_unreachable = False  # set by `work_offline`: the Hub check failed, nobody asked for offline mode
+
+
+def work_offline() -> None:
+    """Use cached files only from now on (HF_HUB_OFFLINE), because `hub_reachable` said no: a missing file then
+    fails at once, and its message says the Hub could not be reached (not that someone set the variable)."""
+    global _hub_unreachable
+    _hub_unreachable = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -102,6 +102,7 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     Image.fromarray(editor.random_face(5)).save(photo)
 
     page.set_input_files("#upload input[type=file]", str(photo))
+    wait_until(lambda: not status(page).startswith("Start with step 1"), what="the photo to load on upload")
     page.get_by_label("Already an aligned face crop").check()
     page.click("#load")
     wait_until(lambda: "used as an aligned crop" in status(page), what="the photo to load")

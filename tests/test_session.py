@@ -248,3 +248,30 @@ def test_a_large_photo_kept_encoded_in_memory_round_trips_through_the_work_file(
     export_session(s, tmp_path / "out")
     again = read_work(editor, tmp_path / "out" / "work.pt")
     assert np.array_equal(again.aligned.photo(), photo) and np.array_equal(again.display(), s.display())
+
+
+def test_variations_can_be_compared_one_after_another_in_one_undo_step(editor):
+    s = Session.start(editor, face(editor, 1), skip_alignment=True)
+    s.invert(FAST)
+    before, depth = s.state, len(s.history)
+    offers = s.variations("hair", seed=1, count=3)
+    s.choose_variation(0)
+    first = s.display()
+    s.choose_variation(2)  # another offer replaces the adopted one
+    assert np.array_equal(s.display(), offers[2]) and not np.array_equal(first, offers[2])
+    assert len(s.history) == depth + 1  # one step: Undo goes back to before the variations
+    s.undo()
+    assert s.state is before
+    s.invert(FAST)  # a new inversion: the offers belong to an earlier state
+    with pytest.raises(InvalidInputError, match="earlier state"):
+        s.choose_variation(1)
+
+
+def test_a_transfer_of_a_segment_the_photo_no_longer_has_is_refused_before_any_work(editor):
+    s = Session.start(editor, face(editor, 1), skip_alignment=True)
+    s.invert(FAST)
+    s.merge(["eyes", "nose"])
+    before = s.state
+    with pytest.raises(InvalidInputError, match="no segment 'eyes' now; its segments: .*eyes\\+nose"):
+        s.transfer(np.zeros((1, 1, 3), np.uint8), "eyes", skip_alignment=True)  # not even the photo is read
+    assert s.state is before

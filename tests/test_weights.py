@@ -213,3 +213,13 @@ def test_every_download_is_pinned_and_a_wrong_file_is_refused_with_both_digests_
     (tmp_path / NAME).write_bytes(b"neither")
     with pytest.raises(ChecksumError, match="48a146c5.* or bae494ef"):
         weights.fetch(NAME)
+
+
+def test_when_the_app_found_the_hub_unreachable_the_message_says_so_not_that_a_variable_was_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(weights, "_hub_unreachable", False)
+    weights.work_offline()  # what editor_from_environment does after a failed Hub check
+    with pytest.raises(WeightsUnavailableError) as info:
+        weights.fetch(NAME, cache_dir=tmp_path)
+    assert "the Hugging Face Hub could not be reached" in str(info.value)
+    assert "HF_HUB_OFFLINE is set" not in str(info.value)
