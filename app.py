@@ -19,9 +19,11 @@ import PIL.Image
 import app_actions
 import app_layout as ui
 from app_actions import (
+    ESTIMATES,
     SCREEN_PARTS,
     action,
     cancel_when_the_tab_closes,
+    draw_sketch,
     private_uploads,
     sketch_drawn_later,
     upload_quota_middleware,
@@ -29,7 +31,6 @@ from app_actions import (
 )
 from chunky import views
 from chunky.align import detect_faces
-from chunky.calibration import Estimates
 from chunky.config import PRESET_NAMES
 from chunky.directions import Direction
 from chunky.editor import ChunkyEditor, editor_from_environment
@@ -52,7 +53,6 @@ except ImportError:
 # Gradio decodes the sketch editor's images itself, before any handler: Pillow's own guard refuses, from the
 # header, an image of more than twice this many pixels (the reader's MAX_PIXELS) instead of decoding gigabytes.
 PIL.Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
-ESTIMATES = Estimates()  # each preset's time on this device, measured in the background at start-up (main)
 MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one request's time limit, all its runs together
 EXPORTS = FolderBudget(max_age_s=3600, max_bytes=2 << 30)  # private to this process; pruned at each export
@@ -346,7 +346,7 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
             [c["session"], gr.State(kind), c["sketch"], c["merge_choice"], c["sketch_segment"]],
             out + [later],
             api_name=kind,
-        ).then(lambda value: value, later, c["sketch"], api_name=False, show_progress="hidden")
+        ).then(draw_sketch, [later, c["status"]], [c["sketch"], c["status"]], api_name=False, show_progress="hidden")
     c["cancel"].click(page.cancel, [c["session"]], [c["status"]], queue=False, api_name="cancel")
     load_inputs = [c["upload"], c["face_index"], c["aligned"]]  # a chosen photo loads at once (Load: again)
     c["upload"].upload(page.load_photo, load_inputs, out, api_name=False, show_progress_on=[c["result"]])

@@ -22,6 +22,8 @@ import torch
 from starlette.middleware import Middleware
 
 from chunky import views
+from chunky.calibration import Estimates
+from chunky.config import PRESET_NAMES
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget
 from chunky.inputs import Input, slider_values
@@ -38,6 +40,7 @@ SESSIONS = SessionBudget(  # every visitor's work together; idle work is set asi
     idle_s=float(os.environ.get("CHUNKY_SESSION_IDLE_S", "600")),
 )
 # Per visitor (network address) and hour, so that one client cannot fill the disk budgets for everyone.
+ESTIMATES = Estimates()  # each preset's time on this device, measured in the background at start-up (app.main)
 UPLOAD_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_UPLOAD_MB_PER_HOUR", "1024")) << 20, "uploads")
 EXPORT_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_EXPORT_MB_PER_HOUR", "512")) << 20, "exports")
 # Trusted proxies in front of the server: a Hugging Face Space has one, which adds the visitor to X-Forwarded-For.
@@ -82,7 +85,7 @@ def upload_quota_middleware() -> dict:
 
 SCREEN_PARTS = (
     "session status crop overlay legend sketch reproject sketch_segment merge_choice variation_segment "
-    "reproject_after tune_choice targets result photo renders metrics baselines transfer_segment"
+    "reproject_after tune_choice targets result photo renders metrics baselines transfer_segment preset"
 ).split()
 
 
@@ -110,7 +113,9 @@ def screen(slider_names, s: Session, message: str, before=None) -> list:
         parts["variation_segment"] = gr.update(choices=names, value=(chosen or names)[0])
         parts["reproject_after"] = gr.update(choices=names, value=[])
         parts["tune_choice"] = gr.update(choices=names, value=[])
-        transferable = [n for n in names if n not in KEEP_BY_DEFAULT] or names  # what a reference can give
+        projected = [n for n in names if n not in KEEP_BY_DEFAULT]
+        parts["preset"] = gr.update(choices=ESTIMATES.choices(PRESET_NAMES, segments=len(projected) or len(names)))
+        transferable = projected or names  # what a reference can give
         parts["transfer_segment"] = gr.update(
             choices=transferable, value="hair" if "hair" in transferable else transferable[0]
         )
@@ -141,6 +146,17 @@ def sketch_drawn_later(handler):
         return outputs + [sketch]
 
     return run
+
+
+CANVAS_READY = " The canvas is ready for the next correction."
+
+
+def draw_sketch(value, message: str):
+    """The second event of `sketch_drawn_later`: the sketch editor's new value, and the status saying the canvas
+    is ready (strokes painted before this would be wiped by the redraw); nothing when there is no new value."""
+    if not isinstance(value, dict):
+        return gr.update(), gr.update()
+    return value, f"{message}{CANVAS_READY}"
 
 
 def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):

@@ -175,8 +175,10 @@ class Estimates:
         figure = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
         return f"{name.title()} (~{figure} for {segments} segments)"
 
-    def choices(self, names: Sequence[str]) -> list[tuple[str, str]]:
-        """(label, name) of each preset name, with its estimate once measured (for the configs given to `start`)."""
+    def choices(self, names: Sequence[str], segments: int = 8) -> list[tuple[str, str]]:
+        """(label, name) of each preset name, with its estimate for ``segments`` segments once measured (for the
+        configs given to `start`)."""
         return [
-            (self.label(name, self.configs[name]) if name in self.configs else name.title(), name) for name in names
+            (self.label(name, self.configs[name], segments) if name in self.configs else name.title(), name)
+            for name in names
         ]

@@ -28,7 +28,8 @@ from chunky.segmentation import dilate_masks
 
 log = logging.getLogger(__name__)
 
-# progress(step, total, info) -> optional False to cancel. info: {"loss": float, "seconds": float, "eta": float}
+# progress(step, total, info) -> optional False to cancel. info: {"loss": float, "seconds": float, "eta": float
+# (seconds left, from the work left: each step weighted by the pixels it renders), "phase": str (`Phase.name`)}
 ProgressCallback = Callable[[int, int, dict], "bool | None"]
 Codes = torch.Tensor | list[torch.Tensor]
 
@@ -130,6 +131,17 @@ class Phase:
     global_code: bool = False
     perceptual: bool = True
 
+    @property
+    def name(self) -> str:
+        """What this phase does, for a progress display (the loss is not comparable across phases)."""
+        what = "warm start, one code" if self.global_code else "fitting"
+        judged = "LPIPS + L2" if self.perceptual else "L2 only"
+        return f"{what}, {judged} at {self.resolution} px"
+
+    def work(self, codes: int) -> float:
+        """Relative cost of one step for ``codes`` codes: pixels rendered, doubled by the LPIPS network."""
+        return (1 if self.global_code else codes) * self.render_resolution**2 * (2 if self.perceptual else 1)
+
 
 def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = True) -> list[Phase]:
     """The phases an inversion with ``config`` runs for an output of ``render_size`` px: the warm start
@@ -137,23 +149,29 @@ def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = Tr
     per-segment steps: the first half at half resolution with ``coarse_to_fine``; of the rest, the first
     ``pixel_only_fraction`` without LPIPS and the last ``full_render_fraction`` rendered at ``render_size``."""
     resolution = min(config.resolution, render_size)
+    lpips = config.perceptual != "none"
     phases = []
     if warm_start:
         warm = min(config.warm_start_resolution or resolution, render_size)
         for steps, at in ((config.warm_start_steps, warm), (config.warm_start_fine_steps, resolution)):
             if steps:
-                phases.append(Phase(steps, at, at, True, config.warm_start_perceptual))
+                phases.append(Phase(steps, at, at, True, lpips and config.warm_start_perceptual))
     coarse = config.steps // 2 if config.coarse_to_fine else 0
     if coarse:
         half = max(8, resolution // 2)
-        phases.append(Phase(coarse, half, half))
+        phases.append(Phase(coarse, half, half, perceptual=lpips))
     rest = config.steps - coarse  # each of these is pixel-only before step `pixel`, rendered at full size from `full`
     pixel = round(config.pixel_only_fraction * rest)
     full = rest - round(config.full_render_fraction * rest) if render_size > resolution else rest
     cuts = sorted({0, pixel, full, rest})
     for start, stop in zip(cuts, cuts[1:]):
         phases.append(
-            Phase(stop - start, resolution, render_size if start >= full else resolution, perceptual=start >= pixel)
+            Phase(
+                stop - start,
+                resolution,
+                render_size if start >= full else resolution,
+                perceptual=lpips and start >= pixel,
+            )
         )
     return phases
 
@@ -208,7 +226,8 @@ def invert(
         config,
         perceptual,
         progress,
-        total=sum(p.steps for p in phases),
+        phases,
+        len(projected),
     )
     codes = _initial_codes(G, config.space, 1 if phases[0].global_code else len(projected), init, target.device)
     warm = [p for p in phases if p.global_code]
@@ -271,10 +290,14 @@ class _Run:
         config: InversionConfig,
         perceptual: nn.Module | None,
         progress: ProgressCallback | None,
-        total: int,
+        phases: list[Phase],
+        codes: int,
     ):
         self.G, self.target, self.loss_masks, self.config = G, target, loss_masks, config
-        self.perceptual, self.progress, self.total = perceptual, progress, total
+        self.perceptual, self.progress, self.total = perceptual, progress, sum(p.steps for p in phases)
+        # the remaining time follows the work left (steps weighted by their cost), not the steps left
+        self.codes, self.work_total, self.work_done = codes, sum(p.steps * p.work(codes) for p in phases), 0.0
+        self.phase = phases[0]
         self.center = _initial_codes(G, config.space, 1, None, target.device)
         self.spread = latent_spread(G, config.space) if config.reg_weight > 0 else 1.0
         self.history: list[float] = []
@@ -304,6 +327,7 @@ class _Run:
             )
             patience = 0 if phase.global_code else self.config.segment_patience
             best = _Best(codes, count, patience, self.config.min_delta)  # losses at other resolutions do not compare
+            self.phase = phase
             for step in range(phase.steps):
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(done + step, total, self.config)
@@ -317,6 +341,7 @@ class _Run:
                 best.restore_stopped(codes)
                 if self._report(losses["objective"].sum(), best) or not best.active.any():
                     break
+            self.work_total -= (phase.steps - step - 1) * phase.work(self.codes)  # steps an early stop skipped
             done += phase.steps
             self.loss = float(best.loss.sum())
             if self.cancelled:
@@ -371,9 +396,11 @@ class _Run:
                 f"The loss became {value} at step {self.steps_run}; lower config.lr or use precision='fp32'."
             )
         self.history.append(value)
+        self.work_done += self.phase.work(self.codes)
         if self.progress is not None:
             elapsed = time.perf_counter() - self.start
-            info = {"loss": value, "seconds": elapsed, "eta": elapsed / self.steps_run * (self.total - self.steps_run)}
+            eta = elapsed * max(0.0, self.work_total - self.work_done) / self.work_done
+            info = {"loss": value, "seconds": elapsed, "eta": eta, "phase": self.phase.name}
             if self.progress(self.steps_run, self.total, info) is False:
                 self.cancelled = True
                 return True

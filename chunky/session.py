@@ -161,7 +161,9 @@ class Session:
         start = time.perf_counter()
 
         def callback(step: int, total: int, info: dict) -> bool:
-            report(step, total, f"loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
+            what = f"{info['what']}, " if info.get("what") else ""
+            phase = f"{info['phase']}: " if info.get("phase") else ""
+            report(step, total, f"{what}{phase}loss {info['loss']:.3f}, about {info['eta']:.0f} s left")
             return not self.cancel.is_set() and time.perf_counter() - start < seconds
 
         return callback
@@ -293,15 +295,21 @@ class Session:
         keep = [n for n in KEEP_BY_DEFAULT if n in self.names] if keep is None else list(keep)
         segment_indices(self.names, keep)  # a clear error for an unknown name
         result = self.editor.invert(
-            self.target_image, self.state.segmentation, config=config, keep=keep, size=self.size, progress=progress
+            self.target_image,
+            self.state.segmentation,
+            config=config,
+            keep=keep,
+            size=self.size,
+            progress=_naming(progress, "per-segment codes"),
         )
         found = []
         for label, space in (("global W", "w"), ("global W+", "w+")) if baselines and not result.cancelled else ():
+            named = _naming(progress, f"comparison code ({label})")
             found.append(
                 (
                     label,
                     self.editor.invert(
-                        self.target_image, None, config=config.replace(space=space), size=self.size, progress=progress
+                        self.target_image, None, config=config.replace(space=space), size=self.size, progress=named
                     ),
                 )
             )
@@ -545,6 +553,13 @@ def state_tensors(state: State):
         yield from (state.edit.renders, state.edit.composite)
     if state.first_composite is not None:
         yield state.first_composite
+
+
+def _naming(progress: ProgressCallback | None, what: str) -> ProgressCallback | None:
+    """``progress`` with ``what`` is being optimised added to its reports (info["what"])."""
+    if progress is None:
+        return None
+    return lambda step, total, info: progress(step, total, {**info, "what": what})
 
 
 def history_bytes(history: Sequence[State], current: State | None) -> int:

@@ -250,8 +250,10 @@ def test_sketch_twice_in_a_browser(page_and_editor):
         page.mouse.move(box["x"] + box["width"] * end, box["y"] + box["height"] * 0.78, steps=10)
         page.mouse.up()
         page.click(f"#{button}")
-        wait_until(lambda button=button: f"Segments: {button} done" in status(page), what=f"the {button}")
-        wait_until(lambda: "processing" not in page.inner_text("#sketch"), timeout=30, what="the canvas to settle")
+        wait_until(
+            lambda button=button: f"Segments: {button} done" in status(page) and "canvas is ready" in status(page),
+            what=f"the {button} and the canvas redrawn",
+        )
         shares.append(float(session.state.segmentation.area()[session.names.index("mouth")]))
         assert page.locator("#sketch-segment input").input_value() == "mouth"  # the chosen segment is kept
         shot(page, f"9-sketched-{button}")

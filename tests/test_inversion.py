@@ -239,3 +239,23 @@ def test_bad_inputs_name_the_argument(tiny_generator, two_code_scene, change, me
 def test_config_validation(field, value, message):
     with pytest.raises(InvalidInputError, match=message):
         InversionConfig(**{field: value})
+
+
+def test_progress_names_each_phase_and_its_remaining_time_follows_the_work_left(tiny_generator, two_code_scene):
+    """Coarse steps (16 px) cost a quarter of full ones (32 px), so halfway through the steps most of the work
+    is still ahead: the report's ratio of time left to time spent is the work left over the work done (each
+    step weighted by what it renders), not the steps left over the steps done; and each phase is named."""
+    from chunky.inversion import schedule
+
+    target, masks = two_code_scene
+    config = FAST.replace(steps=20, coarse_to_fine=True, warm_start_steps=4)
+    seen = []
+    invert(tiny_generator, target, masks, config=config, progress=lambda s, t, info: seen.append(info))
+    phases = schedule(config, 32, warm_start=True)
+    per_step = [p.work(2) for p in phases for _ in range(p.steps)]
+    assert [info["phase"] for info in seen] == [p.name for p in phases for _ in range(p.steps)]
+    assert seen[0]["phase"] == "warm start, one code, L2 only at 32 px"
+    assert seen[-1]["phase"] == "fitting, L2 only at 32 px" and seen[4]["phase"] == "fitting, L2 only at 16 px"
+    for k, info in enumerate(seen):
+        done, left = sum(per_step[: k + 1]), sum(per_step[k + 1 :])
+        assert info["eta"] == pytest.approx(info["seconds"] * left / done, rel=1e-6, abs=1e-9)

@@ -221,7 +221,7 @@ def test_calibration_measures_every_phase_kind_of_the_presets(tiny_generator):
         rates = calibrate(tiny_generator, None, configs, 32)
     assert all(len(kinds) == 1 for kinds in timed), timed
     assert set().union(*timed) == {kind[1:] for kind in rates.per_step}
-    assert set(rates.per_step) == {(True, 32, 32, False), (False, 32, 32, False), (False, 32, 32, True)}
+    assert set(rates.per_step) == {(True, 32, 32, False), (False, 32, 32, False)}  # no LPIPS: no LPIPS phases
     assert all(seconds > 0 for seconds in [*rates.per_step.values(), *rates.overhead.values()])
     assert rates.estimate_seconds(configs[1], 8, 32) > rates.estimate_seconds(configs[0], 8, 32)
 
@@ -295,3 +295,29 @@ def test_cli_preset_sets_the_recipe_and_options_override_it(tmp_path):
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["steps"] == 2 and config["warm_start_steps"] == preset("preview").warm_start_steps
     assert config["perceptual"] == "none" and config["lr"] == preset("preview").lr
+
+
+def test_the_preset_labels_follow_the_number_of_segments_of_the_photo(monkeypatch):
+    """The page's preset labels give each preset's time for the segments this photo has (8, 6, 10 ...), not a
+    fixed 8; they are redrawn when the segments change (a merge)."""
+    import app
+    import app_actions
+    from chunky.calibration import Estimates
+    from chunky.editor import ChunkyEditor
+
+    estimates = Estimates()
+    estimates.rates = Rates({(False, 32, 32, False): 1.0}, {(False, 32, 32, False): 0.0})  # 1 s a segment's step
+    estimates.size = 32
+    estimates.configs = {"preview": InversionConfig(steps=10, perceptual="none", resolution=32)}
+    monkeypatch.setattr(app_actions, "ESTIMATES", estimates)
+    editor = ChunkyEditor.tiny()
+    page = app.Page(editor, editor.directions())
+    at = {name: i for i, name in enumerate(app.SCREEN_PARTS)}
+    loaded = page.random_face(1)
+    session = loaded[at["session"]]
+    projected = [n for n in session.names if n != "background"]
+    label = dict((name, text) for text, name in loaded[at["preset"]]["choices"])["preview"]
+    assert label == f"Preview (~{10 * len(projected)} s for {len(projected)} segments)", label
+    merged = page.change_segments(session, "merge", None, ["eyes", "nose"], "skin")
+    label = dict((name, text) for text, name in merged[at["preset"]]["choices"])["preview"]
+    assert label.endswith(f"for {len(projected) - 1} segments)"), label
