@@ -14,7 +14,6 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import PIL.Image
 
 import app_actions
 import app_layout as ui
@@ -36,7 +35,7 @@ from chunky.directions import Direction
 from chunky.editor import ChunkyEditor, editor_from_environment
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget, export_session
-from chunky.images import MAX_PIXELS, read_image
+from chunky.images import read_image
 from chunky.inputs import slider_values
 from chunky.session import Session
 from chunky.workfile import read_work
@@ -50,9 +49,6 @@ try:  # Hugging Face ZeroGPU Spaces: borrow a GPU for the long calls; elsewhere 
 except ImportError:
     on_gpu = lambda fn: fn  # noqa: E731
 
-# Gradio decodes the sketch editor's images itself, before any handler: Pillow's own guard refuses, from the
-# header, an image of more than twice this many pixels (the reader's MAX_PIXELS) instead of decoding gigabytes.
-PIL.Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
 MAX_SLIDERS = 64  # direction sliders shown (user folders can hold many files)
 MAX_SECONDS = float(os.environ.get("CHUNKY_MAX_SECONDS", "900"))  # one request's time limit, all its runs together
 EXPORTS = FolderBudget(max_age_s=3600, max_bytes=2 << 30)  # private to this process; pruned at each export
@@ -267,7 +263,9 @@ class Page:
         return s, f"Undid “{html.escape(undone)}”."
 
     @action(extras=2, sliders=True)
-    def export(self, s, targets: ui.TARGETS, tile: ui.TILE, captions: ui.CAPTIONS, request: gr.Request):
+    def export(
+        self, s, targets: ui.TARGETS, tile: ui.TILE, captions: ui.CAPTIONS, slide: ui.SLIDE, request: gr.Request
+    ):
         client = visitor(request)
         app_actions.EXPORT_QUOTA.check(client)
         done = export_session(
@@ -275,13 +273,14 @@ class Page:
             EXPORTS.new(),
             tile=tile,
             captions=captions,
+            slide=slide,
             perceptual=s.editor.perceptual("lpips-alex") if captions else None,
             identity=s.editor.identity() if captions else None,
         )
         app_actions.EXPORT_QUOTA.charge(client, sum(f.stat().st_size for f in done.files))
         return s, "Exported exactly what is shown: download the files below.", [str(f) for f in done.files], done.grid
 
-    preset_choices = staticmethod(lambda: gr.update(choices=ESTIMATES.choices(PRESET_NAMES)))
+    preset_choices = staticmethod(lambda: gr.update(choices=ESTIMATES.choices(PRESET_NAMES)))  # once measured
     cancel = staticmethod(lambda s: (s and s.cancel.set()) or "Cancelling…")  # runs outside the queue, at once
 
 
@@ -319,7 +318,7 @@ EVENTS = (  # (button, handler, inputs, extra outputs, api name); "sliders" stan
     ("transfer", "transfer", "session targets reference transfer_segment reference_aligned sliders", "", "transfer"),
     ("tune", "tune", "session targets tune_choice tune_steps sliders", "", "tune"),
     ("undo", "undo", "session", "", "undo"),
-    ("export", "export", "session targets tile captions sliders", "files grid", "export"),
+    ("export", "export", "session targets tile captions slide sliders", "files grid", "export"),
 )
 LONG = ("invert", "freeze", "transfer", "tune")  # JOBS decides when they run; on ZeroGPU Spaces they borrow a GPU
 

@@ -52,6 +52,7 @@ TUNE_STEPS = Whole("Steps per segment", 1, 200)
 VARIATION = Whole("The variation clicked", 0, 63)
 TILE = Whole("Grid tile size (px)", *TILE_RANGE)
 CAPTIONS = Flag("Metric captions in the grid (L2, LPIPS)")
+SLIDE = Flag("16:9 slide")
 
 
 def page_widgets(editor: ChunkyEditor, directions) -> dict:
@@ -230,6 +231,7 @@ def editing_steps(directions) -> dict:
     with gr.Row():
         c["tile"] = gr.Slider(TILE.low, TILE.high, value=256, step=64, label=TILE.label, elem_id="tile")
         c["captions"] = gr.Checkbox(value=False, label=CAPTIONS.label)
+        c["slide"] = gr.Checkbox(value=False, label=SLIDE.label)
         c["export"] = gr.Button("Export", variant="primary", elem_id="export")
     with gr.Row():
         c["grid"] = gr.Image(

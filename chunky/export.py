@@ -20,7 +20,7 @@ from PIL import Image
 from chunky.align import paste_back
 from chunky.config import whole
 from chunky.errors import InvalidInputError
-from chunky.grid import comparison_grid
+from chunky.grid import as_slide, comparison_grid
 from chunky.images import tensor_to_uint8, uint8_to_tensor
 from chunky.metrics import l2_distance, lpips_distance
 from chunky.preservation import Preservation
@@ -42,18 +42,18 @@ class Export:
 
 
 def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tuple[str, np.ndarray]]:
-    """(label, [S, S, 3] uint8) columns: the photo, each global baseline, chunky's first inversion, the
-    current edit and, with an edit and the global W+ baseline, the same edit of that one code. With
-    ``captions``, each label after the photo carries its L2 (and LPIPS when ``perceptual`` is given) against
-    the photo, at 256 px, and each edit how much of the outside of the edited segments changed
+    """(label, [S, S, 3] uint8) columns: the photo, each global baseline, chunky's first inversion, what the
+    page shows now ("edited" with an edit) and, with an edit and the global W+ baseline, the same edit of that
+    one code. With ``captions``, each label after the photo carries its L2 (and LPIPS when ``perceptual`` is
+    given) against the photo, at 256 px, and each edit how much of the outside of the edited segments changed
     (`chunky.preservation`)."""
     state = session.state
     session.require_result()
     photo = session.target_image
     columns = [("photo", photo)]
     columns += [(label, tensor_to_uint8(result.composite)) for label, result in state.baselines]
-    columns.append(("chunky", tensor_to_uint8(state.first_composite)))
-    columns.append(("edited", session.display()))
+    columns.append(("chunky, as first inverted", tensor_to_uint8(state.first_composite)))
+    columns.append(("now" if state.edit is None else "edited", session.display()))  # after refine, transfer ...
     one_code = session.global_edit()
     if one_code is not None:
         columns.append((ONE_CODE_EDIT, one_code))
@@ -76,12 +76,20 @@ def grid_columns(session, *, captions: bool = False, perceptual=None) -> list[tu
 
 
 def export_session(
-    session, folder: str | Path, *, tile: int = 256, captions: bool = False, perceptual=None, identity=None
+    session,
+    folder: str | Path,
+    *,
+    tile: int = 256,
+    captions: bool = False,
+    slide: bool = False,
+    perceptual=None,
+    identity=None,
 ) -> Export:
     """Write the session's current state to ``folder`` (created): ``pasted_back.png`` (the result in the
     full-resolution photo), ``aligned_crop.png``, ``edited.png`` (what the page shows), ``comparison.png``
-    (the grid, ``tile`` px per cell), ``work.pt`` (re-openable) and, with an edit, ``preservation.json`` (how
-    local it is: `chunky.preservation`, with LPIPS and identity when ``perceptual`` and ``identity`` are given)."""
+    (the grid, ``tile`` px per cell; with ``slide``, centred on a 16:9 white canvas), ``work.pt`` (re-openable)
+    and, with an edit, ``preservation.json`` (how local it is: `chunky.preservation`, with LPIPS and identity
+    when ``perceptual`` and ``identity`` are given)."""
     tile = whole("the grid tile size", tile, *TILE_RANGE)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,6 +98,7 @@ def export_session(
         raise InvalidInputError("Run the inversion first (step 3: Invert); there is nothing to export yet.")
     columns = grid_columns(session, captions=captions, perceptual=perceptual)
     grid = comparison_grid([[image for _, image in columns]], [label for label, _ in columns], cell=tile)
+    grid = as_slide(grid) if slide else grid
     images = {
         "pasted_back.png": paste_back(shown, session.aligned),
         "aligned_crop.png": session.aligned.crop,

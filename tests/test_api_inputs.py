@@ -46,7 +46,7 @@ def valid_calls(page, session, tmp_path):
         ("variations", page.variations, [session, [], "skin", 0, *sliders], True),
         ("tune", page.tune, [session, [], ["skin"], 1, progress, *sliders], True),
         ("transfer", page.transfer, [session, [], str(photo), "hair", True, progress, *sliders], True),
-        ("export", page.export, [session, [], 64, False, None, *sliders], True),
+        ("export", page.export, [session, [], 64, False, False, None, *sliders], True),
     ]
 
 
@@ -108,9 +108,11 @@ def test_the_comparison_shows_the_edit_beside_the_same_edit_of_one_code(page, tm
     assert session.global_edit() is one_code  # rendered once per edit
     stronger = page.edit(session, ["mouth"], *([3.0] + sliders[1:]))[AT["baselines"]]
     assert not np.array_equal(stronger[-1][0], one_code)  # a new slider value: a new one-code edit
-    exported = page.export(session, ["mouth"], 64, True, None, *([3.0] + sliders[1:]))
+    exported = page.export(session, ["mouth"], 64, True, True, None, *([3.0] + sliders[1:]))
     labels = [label for label, _ in grid_columns(session, captions=True)]
     assert labels[-1].startswith(f"{ONE_CODE_EDIT} (") and "outside the segments" in labels[-1]
     assert exported[AT["status"]].startswith("Exported")
+    grid = exported[-1]  # the 16:9 slide flag: the grid is centred on a 16:9 canvas
+    assert abs(grid.shape[1] / grid.shape[0] - 16 / 9) < 0.01
     page.edit(session, ["mouth"], *[0.0] * len(page.names))
     assert len(views.baselines(session)) == len(gallery) - 2  # no edit: no edit pictures

@@ -108,7 +108,7 @@ def test_300_sessions_loading_large_photos_stay_within_the_budget_and_a_normal_v
             status = page.invert(visitor, "W+", "preview", 1, 0, 0, "fp32", ["skin"], False)[AT["status"]]
             assert status.startswith("Done"), status
         if k % 50 == 0:
-            status = page.export(visitor, [], 64, False, None, *[0.0] * len(page.names))[AT["status"]]
+            status = page.export(visitor, [], 64, False, False, None, *[0.0] * len(page.names))[AT["status"]]
             assert status.startswith("Exported"), status
     assert worst <= budget.max_bytes, worst
     released = sum(s.released != "" for s in held)
@@ -143,7 +143,7 @@ def test_300_api_sessions_over_http_stay_within_the_budget_while_a_normal_client
             normal_statuses.append(normal.predict(7, api_name="/random_face")[at["status"]])
             inverted = normal.predict("W+", "preview", 1, 0, 4, "fp32", ["skin"], False, api_name="/invert")
             normal_statuses.append(inverted[at["status"]])
-            normal_statuses.append(normal.predict([], 64, False, *sliders, api_name="/export")[at["status"]])
+            normal_statuses.append(normal.predict([], 64, False, False, *sliders, api_name="/export")[at["status"]])
 
     worker = threading.Thread(target=normal_client)
     try:
