@@ -96,6 +96,17 @@ def status(page) -> str:
     return page.inner_text("#status")
 
 
+def invert_watching(page, steps: int, text: str) -> list[bool]:
+    """Invert with ``steps`` steps per segment; returns, for each look at the page until "Done:", whether
+    ``text`` was on it (a progress message, a place in line)."""
+    page.click("text=Advanced")
+    set_number(page, "#steps", str(steps))
+    page.click("#invert")
+    seen = []
+    wait_until(lambda: seen.append(text in page.inner_text("body")) or "Done:" in status(page), what="the inversion")
+    return seen
+
+
 def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_path):
     page, editor, _ = page_and_editor
     photo = tmp_path / "face.png"
@@ -110,14 +121,7 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     shot(page, "1-loaded")
     assert app_actions.UPLOAD_QUOTA.used("127.0.0.1") >= photo.stat().st_size  # the browser's upload was counted
 
-    page.click("text=Advanced")
-    set_number(page, "#steps", "20")
-    page.click("#invert")
-    seen_progress = []
-    wait_until(
-        lambda: seen_progress.append("s left" in page.inner_text("body")) or "Done:" in status(page),
-        what="the inversion to finish",
-    )
+    seen_progress = invert_watching(page, 20, "s left")
     assert any(seen_progress), "the progress bar with the loss and time left was never shown"
     assert "Done:" in status(page) and "steps" in status(page)
     page.wait_for_selector("#result img")
@@ -157,7 +161,8 @@ def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_p
     download.value.save_as(saved)
     grid = np.asarray(Image.open(saved).convert("RGB"))
     shown = image_at(page, "#result img")
-    header, gap = max(24, TILE // 8), 8
+    gap = 8
+    header = grid.shape[0] - TILE - 2 * gap  # one row without captions: the titles' header, the cells, the gaps
     cell = lambda column: grid[header : header + TILE, gap + column * (TILE + gap) : gap + column * (TILE + gap) + TILE]  # noqa: E731
     columns = (grid.shape[1] - gap) // (TILE + gap)
     assert np.array_equal(cell(0), crop), "the grid's photo column is not the aligned photo"
@@ -252,8 +257,10 @@ def test_sketch_twice_in_a_browser(page_and_editor):
         page.click(f"#{button}")
         wait_until(
             lambda button=button: f"Segments: {button} done" in status(page) and "canvas is ready" in status(page),
+            timeout=60,
             what=f"the {button} and the canvas redrawn",
         )
+        time.sleep(1.5)  # the browser applies the redrawn canvas after the status arrives
         shares.append(float(session.state.segmentation.area()[session.names.index("mouth")]))
         assert page.locator("#sketch-segment input").input_value() == "mouth"  # the chosen segment is kept
         shot(page, f"9-sketched-{button}")
@@ -285,15 +292,7 @@ def test_a_reload_mid_job_cancels_it_and_the_next_job_starts_at_once(page_and_ed
     page.wait_for_selector("#random", timeout=60_000)
     page.click("#random")
     wait_until(lambda: "Random face #" in status(page), what="a random face in the new tab")
-    page.click("text=Advanced")
-    set_number(page, "#steps", "10")
-    page.click("#invert")
-    waited = []
-    wait_until(
-        lambda: waited.append("ahead" in page.inner_text("body")) or "Done:" in status(page),
-        timeout=60,
-        what="the new inversion",
-    )
+    waited = invert_watching(page, 10, "ahead")
     assert not any(waited), "the new job waited behind the reloaded tab's job"
     print(f"slot freed {freed:.1f} s after the reload")
     assert freed < 5  # uncancelled, the job ran on for 17 s here
