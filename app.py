@@ -21,9 +21,10 @@ from app_actions import (
     ESTIMATES,
     SCREEN_PARTS,
     action,
-    cancel_when_the_tab_closes,
     draw_sketch,
+    park_when_the_tab_closes,
     private_uploads,
+    restore_parked,
     sketch_drawn_later,
     upload_quota_middleware,
     visitor,
@@ -298,7 +299,8 @@ def build_demo(editor: ChunkyEditor | None, *, startup_error: str = "") -> gr.Bl
             return demo
         gr.Markdown(views.model_line(editor.label, editor.device.type, startup_error), elem_id="model-label")
         directions = views.slider_directions(editor.directions(), MAX_SLIDERS)
-        c = {"session": gr.State(None, time_to_live=SESSION_TTL_S)}
+        c = {"session": gr.State(None, time_to_live=SESSION_TTL_S), "ticket": gr.State(None)}
+        c["token"] = gr.BrowserState(None, storage_key="chunky-work")  # this browser's token: a reload restores
         c |= ui.page_widgets(editor, directions)
         wire(demo, Page(editor, directions), c)
     return demo
@@ -356,7 +358,8 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
     edit_lane = {"concurrency_id": "edit", "concurrency_limit": 1}  # previews and renders: a late preview never wins
     c["targets"].input(page.edit, [c["session"], c["targets"], *sliders], out, api_name=False, **edit_lane)
     demo.load(None, None, None, js=views.PAGE_SCRIPT, api_name=False)
-    demo.unload(cancel_when_the_tab_closes(demo))
+    demo.load(restore_parked(page.names), [c["token"]], out + [c["ticket"], c["token"]], api_name=False)
+    demo.unload(park_when_the_tab_closes(demo))  # cancels the tab's job and parks its work for a reload
     for i, slider in enumerate(sliders):
         slider.input(
             page.preview,

@@ -30,6 +30,7 @@ from chunky.export import FolderBudget
 from chunky.images import MAX_PIXELS
 from chunky.inputs import Input, slider_values
 from chunky.jobs import BusyError, JobQueue
+from chunky.parking import Parking, is_token, new_token
 from chunky.quota import ByteQuota, UploadQuota, client_address
 from chunky.session import KEEP_BY_DEFAULT, Session
 from chunky.session_budget import SessionBudget
@@ -50,6 +51,7 @@ UPLOAD_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_UPLOAD_MB_PER_HOUR", "1024")
 EXPORT_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_EXPORT_MB_PER_HOUR", "512")) << 20, "exports")
 # Trusted proxies in front of the server: a Hugging Face Space has one, which adds the visitor to X-Forwarded-For.
 UPLOADS_PARENT = os.environ.get("GRADIO_TEMP_DIR")  # the operator's choice, read before private_uploads sets it
+PARKING = Parking(keep_s=float(os.environ.get("CHUNKY_KEEP_CLOSED_S", "900")))  # a closed tab's work, for a reload
 PROXY_HOPS = int(os.environ.get("CHUNKY_PROXY_HOPS", "1" if os.environ.get("SPACE_ID") else "0"))
 
 
@@ -69,18 +71,47 @@ def private_uploads() -> FolderBudget:
     return uploads
 
 
-def cancel_when_the_tab_closes(demo: gr.Blocks):
+class Ticket(str):
+    """The browser's token (`chunky.parking`), also kept in the tab's own state, where `park_when_the_tab_closes`
+    finds it."""
+
+
+def park_when_the_tab_closes(demo: gr.Blocks):
     """The `Blocks.unload` handler: when a tab is closed or reloaded, the jobs of the sessions it held are
     cancelled (a waiting one leaves the line at once, a running one stops at its next step), so the slot is
-    free for the next visitor instead of finishing work nobody will see."""
+    free for the next visitor instead of finishing work nobody will see; the tab's work is parked under its
+    browser's token, for `restore_parked` when a page of that browser opens again."""
 
     def left(request: gr.Request) -> None:
         state = demo.state_holder.session_data.get(getattr(request, "session_hash", None) or "")
-        for value in list(state.state_data.values()) if state is not None else []:
+        values = list(state.state_data.values()) if state is not None else []
+        ticket = next((value for value in values if isinstance(value, Ticket)), None)
+        for value in values:
             if isinstance(value, Session):
                 value.cancel.set()
+                if ticket is not None:
+                    PARKING.park(str(ticket), value)
 
     return left
+
+
+RESTORED = "Restored your work from before the page was closed or reloaded (a stopped job: its best so far)."
+
+
+def restore_parked(slider_names):
+    """The page's load handler: (browser token) -> the screen of this browser's parked work (or no change), the
+    tab's `Ticket` and the token (a new one for a browser that had none)."""
+
+    def restore(token):
+        token = token if is_token(token) else new_token()
+        s = PARKING.take(token)
+        if s is None or s.released:
+            return [gr.update()] * (len(SCREEN_PARTS) + len(slider_names)) + [Ticket(token), token]
+        with s.acting(wait=True):  # a job the closing stopped ends at its next step: show what it left
+            parts = screen(slider_names, s, RESTORED)
+        return parts + [Ticket(token), token]
+
+    return restore
 
 
 def upload_quota_middleware() -> dict:

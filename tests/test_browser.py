@@ -289,7 +289,9 @@ def test_a_reload_mid_job_cancels_it_and_the_next_job_starts_at_once(page_and_ed
     started = time.monotonic()
     wait_until(lambda: app_actions.JOBS.running() == 0, timeout=30, what="the old job to be cancelled")
     freed = time.monotonic() - started
-    page.wait_for_selector("#random", timeout=60_000)
+    wait_until(lambda: "Restored your work" in status(page), timeout=30, what="the work to be restored")
+    page.wait_for_selector("#result img", timeout=30_000)  # the stopped job's best so far, restored
+    shot(page, "11-restored-after-reload")
     page.click("#random")
     wait_until(lambda: "Random face #" in status(page), what="a random face in the new tab")
     waited = invert_watching(page, 10, "ahead")
