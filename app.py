@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 
 import app_actions
 import app_layout as ui
@@ -30,7 +29,6 @@ from app_actions import (
     visitor,
 )
 from chunky import views
-from chunky.align import detect_faces
 from chunky.config import PRESET_NAMES
 from chunky.directions import Direction
 from chunky.editor import ChunkyEditor, editor_from_environment
@@ -98,15 +96,9 @@ class Page:
             if not isinstance(path, str) or not path:
                 raise InvalidInputError("Choose a photo (upload) first, then place the points on it.")
             photo = read_image(Path(path), name=Path(path).name)
-            numbers, scale = views.parse_points(points_text), views.placing_scale(photo.shape)
-            hint = views.next_point_hint(len(numbers) // 2)
-            if propose_for is not None and not numbers and self.editor.detector() is not None:
-                faces = detect_faces(photo, self.editor.detector())
-                numbers, hint = views.proposed_points(faces, ui.FACE.check(propose_for))
-            if clicked is not None:
-                numbers, hint = views.click_point(numbers, (clicked[0] / scale, clicked[1] / scale))
-            shown, _ = views.placing_view(photo, np.array(numbers[: len(numbers) // 2 * 2]))
-            return shown, ",".join(f"{v:g}" for v in numbers), hint
+            face = None if propose_for is None else ui.FACE.check(propose_for)
+            detector = None if face is None else self.editor.detector()
+            return views.placing_screen(photo, points_text, clicked, detector, face)
         except (ChunkyError, ValueError, TypeError, IndexError) as error:
             message = str(error) if isinstance(error, ChunkyError) else "Choose a photo (upload), then click on it."
             return gr.update(), gr.update(), f"⚠ {html.escape(message)}"
@@ -176,15 +168,8 @@ class Page:
             progress=self.bar(s, progress, "inverting"),
         )
         if result.cancelled:
-            return (
-                s,
-                f"Stopped after {result.steps_run} steps (Cancel, or the {MAX_SECONDS:.0f} s limit): the best so far.",
-            )
-        return (
-            s,
-            f"Done: {result.steps_run} steps, {result.passes} generator passes. "
-            "Next: move a slider (4), then Export (5).",
-        )
+            return s, f"Stopped after {result.steps_run} steps (Cancel, or the {MAX_SECONDS:.0f} s limit): its best."
+        return s, f"Done: {result.steps_run} steps, {result.passes} generator passes. Next: a slider (4), Export (5)."
 
     @action(sliders=True)
     def edit(self, s, targets: ui.TARGETS):
@@ -265,7 +250,14 @@ class Page:
 
     @action(extras=2, sliders=True)
     def export(
-        self, s, targets: ui.TARGETS, tile: ui.TILE, captions: ui.CAPTIONS, slide: ui.SLIDE, request: gr.Request
+        self,
+        s,
+        targets: ui.TARGETS,
+        tile: ui.TILE,
+        captions: ui.CAPTIONS,
+        slide: ui.SLIDE,
+        full: ui.HIGH_RES,
+        request: gr.Request,
     ):
         client = visitor(request)
         app_actions.EXPORT_QUOTA.check(client)
@@ -275,11 +267,14 @@ class Page:
             tile=tile,
             captions=captions,
             slide=slide,
+            high_resolution=full,
             perceptual=s.editor.perceptual("lpips-alex") if captions else None,
             identity=s.editor.identity() if captions else None,
         )
         app_actions.EXPORT_QUOTA.charge(client, sum(f.stat().st_size for f in done.files))
-        return s, "Exported exactly what is shown: download the files below.", [str(f) for f in done.files], done.grid
+        rendered = f" The result was rendered at {done.size} px in {done.render_seconds:.1f} s." if full else ""
+        message = f"Exported exactly what is shown: download the files below.{rendered}"
+        return s, message, [str(f) for f in done.files], done.grid
 
     preset_choices = staticmethod(lambda: gr.update(choices=ESTIMATES.choices(PRESET_NAMES)))  # once measured
     cancel = staticmethod(lambda s: (s and s.cancel.set()) or "Cancelling…")  # runs outside the queue, at once
@@ -320,7 +315,7 @@ EVENTS = (  # (button, handler, inputs, extra outputs, api name); "sliders" stan
     ("transfer", "transfer", "session targets reference transfer_segment reference_aligned sliders", "", "transfer"),
     ("tune", "tune", "session targets tune_choice tune_steps sliders", "", "tune"),
     ("undo", "undo", "session", "", "undo"),
-    ("export", "export", "session targets tile captions slide sliders", "files grid", "export"),
+    ("export", "export", "session targets tile captions slide high_res sliders", "files grid", "export"),
 )
 LONG = ("invert", "freeze", "transfer", "tune")  # JOBS decides when they run; on ZeroGPU Spaces they borrow a GPU
 

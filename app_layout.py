@@ -53,6 +53,7 @@ VARIATION = Whole("The variation clicked", 0, 63)
 TILE = Whole("Grid tile size (px)", *TILE_RANGE)
 CAPTIONS = Flag("Metric captions in the grid (L2, LPIPS)")
 SLIDE = Flag("16:9 slide")
+HIGH_RES = Flag("Full resolution: render the codes again at the face's size in the photo for the paste-back and grid")
 
 
 def page_widgets(editor: ChunkyEditor, directions) -> dict:
@@ -62,7 +63,7 @@ def page_widgets(editor: ChunkyEditor, directions) -> dict:
         with gr.Column(scale=3, min_width=340, elem_id="controls"):
             c |= input_steps(editor.work_size())
             c |= inversion_steps(editor)
-            c |= editing_steps(directions)
+            c |= editing_steps(directions, editor)
         with gr.Column(scale=2, min_width=300, elem_id="live"):
             c |= live_panel()
     return c
@@ -182,7 +183,7 @@ def live_panel() -> dict:
     return c
 
 
-def editing_steps(directions) -> dict:
+def editing_steps(directions, editor: ChunkyEditor) -> dict:
     """Steps 4 and 5: the edit controls and the export."""
     gr.Markdown("### 4 · Edit")
     c = {"targets": gr.CheckboxGroup(label=TARGETS.label, elem_id="targets")}
@@ -232,6 +233,12 @@ def editing_steps(directions) -> dict:
         c["tile"] = gr.Slider(TILE.low, TILE.high, value=256, step=64, label=TILE.label, elem_id="tile")
         c["captions"] = gr.Checkbox(value=False, label=CAPTIONS.label)
         c["slide"] = gr.Checkbox(value=False, label=SLIDE.label)
+        c["high_res"] = gr.Checkbox(
+            value=False,
+            label=HIGH_RES.label,
+            info=f"up to {editor.generator.size} px (the page works at {editor.work_size()} px); slower",
+            elem_id="high-res",
+        )
         c["export"] = gr.Button("Export", variant="primary", elem_id="export")
     with gr.Row():
         c["grid"] = gr.Image(

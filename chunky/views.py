@@ -8,6 +8,7 @@ import html
 
 import numpy as np
 
+from chunky.align import detect_faces
 from chunky.images import tensor_to_uint8, uint8_to_tensor
 from chunky.metrics import l2_distance
 from chunky.segmentation import segment_colour
@@ -129,6 +130,25 @@ PAGE_SCRIPT = (
 )
 POINT_NAMES = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")  # as seen
 PLACING_SIDE = 1024  # the photo is shown at most this large for placing points
+
+
+def placing_screen(photo: np.ndarray, points_text, clicked, detector, propose_for: int | None):
+    """The placing view after a click: (the photo with its points drawn, the points as text, the hint).
+
+    Args:
+        photo: [H, W, 3] uint8.
+        points_text: the points so far, "x1,y1,x2,y2,..." in photo pixels.
+        clicked: (x, y) where the shown photo was clicked (shown pixels), or None.
+        detector: proposes the five points of face ``propose_for`` when there are none yet (None: no proposal).
+    """
+    numbers, scale = parse_points(points_text), placing_scale(photo.shape)
+    hint = next_point_hint(len(numbers) // 2)
+    if propose_for is not None and not numbers and detector is not None:
+        numbers, hint = proposed_points(detect_faces(photo, detector), propose_for)
+    if clicked is not None:
+        numbers, hint = click_point(numbers, (clicked[0] / scale, clicked[1] / scale))
+    shown, _ = placing_view(photo, np.array(numbers[: len(numbers) // 2 * 2]))
+    return shown, ",".join(f"{v:g}" for v in numbers), hint
 
 
 def placing_view(photo: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, float]:

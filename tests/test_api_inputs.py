@@ -46,7 +46,7 @@ def valid_calls(page, session, tmp_path):
         ("variations", page.variations, [session, [], "skin", 0, *sliders], True),
         ("tune", page.tune, [session, [], ["skin"], 1, progress, *sliders], True),
         ("transfer", page.transfer, [session, [], str(photo), "hair", True, progress, *sliders], True),
-        ("export", page.export, [session, [], 64, False, False, None, *sliders], True),
+        ("export", page.export, [session, [], 64, False, False, False, None, *sliders], True),
     ]
 
 
@@ -108,10 +108,10 @@ def test_the_comparison_shows_the_edit_beside_the_same_edit_of_one_code(page, tm
     assert session.global_edit() is one_code  # rendered once per edit
     stronger = page.edit(session, ["mouth"], *([3.0] + sliders[1:]))[AT["baselines"]]
     assert not np.array_equal(stronger[-1][0], one_code)  # a new slider value: a new one-code edit
-    exported = page.export(session, ["mouth"], 64, True, True, None, *([3.0] + sliders[1:]))
+    exported = page.export(session, ["mouth"], 64, True, True, True, None, *([3.0] + sliders[1:]))
     labels = [label for label, _ in grid_columns(session, captions=True)]
     assert labels[-1].startswith(f"{ONE_CODE_EDIT} (") and "outside the segments" in labels[-1]
-    assert exported[AT["status"]].startswith("Exported")
+    assert exported[AT["status"]].startswith("Exported") and "rendered at 64 px in" in exported[AT["status"]]
     grid = exported[-1]  # the 16:9 slide flag: the grid is centred on a 16:9 canvas
     assert abs(grid.shape[1] / grid.shape[0] - 16 / 9) < 0.01
     page.edit(session, ["mouth"], *[0.0] * len(page.names))

@@ -62,7 +62,9 @@ def test_one_flooding_session_does_not_lock_out_eight_normal_clients(server, tmp
                 ("edit", lambda: client.predict([], 1.5, *[0.0] * (sliders - 1), api_name="/edit")),
                 (
                     "export",
-                    lambda: client.predict([], 64, False, False, 1.5, *[0.0] * (sliders - 1), api_name="/export"),
+                    lambda: client.predict(
+                        [], 64, False, False, False, 1.5, *[0.0] * (sliders - 1), api_name="/export"
+                    ),
                 ),
             ):
                 start = time.perf_counter()

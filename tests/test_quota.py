@@ -104,7 +104,8 @@ def test_exports_past_a_visitors_quota_are_refused_with_when_to_try_again(server
     client.predict(5, api_name="/random_face")
     client.predict("W+", "preview", 1, 0, 4, "fp32", ["skin"], False, api_name="/invert")
     sliders = [0.0] * len(editor.directions())
-    statuses = [client.predict([], 64, False, False, *sliders, api_name="/export")[AT["status"]] for _ in range(6)]
+    export = lambda: client.predict([], 64, False, False, False, *sliders, api_name="/export")  # noqa: E731
+    statuses = [export()[AT["status"]] for _ in range(6)]
     done = [s for s in statuses if s.startswith("Exported")]
     refused = [s for s in statuses if "Too many exports from your address" in s and "Try again in" in s]
     assert len(done) >= 1 and len(refused) >= 1 and len(done) + len(refused) == 6, statuses
@@ -112,4 +113,4 @@ def test_exports_past_a_visitors_quota_are_refused_with_when_to_try_again(server
     other = Client(url, verbose=False, headers={"x-forwarded-for": "198.51.100.5"})
     other.predict(6, api_name="/random_face")
     other.predict("W+", "preview", 1, 0, 4, "fp32", ["skin"], False, api_name="/invert")
-    assert other.predict([], 64, False, False, *sliders, api_name="/export")[AT["status"]].startswith("Exported")
+    assert other.predict([], 64, False, False, False, *sliders, api_name="/export")[AT["status"]].startswith("Exported")

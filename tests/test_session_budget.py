@@ -108,7 +108,7 @@ def test_300_sessions_loading_large_photos_stay_within_the_budget_and_a_normal_v
             status = page.invert(visitor, "W+", "preview", 1, 0, 0, "fp32", ["skin"], False)[AT["status"]]
             assert status.startswith("Done"), status
         if k % 50 == 0:
-            status = page.export(visitor, [], 64, False, False, None, *[0.0] * len(page.names))[AT["status"]]
+            status = page.export(visitor, [], 64, False, False, False, None, *[0.0] * len(page.names))[AT["status"]]
             assert status.startswith("Exported"), status
     assert worst <= budget.max_bytes, worst
     released = sum(s.released != "" for s in held)
