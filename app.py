@@ -109,6 +109,14 @@ class Page:
         return self.start(face, 0, True, f"Random face #{seed}")
 
     @action(needs_session=False)
+    def example(self, event: gr.SelectData):
+        index = ui.EXAMPLE.check(event.index)
+        if index == 0:  # the real photo: aligned like any upload
+            return self.start(read_image(views.EXAMPLE_PHOTO, name="astronaut.jpg"), 0, False, "The astronaut")
+        seed = views.EXAMPLE_SEEDS[index - 1]
+        return self.start(self.editor.random_face(seed, resolution=self.editor.work_size()), 0, True, f"Face #{seed}")
+
+    @action(needs_session=False)
     def open_work(self, path: ui.WORK_FILE):
         if not path:
             raise InvalidInputError("Choose a work.pt file from an earlier export first.")
@@ -129,20 +137,15 @@ class Page:
         self, s, kind: ui.SEGMENT_CHANGE, sketched: ui.SKETCH, names: ui.MERGE, name: ui.SKETCH_SEGMENT
     ):
         layers = [read_image(Path(p), name="the sketch", alpha=True) for p in sketched]
-        if kind == "add":
-            s.sketch(name, layers)
-        elif kind == "remove":
-            s.sketch(name, layers, erase=True)
-        elif kind == "merge":
-            s.merge(names)
-        elif kind == "split":
-            s.split(name)
-        else:
-            s.reset_segments()
-        carried = (
-            " Codes were carried over from the parent segments; Invert again for a fresh fit." if s.state.result else ""
-        )
-        return s, f"Segments: {kind} done.{carried}"
+        changes = {
+            "add": lambda: s.sketch(name, layers),
+            "remove": lambda: s.sketch(name, layers, erase=True),
+            "merge": lambda: s.merge(names),
+            "split": lambda: s.split(name),
+        }
+        changes.get(kind, s.reset_segments)()
+        carried = " Codes were carried over from the parent segments; Invert again for a fresh fit."
+        return s, f"Segments: {kind} done.{carried if s.state.result else ''}"
 
     @action(long=True)
     def invert(
@@ -306,6 +309,7 @@ EVENTS = (  # (button, handler, inputs, extra outputs, api name); "sliders" stan
     ("random", "random_face", "seed", "", "random_face"),
     ("webcam_button", "load_photo", "webcam face_index aligned", "", "webcam"),
     ("open", "open_work", "work_file", "", "open"),
+    ("examples", "example", "", "", False),
     ("place", "place", "upload points", "", "place"),
     ("invert", "invert", "session space preset steps reg dilate precision reproject baselines_flag", "", "invert"),
     ("freeze", "freeze", "session targets reproject_after reproject_steps sliders", "", "freeze"),
@@ -326,7 +330,7 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
     demo.load(page.preset_choices, None, c["preset"], api_name=False)  # the estimates, once measured
     for button, handler, inputs, extra, api_name in EVENTS:
         fn = on_gpu(getattr(page, handler)) if handler in LONG else getattr(page, handler)
-        listen = c[button].select if button == "offers" else c[button].click
+        listen = c[button].select if button in ("offers", "examples") else c[button].click
         listen(
             fn,
             [x for name in inputs.split() for x in (sliders if name == "sliders" else [c[name]])],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from chunky import views
 from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig
 from chunky.editor import ChunkyEditor
 from chunky.export import TILE_RANGE
@@ -50,6 +51,7 @@ TRANSFER_SEGMENT = Text("Segment")
 TUNE_SEGMENTS = Names("Segments to fine-tune")
 TUNE_STEPS = Whole("Steps per segment", 1, 200)
 VARIATION = Whole("The variation clicked", 0, 63)
+EXAMPLE = Whole("The example clicked", 0, len(views.EXAMPLE_SEEDS))
 TILE = Whole("Grid tile size (px)", *TILE_RANGE)
 CAPTIONS = Flag("Metric captions in the grid (L2, LPIPS)")
 SLIDE = Flag("16:9 slide")
@@ -61,7 +63,7 @@ def page_widgets(editor: ChunkyEditor, directions) -> dict:
     c = {}
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=340, elem_id="controls"):
-            c |= input_steps(editor.work_size())
+            c |= input_steps(editor.work_size(), views.examples(editor))
             c |= inversion_steps(editor)
             c |= editing_steps(directions, editor)
         with gr.Column(scale=2, min_width=300, elem_id="live"):
@@ -69,8 +71,9 @@ def page_widgets(editor: ChunkyEditor, directions) -> dict:
     return c
 
 
-def input_steps(work_size: int) -> dict:
-    """Steps 1 and 2: the photo and its segments (sketched on the ``work_size`` px crop)."""
+def input_steps(work_size: int, examples: list) -> dict:
+    """Steps 1 and 2: the photo (or one of the ``examples``, (image, caption) pairs) and its segments (sketched on
+    the ``work_size`` px crop)."""
     c = {}
     with gr.Row():
         with gr.Column(scale=1):
@@ -82,6 +85,15 @@ def input_steps(work_size: int) -> dict:
                 c["face_index"] = gr.Number(value=0, label=FACE.label)
                 c["aligned"] = gr.Checkbox(value=False, label=ALIGNED.label)
             c["load"] = gr.Button("Load photo", variant="primary", elem_id="load")
+            c["examples"] = gr.Gallery(
+                examples,
+                label="…or start from an example (click one)",
+                columns=len(examples),
+                height=120,
+                allow_preview=False,
+                object_fit="cover",
+                elem_id="examples",
+            )
             with gr.Row():
                 c["seed"] = gr.Number(value=0, label=SEED.label, elem_id="seed")
                 c["random"] = gr.Button("Random face", elem_id="random")

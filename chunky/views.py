@@ -5,11 +5,12 @@ reconstruction table and the baseline tiles. Plain data (strings, lists, uint8 a
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import numpy as np
 
 from chunky.align import detect_faces
-from chunky.images import tensor_to_uint8, uint8_to_tensor
+from chunky.images import read_image, tensor_to_uint8, uint8_to_tensor
 from chunky.metrics import l2_distance
 from chunky.segmentation import segment_colour
 
@@ -17,6 +18,20 @@ NO_MODEL_HELP = (
     "To try the page without any download, start it with the bundled small face model: "
     "`CHUNKY_MODEL=small python app.py` (64 px faces, offline)."
 )
+
+
+EXAMPLE_PHOTO = Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"  # NASA, public domain
+EXAMPLE_SEEDS = (1, 5, 6, 11)  # generated faces to start from (chosen by looking at the small model's)
+
+
+def examples(editor) -> list[tuple[np.ndarray, str]]:
+    """(image, caption) of each example to start from: the astronaut photo (a real photo, aligned on load), then
+    a generated face per `EXAMPLE_SEEDS` at the work size (already aligned)."""
+    photo = read_image(EXAMPLE_PHOTO, name=EXAMPLE_PHOTO.name)
+    faces = [editor.random_face(seed, resolution=editor.work_size()) for seed in EXAMPLE_SEEDS]
+    return [(photo, "Astronaut Eileen Collins (NASA, public domain)")] + [
+        (face, f"Generated face #{seed}") for seed, face in zip(EXAMPLE_SEEDS, faces)
+    ]
 
 
 def model_line(label: str, device: str, notice: str = "") -> str:

@@ -349,3 +349,25 @@ def test_the_docs_gradio_client_example_runs_against_a_running_app(server, edito
     code = code.replace('"me.jpg"', repr(str(photo_file(tmp_path, 51, editor))))
     exec(compile(code, "docs/api.md", "exec"), {})
     assert capsys.readouterr().out.splitlines()[-1].startswith("Exported exactly what is shown")
+
+
+def test_every_example_starts_a_session_and_the_astronaut_is_aligned_on_a_face():
+    """The examples gallery: the real astronaut photo goes through detection and alignment (dlib offline), each
+    generated face is used as an aligned crop; an index past the gallery is refused in the status line."""
+    from chunky import views
+
+    small = ChunkyEditor.small()
+    page = app.Page(small, views.slider_directions(small.directions(), app.MAX_SLIDERS))
+    shown = views.examples(small)
+    assert len(shown) == 1 + len(views.EXAMPLE_SEEDS)
+    for index in range(len(shown)):
+        out = page.example(type("Select", (), {"index": index})())
+        status, crop = out[app.SCREEN_PARTS.index("status")], out[app.SCREEN_PARTS.index("crop")]
+        session = out[0]
+        if index == 0:
+            assert "face(s) found, using face 0" in status and not session.aligned.skipped
+            assert session.aligned.face_count >= 1 and crop.shape[0] == small.generator.size
+        else:
+            assert "used as an aligned crop" in status and np.array_equal(crop, shown[index][0])
+    refused = page.example(type("Select", (), {"index": len(shown)})())
+    assert refused[1].startswith("⚠") and "from 0 to" in refused[1]
