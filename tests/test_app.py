@@ -113,7 +113,7 @@ def test_upload_invert_edit_freeze_undo_export(server, editor, tmp_path):
     assert "refined" in refined[AT["status"]]
 
     # export with a slider value that never had its own event: the export holds exactly that edit
-    exported = client.predict([], 64, False, False, *sliders(editor, 2.0), api_name="/export")
+    exported = client.predict([], 64, False, False, False, *sliders(editor, 2.0), api_name="/export")
     shown, files, grid = read(exported[AT["result"]]), exported[-2], read(exported[-1])
     by_name = {Path(p).name: p for p in files}
     assert Image.open(by_name["pasted_back.png"]).size == Image.open(photo).size
@@ -148,7 +148,7 @@ def test_bad_uploads_give_clear_messages_and_the_app_keeps_working(server, tmp_p
         assert out[AT["crop"]] == {"__type__": "update"}  # "no change": the loaded photo stays on the page
     assert (
         "Run the inversion first"
-        in client.predict([], 256, False, False, *sliders(editor), api_name="/export")[AT["status"]]
+        in client.predict([], 256, False, False, False, *sliders(editor), api_name="/export")[AT["status"]]
     )
     assert "Nothing to undo" in client.predict(api_name="/undo")[AT["status"]]
     wide = tmp_path / "wide.png"
