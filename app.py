@@ -162,7 +162,8 @@ class Page:
         progress=gr.Progress(),
     ):
         space = ui.SPACES[space]
-        config = self.editor.preset(preset, space=space, reg_weight=reg, dilate_px=dilate, precision=precision)
+        chosen_precision = app_actions.precision_setting(precision)
+        config = self.editor.preset(preset, space=space, reg_weight=reg, dilate_px=dilate, **chosen_precision)
         config = config.replace(steps=steps) if steps else config
         result = s.invert(
             config,
@@ -279,7 +280,6 @@ class Page:
         message = f"Exported exactly what is shown: download the files below.{rendered}"
         return s, message, [str(f) for f in done.files], done.grid
 
-    preset_choices = staticmethod(lambda: gr.update(choices=ESTIMATES.choices(PRESET_NAMES)))  # once measured
     cancel = staticmethod(lambda s: (s and s.cancel.set()) or "Cancelling…")  # runs outside the queue, at once
 
 
@@ -327,7 +327,7 @@ LONG = ("invert", "freeze", "transfer", "tune")  # JOBS decides when they run; o
 def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
     """Connect every button to its handler; every handler's outputs start with `SCREEN_PARTS` and the sliders."""
     out, sliders = [c[name] for name in SCREEN_PARTS] + c["sliders"], c["sliders"]
-    demo.load(page.preset_choices, None, c["preset"], api_name=False)  # the estimates, once measured
+    demo.load(app_actions.measured_choices, None, [c["preset"], c["precision"]], api_name=False)  # once measured
     for button, handler, inputs, extra, api_name in EVENTS:
         fn = on_gpu(getattr(page, handler)) if handler in LONG else getattr(page, handler)
         listen = c[button].select if button in ("offers", "examples") else c[button].click

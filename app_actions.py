@@ -25,6 +25,7 @@ from starlette.middleware import Middleware
 from chunky import views
 from chunky.calibration import Estimates
 from chunky.config import PRESET_NAMES
+from chunky.device import PRECISIONS
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget
 from chunky.images import MAX_PIXELS
@@ -53,6 +54,27 @@ EXPORT_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_EXPORT_MB_PER_HOUR", "512"))
 UPLOADS_PARENT = os.environ.get("GRADIO_TEMP_DIR")  # the operator's choice, read before private_uploads sets it
 PARKING = Parking(keep_s=float(os.environ.get("CHUNKY_KEEP_CLOSED_S", "900")))  # a closed tab's work, for a reload
 PROXY_HOPS = int(os.environ.get("CHUNKY_PROXY_HOPS", "1" if os.environ.get("SPACE_ID") else "0"))
+
+
+def precision_setting(choice: str) -> dict:
+    """The ``precision`` field for a config from the page's Precision choice: "fp32" or "bf16" as chosen;
+    "auto" gives the precision measured at start-up (`ESTIMATES`), or nothing (the model's or preset's own)
+    until it is measured."""
+    measured = ESTIMATES.precision
+    if choice != "auto":
+        return {"precision": choice}
+    return {} if measured is None else {"precision": measured}
+
+
+def measured_choices() -> tuple:
+    """Updates of the Quality and Precision choices with what start-up measured: each preset's time, and which
+    precision "auto" is and why (unchanged labels until measured)."""
+    precisions = ["auto", *PRECISIONS]
+    choice = ESTIMATES.choice
+    if choice is not None:
+        speed = f"bf16 {choice.bf16_speedup:.1f}x the speed of fp32 here"
+        precisions = [(f"auto ({choice.precision}: {speed})", "auto")] + precisions[1:]
+    return gr.update(choices=ESTIMATES.choices(PRESET_NAMES)), gr.update(choices=precisions)
 
 
 def visitor(request) -> str:

@@ -12,6 +12,7 @@ import gradio as gr
 
 from chunky import views
 from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig
+from chunky.device import PRECISIONS
 from chunky.editor import ChunkyEditor
 from chunky.export import TILE_RANGE
 from chunky.inputs import Choice, Flag, Names, Number, Points, SketchLayers, Text, Whole
@@ -39,7 +40,7 @@ PRESET = Choice("Quality", PRESET_NAMES)
 STEPS = Whole("Steps per segment (0 = from the preset)", 0, MAX_STEPS)
 REGULARISER = Number("Regulariser (pull toward the mean face; the authors' tool uses 10)", 0, 50)
 OVERLAP = Whole("Segment overlap (px)", 0, 64)
-PRECISION = Choice("Precision", ("fp32", "bf16"))
+PRECISION = Choice("Precision (auto: the faster one, measured on this machine at start-up)", ("auto", *PRECISIONS))
 REPROJECT = Names("Re-project (unchecked segments are taken straight from the photo)")
 BASELINES = Flag("Also run global W and W+ (shown side by side)")
 TARGETS = Names("Apply edits to (none checked = every projected segment)")
@@ -161,8 +162,7 @@ def inversion_steps(editor: ChunkyEditor) -> dict:
         c["reg"] = gr.Slider(REGULARISER.low, REGULARISER.high, value=0, step=1, label=REGULARISER.label)
         dilate_px = InversionConfig().dilate_px
         c["dilate"] = gr.Slider(OVERLAP.low, OVERLAP.high, value=dilate_px, step=1, label=OVERLAP.label)
-        precision = editor.default_precision or ("bf16" if on_cpu else "fp32")
-        c["precision"] = gr.Radio(list(PRECISION.options), value=precision, label=PRECISION.label)
+        c["precision"] = gr.Radio(list(PRECISION.options), value="auto", label=PRECISION.label, elem_id="precision")
     c["invert"] = gr.Button("Invert", variant="primary", elem_id="invert")
     with gr.Accordion("Inversion details: per-segment renders, global codes, metrics", open=False):
         c["renders"] = gr.Gallery(label="Per-segment renders", columns=4, height="auto", elem_id="renders")
@@ -223,16 +223,19 @@ def editing_steps(directions, editor: ChunkyEditor) -> dict:
         with gr.Row():
             c["variation_segment"] = gr.Dropdown(label=VARIATION_SEGMENT.label)
             c["variation_seed"] = gr.Number(value=0, label=SEED.label)
-            c["variations"] = gr.Button("Show variations")
+            c["variations"] = gr.Button("Show variations", elem_id="variations")
         c["offers"] = gr.Gallery(
-            label="Variations (click one to use it; click another to compare)", columns=4, height="auto"
+            label="Variations (click one to use it; click another to compare)",
+            columns=4,
+            height="auto",
+            elem_id="offers",
         )
     with gr.Accordion("Take a segment from a reference photo", open=False), gr.Row():
-        c["reference"] = gr.File(label=REFERENCE.label, file_types=["image"], type="filepath")
+        c["reference"] = gr.File(label=REFERENCE.label, file_types=["image"], type="filepath", elem_id="reference")
         segments = ["hair", "eyes", "brows", "nose", "mouth", "skin"]
         c["transfer_segment"] = gr.Dropdown(segments, value="hair", label=TRANSFER_SEGMENT.label)
-        c["reference_aligned"] = gr.Checkbox(value=False, label=REFERENCE_ALIGNED.label)
-        c["transfer"] = gr.Button("Transfer")
+        c["reference_aligned"] = gr.Checkbox(value=False, label=REFERENCE_ALIGNED.label, elem_id="reference-aligned")
+        c["transfer"] = gr.Button("Transfer", elem_id="transfer")
     with (
         gr.Accordion("Fine-tune the generator for some segments (pivotal tuning; slow on a CPU)", open=False),
         gr.Row(),
@@ -243,7 +246,7 @@ def editing_steps(directions, editor: ChunkyEditor) -> dict:
     gr.Markdown("### 5 · Export")
     with gr.Row():
         c["tile"] = gr.Slider(TILE.low, TILE.high, value=256, step=64, label=TILE.label, elem_id="tile")
-        c["captions"] = gr.Checkbox(value=False, label=CAPTIONS.label)
+        c["captions"] = gr.Checkbox(value=False, label=CAPTIONS.label, elem_id="captions")
         c["slide"] = gr.Checkbox(value=False, label=SLIDE.label)
         c["high_res"] = gr.Checkbox(
             value=False,

@@ -12,21 +12,39 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from chunky.config import InversionConfig
-from chunky.device import autocast, default_device
+from chunky.device import BF16_MIN_SAVING, PRECISIONS, autocast, default_device, pick_precision
 from chunky.generator import ModulatedConv2d, config_f_channels, random_generator
+
+BF16_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what bf16 speed depends on
+
+
+def cpu_description(cpuinfo: str) -> str:
+    """The CPU's model name and which of `BF16_CPU_FLAGS` it has, from the text of /proc/cpuinfo, e.g.
+    "Intel(R) Xeon(R) Processor (avx2 avx512f avx512_bf16 amx_tile amx_bf16)"; "" when it names no model."""
+    lines = cpuinfo.splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "").split())
+    if not model:
+        return ""
+    present = [flag for flag in BF16_CPU_FLAGS if flag in flags]
+    absent = [flag for flag in BF16_CPU_FLAGS if flag not in flags]
+    parts = ([" ".join(present)] if present else []) + (["no " + " ".join(absent)] if absent else [])
+    return f"{model} ({'; '.join(parts)})"
 
 
 def machine_description() -> str:
-    """One line naming the CPU, thread count and library versions."""
-    cpu = platform.processor() or platform.machine()
+    """One line naming the CPU (with its bf16-relevant flags), thread count and library versions."""
+    cpu = ""
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            cpu = cpu_description(f.read())
+    cpu = cpu or platform.processor() or platform.machine()
     gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "; no GPU"
     return f"{cpu}; torch {torch.__version__}; {torch.get_num_threads()} threads; {os.cpu_count()} logical CPUs{gpu}"
 
@@ -69,8 +87,31 @@ def per_sample_weights():
         ModulatedConv2d.forward = fast
 
 
+@contextlib.contextmanager
+def weights_prepared_every_call():
+    """Switch off `ModulatedConv2d.prepared_weights`' cache: every pass rescales, casts and squares the weights
+    again and leaves them in the default layout, as before the cache. Used only to measure (and test) what
+    the cache saves."""
+    cached = ModulatedConv2d.prepared_weights
+    ModulatedConv2d.prepared_weights = lambda self, dtype, channels_last=False: self.prepare_weights(dtype)
+    try:
+        yield
+    finally:
+        ModulatedConv2d.prepared_weights = cached
+
+
+GENERATOR_VARIANTS = (  # (label, output px, context it runs in)
+    ("prepared weights kept", 256, contextlib.nullcontext),
+    ("prepared weights kept", 1024, contextlib.nullcontext),
+    ("weights prepared every call", 256, weights_prepared_every_call),
+    ("per-sample weights", 256, per_sample_weights),
+)
+
+
 def bench_generator(repeat: int = 3, seed: int = 0) -> list[dict]:
-    """Time the FFHQ config-f 1024 architecture, batch 1: forward, and forward+backward to the W+ codes."""
+    """Time the FFHQ config-f 1024 architecture, batch 1, in each of `GENERATOR_VARIANTS` and both precisions:
+    forward, and forward+backward to the W+ codes. Rows: resolution, variant, and precision -> seconds under
+    "forward_s" and "forward_backward_s"."""
     G = random_generator(1024, 512, 8, config_f_channels(1024), seed=seed)
     ws = torch.randn(1, G.n_latent, 512, generator=torch.Generator().manual_seed(seed))
 
@@ -85,49 +126,51 @@ def bench_generator(repeat: int = 3, seed: int = 0) -> list[dict]:
         image.float().square().mean().backward()
 
     rows = []
-    for resolution in (256, 1024):
-        for precision in ("fp32", "bf16"):
-            rows.append(
-                {
-                    "resolution": resolution,
-                    "precision": precision,
-                    "forward_s": best_time(lambda r=resolution, p=precision: forward(r, p), repeat),
-                    "forward_backward_s": best_time(lambda r=resolution, p=precision: forward_backward(r, p), repeat),
-                }
-            )
-    with per_sample_weights():
-        rows.append(
-            {
-                "resolution": 256,
-                "precision": "fp32 (per-sample weights)",
-                "forward_s": best_time(lambda: forward(256, "fp32"), repeat),
-                "forward_backward_s": best_time(lambda: forward_backward(256, "fp32"), repeat),
-            }
-        )
+    for label, resolution, context in GENERATOR_VARIANTS:
+        row = {"resolution": resolution, "variant": label, "forward_s": {}, "forward_backward_s": {}}
+        with context():
+            for precision in PRECISIONS:
+                row["forward_s"][precision] = best_time(partial(forward, resolution, precision), repeat)
+                row["forward_backward_s"][precision] = best_time(
+                    partial(forward_backward, resolution, precision), repeat
+                )
+        rows.append(row)
     return rows
 
 
 def print_generator_table(rows: list[dict]) -> None:
     print(f"StyleGAN2 FFHQ config-f 1024 synthesis, batch 1 -- {machine_description()}")
-    print(f"{'output px':>9} | {'precision':<26} | {'forward s':>9} | {'fwd+bwd s':>9}")
+    print(
+        f"{'output px':>9} | {'variant':<27} | {'fwd fp32 s':>10} | {'fwd bf16 s':>10} | {'fp32/bf16':>9} | "
+        f"{'fwd+bwd fp32 s':>14} | {'fwd+bwd bf16 s':>14} | {'fp32/bf16':>9}"
+    )
     for r in rows:
-        print(f"{r['resolution']:>9} | {r['precision']:<26} | {r['forward_s']:>9.3f} | {r['forward_backward_s']:>9.3f}")
-    get = {(r["resolution"], r["precision"]): r for r in rows}
-    r256, r1024 = get[256, "fp32"], get[1024, "fp32"]
-    naive = get[256, "fp32 (per-sample weights)"]
-    bf16 = get[256, "bf16"]
+        fwd, both = r["forward_s"], r["forward_backward_s"]
+        print(
+            f"{r['resolution']:>9} | {r['variant']:<27} | {fwd['fp32']:>10.3f} | {fwd['bf16']:>10.3f} | "
+            f"{fwd['fp32'] / fwd['bf16']:>8.2f}x | {both['fp32']:>14.3f} | {both['bf16']:>14.3f} | "
+            f"{both['fp32'] / both['bf16']:>8.2f}x"
+        )
+    get = {(r["resolution"], r["variant"]): r for r in rows}
+    kept, full = get[256, "prepared weights kept"], get[1024, "prepared weights kept"]
     print("ratios (same run):")
+
+    def ratio(a: dict, b: dict, precision: str) -> str:
+        return (
+            f"forward {a['forward_s'][precision] / b['forward_s'][precision]:.2f}x, "
+            f"fwd+bwd {a['forward_backward_s'][precision] / b['forward_backward_s'][precision]:.2f}x"
+        )
+
+    print(f"  full 1024 px / 256 px-limited synthesis, fp32: {ratio(full, kept, 'fp32')}")
+    for variant in ("weights prepared every call", "per-sample weights"):
+        for precision in PRECISIONS:
+            if (256, variant) in get:
+                print(f"  {variant} / kept, 256 px {precision}: {ratio(get[256, variant], kept, precision)}")
+    seconds = kept["forward_backward_s"]
     print(
-        f"  full 1024 px / 256 px-limited synthesis, fp32: forward {r1024['forward_s'] / r256['forward_s']:.2f}x, "
-        f"fwd+bwd {r1024['forward_backward_s'] / r256['forward_backward_s']:.2f}x"
-    )
-    print(
-        f"  fp32 / bf16 at 256 px: forward {r256['forward_s'] / bf16['forward_s']:.2f}x, "
-        f"fwd+bwd {r256['forward_backward_s'] / bf16['forward_backward_s']:.2f}x"
-    )
-    print(
-        f"  per-sample weights / shared weights at 256 px fp32: forward {naive['forward_s'] / r256['forward_s']:.2f}x, "
-        f"fwd+bwd {naive['forward_backward_s'] / r256['forward_backward_s']:.2f}x"
+        f"precision the calibration would choose here (fwd+bwd at 256 px; bf16 only when it saves >= "
+        f"{BF16_MIN_SAVING:.0%}): {pick_precision(seconds)} (bf16 takes {seconds['bf16'] / seconds['fp32']:.2f}x "
+        "the fp32 time)"
     )
 
 

@@ -3,7 +3,8 @@
 `calibrate` runs two steps of every kind of phase the given configs use (warm start, per-segment steps at
 each resolution) on the average FFHQ face layout, and times the second; `Rates.estimate_seconds` adds
 them up for a config. Per-segment convergence can only make a run shorter, so estimates are upper
-bounds of the optimisation (plus the final render).
+bounds of the optimisation (plus the final render). `Estimates` first chooses the precision for the device
+(`chunky.device.choose_precision`) and times the presets at it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from chunky.config import InversionConfig
+from chunky.device import PrecisionChoice, choose_precision
 from chunky.generator import Generator
 from chunky.inversion import Phase, invert, schedule
 
@@ -141,31 +143,67 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 class Estimates:
     """Each preset's expected time on this device: measured once, in the background (`start`), so a page
-    can show it before Invert is pressed; until then (or if measuring failed) there are no figures."""
+    can show it before Invert is pressed; until then (or if measuring failed) there are no figures.
+
+    `start` first chooses the precision for this device (`choose_precision`: bf16 only where it is clearly
+    faster), then times the presets at it; ``config(name)`` gives a preset as it was timed.
+
+    Attributes:
+        choice: the measured `PrecisionChoice` (None until measured, or if measuring failed).
+        configs: preset name -> config, with ``precision`` set to the choice once it is made.
+        rates: the measured `Rates` (None until measured).
+    """
 
     def __init__(self):
         self.rates: Rates | None = None
+        self.choice: PrecisionChoice | None = None
         self.size = 0
         self.configs: dict[str, InversionConfig] = {}
 
+    @property
+    def precision(self) -> str | None:
+        """The precision measured for this device, "fp32" or "bf16"; None until measured (or if that failed)."""
+        return None if self.choice is None else self.choice.precision
+
+    def config(self, name: str) -> InversionConfig:
+        """The config given to `start` for preset ``name``, at the measured precision once it is known.
+
+        Raises:
+            KeyError: ``name`` was not given to `start`.
+        """
+        return self.configs[name]
+
     def start(self, editor, configs: Mapping[str, InversionConfig]) -> threading.Thread:
-        """Calibrate ``editor``'s generator at its work size for ``configs`` (preset name -> config) in a daemon
-        thread."""
+        """`measure` in a daemon thread; a failure is logged and leaves no figures."""
         self.configs = dict(configs)
 
         def measure():
             try:
-                perceptual = editor.perceptual(next(iter(configs.values())).perceptual)
-                self.size = editor.work_size()
-                self.rates = calibrate(
-                    editor.generator, perceptual, list(configs.values()), self.size, device=editor.device
-                )
+                self.measure(editor, configs)
             except Exception as error:  # estimates are a courtesy: the app works without them
                 log.warning("calibration failed (%s: %s); no time estimates", type(error).__name__, error)
 
         thread = threading.Thread(target=measure, name="calibration", daemon=True)
         thread.start()
         return thread
+
+    def measure(self, editor, configs: Mapping[str, InversionConfig]) -> None:
+        """Choose the precision for ``editor``'s generator at its work size (`choose_precision`), then
+        calibrate ``configs`` (preset name -> config) with that precision."""
+        self.size = editor.work_size()
+        self.choice = choose_precision(editor.generator, self.size)
+        seconds = self.choice.seconds
+        log.info(
+            "precision %s: one pass at %d px takes %.3f s in fp32, %.3f s in bf16",
+            self.choice.precision,
+            self.size,
+            seconds["fp32"],
+            seconds["bf16"],
+        )
+        self.configs = {name: config.replace(precision=self.choice.precision) for name, config in configs.items()}
+        perceptual = editor.perceptual(next(iter(configs.values())).perceptual)
+        timed = list(self.configs.values())
+        self.rates = calibrate(editor.generator, perceptual, timed, self.size, device=editor.device)
 
     def label(self, name: str, config: InversionConfig, segments: int = 8) -> str:
         """``name`` with its estimate for ``segments`` segments, e.g. "Balanced (~3 min for 8 segments)"."""

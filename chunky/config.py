@@ -180,7 +180,9 @@ def preset(name: str, **changes) -> InversionConfig:
     (about a third of the time of 150 steps from w_avg) or "best" (more accurate than 150 steps from w_avg,
     within the app's default 900 s limit on 2 CPU cores). All are W+, bf16, LPIPS-VGG + L2 at 256 px,
     rendered at the output size (``full_render_fraction``), after a warm start (see `InversionConfig`).
-    ``changes`` override fields, e.g. ``preset("balanced", space="w")``. The name is case-insensitive."""
+    ``changes`` override fields, e.g. ``preset("balanced", space="w")`` or ``preset("best", precision="fp32")``
+    where bf16 is not faster (`chunky.device.choose_precision` measures it; `chunky.calibration.Estimates`
+    gives the presets at the measured precision). The name is case-insensitive."""
     key = name.lower()
     if key not in _PRESETS:
         raise InvalidInputError(f"Unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}.")

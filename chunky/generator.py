@@ -4,7 +4,7 @@ The module tree mirrors the public PyTorch checkpoint layout (``style.*``, ``inp
 ``conv1.*``, ``to_rgb1.*``, ``convs.*``, ``to_rgbs.*``, ``noises.*``), so a checkpoint loads with
 ``strict=True`` and nothing is renamed.
 
-Two choices differ from the usual port and make it fast on CPU without changing the result:
+Three choices differ from the usual port and make it fast on CPU without changing the result:
 
 * A modulated convolution is computed as ``conv(x * s, W) * d`` (scale the input channels by the style
   ``s``, convolve with the shared weight, scale the output channels by the demodulation ``d``) instead
@@ -13,6 +13,8 @@ Two choices differ from the usual port and make it fast on CPU without changing 
   gradient of the weights.
 * ``synthesis(..., resolution=R)`` stops after the block that produces ``R`` px and returns the skip
   RGB image there; the blocks above are never run.
+* With frozen weights, each modulated convolution keeps its scaled, cast, channels-last weight and its
+  demodulation sums between passes (`ModulatedConv2d.prepared_weights`): the same tensors, not rebuilt.
 
 Conventions: images are float NCHW RGB, nominally in [-1, 1] (not clamped). ``ws`` are W+ codes
 ``[N, n_latent, style_dim]`` or W codes ``[N, style_dim]``. The style space S is a list with one
@@ -150,21 +152,79 @@ class ModulatedConv2d(nn.Module):
         if upsample:
             p = (len(blur_taps) - 2) - (kernel_size - 1)
             self.blur = Blur(blur_taps, pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
+        self._prepared: dict = {}  # (dtype, layout, inference mode) -> (weight alias, version, prepared)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        weight = self.weight[0] * self.scale  # [out, in, k, k]
+        # A convolution with channels-last activations converts a weight to channels-last too (forward and
+        # backward): a kept weight is kept in that layout. Not for other inputs, whose convolution it would change.
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        weight, weight_norms = self.prepared_weights(x.dtype, channels_last)
         # Elementwise work stays in the activations' dtype: under bf16 autocast, mixing in fp32 styles
         # would promote every full-resolution tensor back to fp32.
         x = x * style[:, :, None, None].to(x.dtype)
         if self.upsample:
-            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2))
+            out = self.blur(F.conv_transpose2d(x, weight, stride=2))
         else:
-            out = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
+            out = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
             # d[n, o] = 1 / sqrt(sum_{i,k} (W[o,i,k] * s[n,i])^2): a tiny matmul instead of a per-sample weight.
-            demod = torch.rsqrt(style.square() @ weight.square().sum((2, 3)).t() + 1e-8)
+            demod = torch.rsqrt(style.square() @ weight_norms + 1e-8)
             out = out * demod[:, :, None, None].to(out.dtype)
         return out
+
+    def prepare_weights(
+        self, dtype: torch.dtype, channels_last: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The scaled weight as the convolution takes it, in ``dtype`` ([out, in, k, k]; [in, out, k, k]
+        for the transposed convolution of an upsampling layer; stored channels-last if asked), and for the
+        demodulation the squared scaled weight summed over the kernel, [in, out] float32 (None without
+        demodulation). Computed afresh."""
+        weight = self.weight[0] * self.scale  # [out, in, k, k]
+        conv_weight = weight.transpose(0, 1).to(dtype) if self.upsample else weight.to(dtype)
+        if channels_last:
+            conv_weight = conv_weight.contiguous(memory_format=torch.channels_last)
+        return conv_weight, weight.square().sum((2, 3)).t() if self.demodulate else None
+
+    def prepared_weights(
+        self, dtype: torch.dtype, channels_last: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`prepare_weights`, kept between calls while the weight stays the same tensor with the same
+        contents (its storage, layout and in-place version counter; one entry per ``dtype`` and layout). With
+        frozen weights (inversion, rendering) this saves rescaling, casting, squaring and converting them on
+        every pass; the convolutions get the same tensors, so the results are the same. While gradients flow
+        to the weight (tuning) they are computed afresh as the convolution took them before (default layout):
+        the gradients must reach the weight through them. Changes made through ``weight.data`` bypass the
+        version counter and are not seen; change the weight itself (``with torch.no_grad(): weight.copy_(...)``)."""
+        weight = self.weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return self.prepare_weights(dtype)
+        # inference-mode tensors cannot be saved for a later backward pass: they get their own entry
+        key = (dtype, channels_last, torch.is_inference_mode_enabled())
+        entry = self._prepared.get(key)
+        if entry is None or not _same_contents(entry[0], entry[1], weight):
+            # stale entries go (with the old storage they hold); replaced, not mutated, for concurrent readers
+            valid = {k: e for k, e in self._prepared.items() if _same_contents(e[0], e[1], weight)}
+            entry = (weight.detach(), weight._version, self.prepare_weights(dtype, channels_last))
+            self._prepared = {**valid, key: entry}
+        return entry[2]
+
+    def __getstate__(self) -> dict:
+        # copies and pickles (copy.deepcopy, torch.save of the module) start without prepared weights
+        return {**super().__getstate__(), "_prepared": {}}
+
+
+def _same_contents(source: torch.Tensor, version: int, weight: torch.Tensor) -> bool:
+    """Whether ``weight`` still is the tensor ``source`` aliases (same storage, layout, dtype and device) and was
+    not modified in place since its version counter read ``version``. ``source`` keeps that storage alive,
+    so a new tensor cannot be given its address."""
+    return (
+        weight.data_ptr() == source.data_ptr()
+        and weight._version == version
+        and weight.dtype == source.dtype
+        and weight.device == source.device
+        and weight.shape == source.shape
+        and weight.stride() == source.stride()
+    )
 
 
 class NoiseInjection(nn.Module):

@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 import pickle
@@ -5,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from chunky.bench import per_sample_weights
+from chunky.bench import per_sample_weights, weights_prepared_every_call
 from chunky.device import autocast
 from chunky.errors import CheckpointError, InvalidInputError
 from chunky.generator import Generator, Window, config_f_channels, random_generator, window_margin
@@ -285,3 +286,88 @@ def test_windowed_synthesis_matches_the_full_render_away_from_inner_edges(size, 
         part[..., y0:y1, x0:x1], expected[..., y0:y1, x0:x1], rtol=0, atol=1e-5 * full.abs().max().item()
     )
     assert (part - expected).abs().max() > 1e-3  # and the cut edges do differ: the window really is computed alone
+
+
+# ------------------------------------------------------------------------------ prepared weights
+def image_and_grads(G, ws, precision="fp32", dtype=torch.float32):
+    """Image, gradient to the codes and (when the weights train) to every modulated weight."""
+    codes = ws.to(dtype).clone().requires_grad_(True)
+    with autocast(precision):
+        image = G.synthesis(codes)
+    (image.double() * torch.linspace(-1, 1, image.numel(), dtype=torch.float64).reshape(image.shape)).sum().backward()
+    weights = [layer.weight.grad for _, layer in G.modulated_layers(None)]
+    return [image.detach(), codes.grad] + [g for g in weights if g is not None]
+
+
+def assert_all_equal(actual, expected):
+    assert len(actual) == len(expected)
+    assert all(torch.equal(a, e) for a, e in zip(actual, expected))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_prepared_weights_are_kept_and_change_nothing(precision):
+    G = random_generator(seed=3)
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(1))
+    first = image_and_grads(G, ws, precision)
+    kept = image_and_grads(G, ws, precision)  # from the prepared weights of the first call
+    with weights_prepared_every_call():
+        fresh = image_and_grads(G, ws, precision)
+    assert_all_equal(first, fresh)
+    assert_all_equal(kept, fresh)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    layer = G.convs[0].conv
+    assert layer.prepared_weights(dtype)[0] is layer.prepared_weights(dtype)[0]  # kept, not recomputed
+    assert layer.prepared_weights(dtype)[0].dtype == dtype
+
+
+def test_prepared_weights_follow_in_place_changes_loading_and_dtype():
+    G, other = random_generator(seed=3), random_generator(seed=4)
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(1))
+    before = image_and_grads(G, ws)
+    with torch.no_grad():
+        G.convs[0].conv.weight.add_(1)
+    changed = image_and_grads(G, ws)
+    assert not torch.equal(changed[0], before[0])
+    with weights_prepared_every_call():
+        assert_all_equal(changed, image_and_grads(G, ws))
+    G.load_state_dict(other.state_dict())
+    assert_all_equal(image_and_grads(G, ws), image_and_grads(other, ws))
+    G.double()  # new storage, new dtype
+    doubled = image_and_grads(G, ws, dtype=torch.float64)
+    with weights_prepared_every_call():
+        assert_all_equal(doubled, image_and_grads(G, ws, dtype=torch.float64))
+    G.float()
+    assert_all_equal(image_and_grads(G, ws), image_and_grads(other, ws))
+    # one entry per dtype, stale ones dropped: the memory held stays bounded
+    assert all(len(layer._prepared) == 1 for _, layer in G.modulated_layers(None))
+
+
+def test_training_the_weights_bypasses_the_prepared_weights():
+    G = random_generator(seed=3)
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(1))
+    image_and_grads(G, ws)  # prepared weights kept from frozen use
+    G.requires_grad_(True)
+    trained = image_and_grads(G, ws)
+    G.zero_grad(set_to_none=True)
+    with weights_prepared_every_call():
+        expected = image_and_grads(G, ws)
+    assert len(trained) == 2 + len(G.modulated_layers(None))  # every modulated weight got its gradient
+    assert_all_equal(trained, expected)
+    torch.optim.SGD(G.parameters(), lr=0.1).step()  # in place: the next frozen render sees the new weights
+    G.requires_grad_(False)
+    stepped = image_and_grads(G, ws)
+    with weights_prepared_every_call():
+        assert_all_equal(stepped, image_and_grads(G, ws))
+
+
+def test_prepared_weights_after_inference_mode_still_train_codes_and_are_not_copied():
+    G = random_generator(seed=3)
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        G.synthesis(ws)
+    kept = image_and_grads(G, ws)  # inference tensors cannot be saved for backward: they are not reused here
+    for duplicate in (copy.deepcopy(G), pickle.loads(pickle.dumps(G))):  # tuning copies; torch.save pickles
+        assert all(layer._prepared == {} for _, layer in duplicate.modulated_layers(None))
+        assert set(duplicate.state_dict()) == set(G.state_dict())
+        with weights_prepared_every_call():
+            assert_all_equal(image_and_grads(duplicate, ws), kept)

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from chunky.bench import TODAY, print_presets_table, scaled
+from chunky.bench import TODAY, cpu_description, print_generator_table, print_presets_table, scaled
 from chunky.calibration import Rates, calibrate, face_layout_masks
 from chunky.cli import main
 from chunky.config import PRESET_NAMES, InversionConfig, preset
+from chunky.device import PRECISIONS, PrecisionChoice, choose_precision, pick_precision
 from chunky.errors import InvalidInputError
 from chunky.images import resize_images
 from chunky.inversion import Phase, invert, schedule
@@ -321,3 +322,110 @@ def test_the_preset_labels_follow_the_number_of_segments_of_the_photo(monkeypatc
     merged = page.change_segments(session, "merge", None, ["eyes", "nose"], "skin")
     label = dict((name, text) for text, name in merged[at["preset"]]["choices"])["preview"]
     assert label.endswith(f"for {len(projected) - 1} segments)"), label
+
+
+# ------------------------------------------------------------------------------ precision per device
+def test_bf16_is_chosen_only_when_clearly_faster():
+    assert pick_precision({"fp32": 1.0, "bf16": 0.5}) == "bf16"
+    assert pick_precision({"fp32": 1.0, "bf16": 0.9}) == "bf16"  # saves exactly the 10% margin
+    assert pick_precision({"fp32": 1.0, "bf16": 0.95}) == "fp32"  # faster, but not by the margin
+    assert pick_precision({"fp32": 1.0, "bf16": 1.2}) == "fp32"
+    assert pick_precision({"fp32": 1.0, "bf16": 0.95}, min_saving=0.0) == "bf16"
+
+
+def test_choose_precision_keeps_the_best_time_after_a_warm_up(monkeypatch, tiny_generator):
+    import chunky.device
+
+    runs = {"fp32": iter([0.01, 2.0, 1.0, 1.5]), "bf16": iter([0.01, 1.0, 3.0, 0.8])}  # the first: warm-up
+    monkeypatch.setattr(chunky.device, "synthesis_pass_seconds", lambda G, size, precision: next(runs[precision]))
+    choice = choose_precision(tiny_generator, 32, repeat=3)
+    assert choice == PrecisionChoice("bf16", {"fp32": 1.0, "bf16": 0.8})
+    assert choice.bf16_speedup == pytest.approx(1.25)
+
+
+def test_a_synthesis_pass_is_timed_on_the_real_generator(tiny_generator):
+    choice = choose_precision(tiny_generator, 16, repeat=1)
+    assert choice.precision in PRECISIONS and set(choice.seconds) == set(PRECISIONS)
+    assert all(seconds > 0 for seconds in choice.seconds.values())
+
+
+@pytest.mark.parametrize("measured", ["fp32", "bf16"])
+def test_estimates_time_the_presets_at_the_precision_chosen_for_the_device(monkeypatch, tiny_generator, measured):
+    import types
+
+    import chunky.calibration
+
+    seconds = {"fp32": 1.0, "bf16": 0.5} if measured == "bf16" else {"fp32": 1.0, "bf16": 1.2}
+    monkeypatch.setattr(
+        chunky.calibration, "choose_precision", lambda G, size: PrecisionChoice(pick_precision(seconds), seconds)
+    )
+    timed = []
+    real = chunky.calibration.calibrate
+    monkeypatch.setattr(
+        chunky.calibration,
+        "calibrate",
+        lambda G, p, configs, size, **k: timed.extend(configs) or real(G, p, configs, size, **k),
+    )
+    editor = types.SimpleNamespace(
+        generator=tiny_generator, device=torch.device("cpu"), work_size=lambda: 32, perceptual=lambda name: None
+    )
+    estimates = chunky.calibration.Estimates()
+    configs = {name: preset(name, perceptual="none") for name in PRESET_NAMES}
+    estimates.start(editor, configs).join()
+    assert estimates.precision == measured and estimates.rates is not None
+    assert [c.precision for c in timed] == [measured] * len(PRESET_NAMES)
+    assert {name: estimates.config(name) for name in PRESET_NAMES} == {
+        name: config.replace(precision=measured) for name, config in configs.items()
+    }
+    assert preset("balanced").precision == "bf16"  # the preset itself stays as written
+
+
+def test_cpu_description_names_the_flags_bf16_speed_depends_on():
+    intel = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f avx512_bf16 "
+    intel += "amx_bf16 amx_tile\n"
+    amd = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2\n"
+    assert cpu_description(intel) == "Intel(R) Xeon(R) Processor (avx2 avx512f avx512_bf16 amx_tile amx_bf16)"
+    assert cpu_description(amd) == "AMD EPYC 7B13 (avx2; no avx512f avx512_bf16 amx_tile amx_bf16)"
+    assert cpu_description("Features\t: fp asimd\n") == ""  # no model name (e.g. ARM): the caller falls back
+
+
+def test_generator_table_puts_the_precisions_side_by_side_and_says_what_calibration_chooses(capsys):
+    def row(resolution, variant, fp32, bf16):
+        return {
+            "resolution": resolution,
+            "variant": variant,
+            "forward_s": {"fp32": fp32 / 2, "bf16": bf16 / 2},
+            "forward_backward_s": {"fp32": fp32, "bf16": bf16},
+        }
+
+    rows = [
+        row(256, "prepared weights kept", 1.0, 1.2),
+        row(1024, "prepared weights kept", 4.0, 3.0),
+        row(256, "weights prepared every call", 1.1, 1.5),
+        row(256, "per-sample weights", 1.4, 1.6),
+    ]
+    print_generator_table(rows)
+    out = capsys.readouterr().out
+    assert "      256 | prepared weights kept       |      0.500 |      0.600 |     0.83x |          1.000 |" in out
+    assert "  weights prepared every call / kept, 256 px bf16: forward 1.25x, fwd+bwd 1.25x" in out
+    assert ">= 10%): fp32 (bf16 takes 1.20x the fp32 time)" in out
+    rows[0] = row(256, "prepared weights kept", 1.0, 0.5)
+    print_generator_table(rows)
+    assert ">= 10%): bf16 (bf16 takes 0.50x the fp32 time)" in capsys.readouterr().out
+
+
+def test_the_page_runs_auto_at_the_measured_precision_and_says_which(monkeypatch):
+    """The page's Precision "auto" (the default) inverts at the precision start-up measured, and its label says
+    which and why; before the measurement it leaves the model's own; "fp32"/"bf16" stay the visitor's choice."""
+    import app_actions
+    from chunky.calibration import Estimates
+
+    estimates = Estimates()
+    monkeypatch.setattr(app_actions, "ESTIMATES", estimates)
+    assert app_actions.precision_setting("auto") == {}
+    assert app_actions.measured_choices()[1]["choices"] == ["auto", "fp32", "bf16"]
+    estimates.choice = PrecisionChoice("fp32", {"fp32": 1.0, "bf16": 1.25})
+    assert app_actions.precision_setting("auto") == {"precision": "fp32"}
+    assert app_actions.precision_setting("bf16") == {"precision": "bf16"}
+    label, value = app_actions.measured_choices()[1]["choices"][0]
+    assert value == "auto" and label == "auto (fp32: bf16 0.8x the speed of fp32 here)"
