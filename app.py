@@ -20,11 +20,9 @@ from app_actions import (
     ESTIMATES,
     SCREEN_PARTS,
     action,
-    draw_sketch,
     park_when_the_tab_closes,
     private_uploads,
     restore_parked,
-    sketch_drawn_later,
     upload_quota_middleware,
     visitor,
 )
@@ -136,10 +134,9 @@ class Page:
     def change_segments(
         self, s, kind: ui.SEGMENT_CHANGE, sketched: ui.SKETCH, names: ui.MERGE, name: ui.SKETCH_SEGMENT
     ):
-        layers = [read_image(Path(p), name="the sketch", alpha=True) for p in sketched]
         changes = {
-            "add": lambda: s.sketch(name, layers),
-            "remove": lambda: s.sketch(name, layers, erase=True),
+            "add": lambda: s.sketch(name, sketched),
+            "remove": lambda: s.sketch(name, sketched, erase=True),
             "merge": lambda: s.merge(names),
             "split": lambda: s.split(name),
         }
@@ -339,14 +336,9 @@ def wire(demo: gr.Blocks, page: Page, c: dict) -> None:
             concurrency_limit=None if handler in LONG else "default",
             show_progress_on=[c["result"]],  # one progress display per job, where the result appears
         )
-    later = gr.State()  # the sketch editor's new value, drawn by a second event (see `sketch_drawn_later`)
     for kind in ("add", "remove", "merge", "split", "reset"):
-        c[kind].click(
-            sketch_drawn_later(page.change_segments),
-            [c["session"], gr.State(kind), c["sketch"], c["merge_choice"], c["sketch_segment"]],
-            out + [later],
-            api_name=kind,
-        ).then(draw_sketch, [later, c["status"]], [c["sketch"], c["status"]], api_name=False, show_progress="hidden")
+        segment_inputs = [c["session"], gr.State(kind), c["sketch"], c["merge_choice"], c["sketch_segment"]]
+        c[kind].click(page.change_segments, segment_inputs, out, api_name=kind, show_progress_on=[c["result"]])
     c["cancel"].click(page.cancel, [c["session"]], [c["status"]], queue=False, api_name="cancel")
     load_inputs = [c["upload"], c["face_index"], c["aligned"]]  # a chosen photo loads at once (Load: again)
     c["upload"].upload(page.load_photo, load_inputs, out, api_name=False, show_progress_on=[c["result"]])

@@ -22,6 +22,7 @@ import PIL.Image
 import torch
 from starlette.middleware import Middleware
 
+from app_sketch import show_picture
 from chunky import views
 from chunky.calibration import Estimates
 from chunky.config import PRESET_NAMES
@@ -162,8 +163,7 @@ def screen(slider_names, s: Session, message: str, before=None) -> list:
         parts["crop"] = s.aligned.crop
         parts["overlay"] = state.segmentation.overlay(s.target_image)
         parts["legend"] = views.legend(s)
-        drawn = state.segmentation.boundaries(s.target_image)  # strokes applied: a clean canvas, with boundaries
-        parts["sketch"] = {"background": drawn, "layers": [], "composite": drawn}
+        parts["sketch"] = show_picture(state.segmentation.boundaries(s.target_image))  # strokes applied: cleared
         parts["reproject"] = gr.update(choices=names, value=chosen)
         same_names = before is not None and before.segmentation.names == state.segmentation.names
         parts["sketch_segment"] = gr.update(choices=names) if same_names else gr.update(choices=names, value=names[0])
@@ -190,31 +190,6 @@ def screen(slider_names, s: Session, message: str, before=None) -> list:
         parts["baselines"] = views.baselines(s)
     strengths = s.strengths()
     return [parts[name] for name in SCREEN_PARTS] + [strengths.get(name, 0.0) for name in slider_names]
-
-
-def sketch_drawn_later(handler):
-    """``handler`` with the sketch editor's new value moved from its screen slot to an extra last output. The
-    editor reads its strokes as an input of the segment events; a value sent to it by the same event leaves it
-    uploading in a loop ("processing" forever, no second stroke: Gradio 6.31), so a second event draws it."""
-    at = SCREEN_PARTS.index("sketch")
-
-    def run(*args):
-        outputs = list(handler(*args))
-        sketch, outputs[at] = outputs[at], gr.update()
-        return outputs + [sketch]
-
-    return run
-
-
-CANVAS_READY = " The canvas is ready for the next correction."
-
-
-def draw_sketch(value, message: str):
-    """The second event of `sketch_drawn_later`: the sketch editor's new value, and the status saying the canvas
-    is ready (strokes painted before this would be wiped by the redraw); nothing when there is no new value."""
-    if not isinstance(value, dict):
-        return gr.update(), gr.update()
-    return value, f"{message}{CANVAS_READY}"
 
 
 def action(fn=None, *, extras=0, needs_session=True, sliders=False, long=False):

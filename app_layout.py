@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from app_sketch import sketch_canvas
 from chunky import views
 from chunky.config import MAX_STEPS, PRESET_NAMES, InversionConfig
 from chunky.device import PRECISIONS
 from chunky.editor import ChunkyEditor
 from chunky.export import TILE_RANGE
-from chunky.inputs import Choice, Flag, Names, Number, Points, SketchLayers, Text, Whole
+from chunky.inputs import Choice, Flag, Names, Number, Points, SketchStrokes, Text, Whole
 
 SPACES = {"W": "w", "W+": "w+", "S": "s"}  # the latent space's label on the page -> its name in the library
 IMAGE_HEIGHT = 200  # px: the aligned crop and its segments, in the controls column
@@ -32,7 +33,7 @@ SEED = Whole("Seed", 0, SEED_MAX)
 POINTS = Points("Points placed (x,y in photo pixels)")
 WORK_FILE = Text("work.pt", optional=True)
 SEGMENT_CHANGE = Choice("Segment change", ("add", "remove", "merge", "split", "reset"))
-SKETCH = SketchLayers("Sketch on the crop")
+SKETCH = SketchStrokes("Sketch on the crop: paint over what to correct")
 SKETCH_SEGMENT = Text("Segment to correct")
 MERGE = Names("Segments to merge into one")
 SPACE = Choice("Latent space", tuple(SPACES))
@@ -124,13 +125,7 @@ def input_steps(work_size: int, examples: list) -> dict:
         c["legend"] = gr.Markdown()
         c["reproject"] = gr.CheckboxGroup(label=REPROJECT.label, elem_id="reproject")
         with gr.Row():
-            c["sketch"] = gr.ImageEditor(
-                label=SKETCH.label,
-                elem_id="sketch",
-                type="filepath",
-                layers=False,
-                brush=gr.Brush(colors=["#ff0000"], color_mode="fixed", default_size=brush_size(work_size)),
-            )
+            c["sketch"] = sketch_canvas(SKETCH.label, work_size, elem_id="sketch")
             with gr.Column():
                 c["sketch_segment"] = gr.Dropdown(label=SKETCH_SEGMENT.label, elem_id="sketch-segment")
                 c["add"] = gr.Button("Add painted pixels to it", elem_id="add")
@@ -140,11 +135,6 @@ def input_steps(work_size: int, examples: list) -> dict:
                 c["merge"] = gr.Button("Merge")
                 c["reset"] = gr.Button("Reset to automatic")
     return c
-
-
-def brush_size(work_size: int) -> int:
-    """The sketch brush's default diameter in crop pixels: about 3% of the face, a stroke the width of a lip."""
-    return max(1, round(0.03 * work_size))
 
 
 def inversion_steps(editor: ChunkyEditor) -> dict:
@@ -255,13 +245,12 @@ def editing_steps(directions, editor: ChunkyEditor) -> dict:
             elem_id="high-res",
         )
         c["export"] = gr.Button("Export", variant="primary", elem_id="export")
-    with gr.Row():
-        c["grid"] = gr.Image(
-            label="Comparison grid (what the export holds)",
-            type="numpy",
-            format="png",
-            interactive=False,
-            elem_id="grid",
-        )
-        c["files"] = gr.File(label="Downloads", file_count="multiple", elem_id="downloads")
+    c["grid"] = gr.Image(  # the whole column's width, to be read on the page
+        label="Comparison grid (what the export holds)",
+        type="numpy",
+        format="png",
+        interactive=False,
+        elem_id="grid",
+    )
+    c["files"] = gr.File(label="Downloads", file_count="multiple", elem_id="downloads")
     return c | {"sliders": sliders}

@@ -8,6 +8,8 @@ rounded silently. `app.py` declares each handler argument's input as its annotat
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +18,9 @@ import numpy as np
 
 from chunky.config import whole
 from chunky.errors import InvalidInputError
+from chunky.images import MAX_FILE_BYTES, read_image
+
+PNG_DATA_URL = "data:image/png;base64,"
 
 
 class Input:
@@ -103,20 +108,25 @@ class Names(Input):
 
 
 @dataclass(frozen=True)
-class SketchLayers(Input):
-    """The sketch editor's value ({"layers": [file paths], ...}): its layers' paths; None is no layer."""
+class SketchStrokes(Input):
+    """The sketch canvas's value: "" or None (nothing painted), or a PNG data URL ("data:image/png;base64,...")
+    -> a list of [H, W, 4] uint8 RGBA layers (none, or one), read by `chunky.images.read_image` with its limits
+    (size checked from the header before decoding). Text over the reader's file limit is refused unread."""
 
     label: str
 
-    def check(self, value) -> list[str]:
-        if value is None:
+    def check(self, value) -> list[np.ndarray]:
+        if value is None or value == "":
             return []
-        layers = value.get("layers") if isinstance(value, dict) else None
-        if layers is None and isinstance(value, dict):
-            return []
-        if not isinstance(layers, list) or not all(isinstance(p, str) for p in layers):
-            self.refuse(value, 'the sketch editor\'s value, {"layers": [paths of painted layers]}')
-        return layers
+        if not isinstance(value, str) or not value.startswith(PNG_DATA_URL):
+            self.refuse(value, 'the canvas\'s strokes, "" or a PNG data URL ("data:image/png;base64,...")')
+        if len(value) > len(PNG_DATA_URL) + MAX_FILE_BYTES * 4 // 3 + 4:
+            raise InvalidInputError(f"{self.label}: the strokes are over {MAX_FILE_BYTES >> 20} MiB.")
+        try:
+            data = base64.b64decode(value[len(PNG_DATA_URL) :], validate=True)
+        except binascii.Error:
+            self.refuse(value, "a PNG data URL with valid base64")
+        return [read_image(data, name=f"{self.label} (the strokes)", alpha=True)]
 
 
 @dataclass(frozen=True)

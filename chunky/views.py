@@ -114,8 +114,9 @@ PAGE_STYLE = """
 #live-images, #live-buttons { flex-wrap: nowrap; }
 #live-images > *, #live-buttons > * { min-width: 0 !important; }
 #live img, #crop img, #overlay img { width: 100%; height: 100%; object-fit: contain; }
+#grid img { padding-top: 2.4em; }  /* the grid's title row below the image's label and buttons */
 @media (max-width: 760px) {
-  #live { top: 0; z-index: 20; order: -1; background: var(--background-fill-primary); padding: 4px 0;
+  #live { top: 0; z-index: 1000; order: -1; background: var(--background-fill-primary); padding: 4px 0;
           box-shadow: 0 2px 6px rgba(0, 0, 0, 0.2); }
   #photo, #result { height: 22vh !important; }
   #live-buttons button { padding: 4px; }

@@ -107,75 +107,6 @@ def invert_watching(page, steps: int, text: str) -> list[bool]:
     return seen
 
 
-def test_load_invert_edit_freeze_export_undo_in_a_browser(page_and_editor, tmp_path):
-    page, editor, _ = page_and_editor
-    photo = tmp_path / "face.png"
-    Image.fromarray(editor.random_face(5)).save(photo)
-
-    page.set_input_files("#upload input[type=file]", str(photo))
-    wait_until(lambda: not status(page).startswith("Start with step 1"), what="the photo to load on upload")
-    page.get_by_label("Already an aligned face crop").check()
-    page.click("#load")
-    wait_until(lambda: "used as an aligned crop" in status(page), what="the photo to load")
-    page.wait_for_selector("#overlay img", timeout=60_000)
-    shot(page, "1-loaded")
-    assert app_actions.UPLOAD_QUOTA.used("127.0.0.1") >= photo.stat().st_size  # the browser's upload was counted
-
-    seen_progress = invert_watching(page, 20, "s left")
-    assert any(seen_progress), "the progress bar with the loss and time left was never shown"
-    assert "Done:" in status(page) and "steps" in status(page)
-    page.wait_for_selector("#result img")
-    shot(page, "2-inverted")
-    crop = image_at(page, "#photo img")
-    assert np.array_equal(crop, editor.random_face(5))
-
-    inverted = page.get_attribute("#result img", "src")
-    box = page.locator("#slider-0 input[type=range]").bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
-    wait_until(lambda: "Edited" in status(page), what="the edit")
-    shot(page, "3-edited")
-
-    page.click("#freeze")
-    wait_until(lambda: "Frozen" in status(page), what="the freeze")
-    assert page.locator("#slider-0 input[type=number]").input_value() == "0"
-    assert np.array_equal(image_at(page, "#photo img"), crop)  # the photo panel still shows the photo
-    shot(page, "4-frozen")
-
-    frozen = page.get_attribute("#result img", "src")
-    typed = page.locator("#slider-1 input[type=number]")
-    typed.fill("2.5")
-    typed.press("Enter")  # Enter commits a typed value: rendered at full size, the status says so
-    wait_until(lambda: "Edited" in status(page) and page.get_attribute("#result img", "src") != frozen, what="Enter")
-    committed = image_at(page, "#result img")
-    assert committed.shape == crop.shape  # the full render, not the live preview
-    page.locator("#targets label").first.click()  # a target ticked: the picture follows at once
-    wait_until(lambda: not np.array_equal(image_at(page, "#result img"), committed), what="the targets to re-render")
-    set_number(page, "#tile", str(TILE))
-    page.click("#export")
-    wait_until(lambda: "Exported" in status(page), what="the export")
-    link = page.locator("#downloads a[download='comparison.png']")
-    link.wait_for(timeout=60_000)
-    with page.expect_download() as download:
-        link.click()
-    saved = tmp_path / "comparison.png"
-    download.value.save_as(saved)
-    grid = np.asarray(Image.open(saved).convert("RGB"))
-    shown = image_at(page, "#result img")
-    gap = 8
-    header = grid.shape[0] - TILE - 2 * gap  # one row without captions: the titles' header, the cells, the gaps
-    cell = lambda column: grid[header : header + TILE, gap + column * (TILE + gap) : gap + column * (TILE + gap) + TILE]  # noqa: E731
-    columns = (grid.shape[1] - gap) // (TILE + gap)
-    assert np.array_equal(cell(0), crop), "the grid's photo column is not the aligned photo"
-    assert np.array_equal(cell(columns - 1), shown), "the grid's edited column is not what the page shows"
-    assert page.locator("#slider-1 input[type=number]").input_value() == "2.5"
-    shot(page, "5-exported")
-
-    page.click("#undo")
-    wait_until(lambda: "Undid" in status(page), what="undo")
-    assert page.get_attribute("#result img", "src") != inverted
-    shot(page, "6-undone")
-
-
 def test_place_the_face_by_hand_with_five_clicks_in_a_browser(page_and_editor, tmp_path):
     """A photo whose face the visitor places: the photo is shown, five clicks on it become five points in
     photo pixels (the next one named each time), and "Align to these points" loads the face they describe."""
@@ -227,102 +158,226 @@ def sessions_of(demo) -> list:
     return [value for state in states for value in list(state.state_data.values()) if isinstance(value, Session)]
 
 
-def test_sketch_twice_in_a_browser(page_and_editor):
-    """Paint a short stroke and add it to the mouth, then paint another and remove it: the canvas takes the second
-    stroke (it used to stay "processing" after the first), the brush is small (one stroke moves the mouth by
-    at most a few percent of the crop), the chosen segment stays chosen, and the canvas shows the boundaries."""
-    page, editor, demo = page_and_editor
-    page.reload(wait_until="load")
-    page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
-    page.locator("#seed input").fill("3")
-    page.locator("#seed input").press("Tab")
-    page.click("#random")
-    wait_until(lambda: "Random face #3" in status(page), what="the random face")
-    face = editor.random_face(3, resolution=editor.work_size())
-    session = next(s for s in reversed(sessions_of(demo)) if np.array_equal(s.aligned.crop, face))  # this tab's
-    page.click("text=2 · Segments")
-    chooser = page.locator("#sketch-segment input")
-    chooser.click()
-    chooser.fill("mouth")
-    chooser.press("Enter")
-    canvas = page.locator("#sketch canvas").first
-    canvas.wait_for(timeout=60_000)
-    shares = [float(session.state.segmentation.area()[session.names.index("mouth")])]
-    for button, (start, end) in (("add", (0.40, 0.62)), ("remove", (0.42, 0.58))):
-        box = canvas.bounding_box()
-        page.mouse.move(box["x"] + box["width"] * start, box["y"] + box["height"] * 0.78)
-        page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] * end, box["y"] + box["height"] * 0.78, steps=10)
-        page.mouse.up()
-        page.click(f"#{button}")
-        wait_until(
-            lambda button=button: f"Segments: {button} done" in status(page) and "canvas is ready" in status(page),
-            timeout=60,
-            what=f"the {button} and the canvas redrawn",
-        )
-        time.sleep(1.5)  # the browser applies the redrawn canvas after the status arrives
-        shares.append(float(session.state.segmentation.area()[session.names.index("mouth")]))
-        assert page.locator("#sketch-segment input").input_value() == "mouth"  # the chosen segment is kept
-        shot(page, f"9-sketched-{button}")
-    assert shares[1] > shares[0] and shares[2] < shares[1], shares  # the second stroke was taken too
-    assert shares[1] - shares[0] < 0.05, shares  # a small brush: a stroke, not a blob
-
-
-def test_a_reload_mid_job_cancels_it_and_the_next_job_starts_at_once(page_and_editor):
-    """Start a long inversion, reload the tab after 2 s: the page asks before leaving, the old job is cancelled
-    (the slot is free within seconds), and a new inversion from the new tab starts without waiting."""
-    page, editor, demo = page_and_editor
-    dialogs = []
-    page.on("dialog", lambda dialog: dialogs.append(dialog.type))
-    page.reload(wait_until="load")
-    page.wait_for_selector("#random", timeout=60_000)
-    page.click("#random")
-    wait_until(lambda: "Random face #" in status(page), what="a random face")
-    page.click("text=Advanced")
-    set_number(page, "#steps", "5000")
-    page.get_by_label("Best").check()
-    page.click("#invert")
-    wait_until(lambda: app_actions.JOBS.running() == 1, timeout=30, what="the long job to start")
-    time.sleep(2)
-    assert app_actions.JOBS.running() == 1, "the job ended before the reload: the test would prove nothing"
-    page.reload(wait_until="load")
-    started = time.monotonic()
-    wait_until(lambda: app_actions.JOBS.running() == 0, timeout=30, what="the old job to be cancelled")
-    freed = time.monotonic() - started
-    wait_until(lambda: "Restored your work" in status(page), timeout=30, what="the work to be restored")
-    page.wait_for_selector("#result img", timeout=30_000)  # the stopped job's best so far, restored
-    shot(page, "11-restored-after-reload")
-    page.click("#random")
-    wait_until(lambda: "Random face #" in status(page), what="a random face in the new tab")
-    waited = invert_watching(page, 10, "ahead")
-    assert not any(waited), "the new job waited behind the reloaded tab's job"
-    print(f"slot freed {freed:.1f} s after the reload")
-    assert freed < 5  # uncancelled, the job ran on for 17 s here
-    page.wait_for_selector("#result img", timeout=60_000)
-    page.reload(wait_until="load")  # with a result on the page, leaving asks first
-    assert "beforeunload" in dialogs
-
-
 @pytest.mark.parametrize("width, height", [(1440, 900), (390, 844)])
-def test_the_result_and_status_stay_in_view_beside_every_control(page_and_editor, width, height):
-    """On a desktop and on a phone: whichever control is scrolled into view to be used, the result, the status
-    line, Undo and Cancel are inside the viewport too."""
-    page, _, demo = page_and_editor
-    viewer = page.context.browser.new_page(viewport={"width": width, "height": height})
+def test_the_whole_journey_at_desktop_and_phone_sizes(page_and_editor, tmp_path, width, height):
+    """At 1440x900 and 390x844, one visitor's whole journey: an example photo, two sketch strokes, invert, a slider,
+    a target, a typed value, freeze, variations, a transfer, captions, undo, a reload mid-job. Whenever a control is
+    used, the result, the status, Undo and Cancel are in view; the canvas takes the second stroke; the exported
+    edited.png equals the picture shown after every kind of input; the grid's titles stay inside their columns;
+    after the reload the work is restored and the next job starts at once."""
+    _, editor, demo = page_and_editor
+    page = page_and_editor[0].context.browser.new_page(viewport={"width": width, "height": height})
+    dialogs = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.type) or dialog.accept())
+    walk = Walk(page, tmp_path, f"{width}x{height}")
     try:
-        viewer.goto(demo.local_url, wait_until="load")
-        viewer.wait_for_selector("#random", timeout=60_000)
-        viewer.click("#random")
-        wait_until(lambda: "Random face #" in status(viewer), what="a random face")
-        viewer.click("#invert")
-        wait_until(lambda: "Done:" in status(viewer), what="the inversion")
-        for control in ("#load", "#invert", "#targets", "#slider-0", "#freeze", "#export", "#downloads"):
-            viewer.locator(control).scroll_into_view_if_needed()
-            time.sleep(0.2)
-            for shown in ("#result", "#status", "#undo", "#cancel"):
-                box = viewer.locator(shown).bounding_box()
-                inside = box["y"] >= 0 and box["y"] + box["height"] <= height and 0 <= box["x"] <= width
-                assert inside, f"{shown} is out of view ({box}) while {control} is used at {width}x{height}"
-        shot(viewer, f"10-in-view-{width}x{height}")
+        page.goto(demo.local_url, wait_until="load")
+        page.wait_for_selector("#examples img", timeout=60_000)
+        walk.use("#examples .thumbnail-item >> nth=1")  # a generated face (the astronaut is tested in test_app)
+        wait_until(lambda: "Face #1" in status(page), what="the example to load")
+        walk.shot("1-example")
+        session = next(s for s in reversed(sessions_of(demo)) if s.aligned.skipped)
+        walk.sketch_twice(session)
+        walk.use("text=Advanced")
+        set_number(page, "#steps", "20")
+        walk.use("#invert")
+        wait_until(lambda: "Done:" in status(page), what="the inversion")
+        walk.export_matches_the_screen("inverted")
+        box = walk.use("#slider-0 input[type=range]", click=False)
+        page.mouse.click(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+        wait_until(lambda: "Edited" in status(page), what="the slider edit")
+        walk.export_matches_the_screen("slider")
+        before = image_at(page, "#result img")
+        walk.use("#targets label >> nth=0")
+        wait_until(lambda: not np.array_equal(image_at(page, "#result img"), before), what="the targets to re-render")
+        walk.export_matches_the_screen("target")
+        before = image_at(page, "#result img")
+        walk.use("#slider-1 input[type=number]", click=False)
+        page.locator("#slider-1 input[type=number]").fill("2.5")
+        page.locator("#slider-1 input[type=number]").press("Enter")
+        wait_until(lambda: not np.array_equal(image_at(page, "#result img"), before), what="the typed value")
+        walk.export_matches_the_screen("typed")
+        walk.use("#freeze")
+        wait_until(lambda: "Frozen" in status(page), what="the freeze")
+        walk.export_matches_the_screen("frozen")
+        walk.use("text=Variations of one segment")
+        walk.use("#variations")
+        wait_until(lambda: "click one to use it" in status(page), what="the variations")
+        walk.use("#offers .thumbnail-item >> nth=1")
+        wait_until(lambda: "Variation adopted" in status(page), what="a variation")
+        walk.export_matches_the_screen("variation")
+        reference = tmp_path / "reference.png"
+        Image.fromarray(editor.random_face(11)).save(reference)
+        walk.use("text=Take a segment from a reference photo")
+        page.set_input_files("#reference input[type=file]", str(reference))
+        walk.use("#reference-aligned input")
+        walk.use("#transfer")
+        wait_until(lambda: "Took the" in status(page), what="the transfer")
+        walk.export_matches_the_screen("transfer")
+        walk.grid_titles_stay_in_their_columns()
+        walk.use("#undo")
+        wait_until(lambda: "Undid" in status(page), what="undo")
+        walk.reload_mid_job(dialogs)
+    except BaseException:
+        walk.shot("failed")  # what the page showed when a step went wrong
+        raise
     finally:
-        viewer.close()
+        page.close()
+
+
+class Walk:
+    """One visitor's page: every control is used through `use`, which checks what must stay in view."""
+
+    def __init__(self, page, folder, size: str):
+        self.page, self.folder, self.size = page, folder, size
+        self.exports = 0
+
+    def shot(self, name):
+        """What the visitor sees now (the viewport, not the whole page)."""
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"journey-{self.size}-{name}.png"))
+
+    def use(self, selector, click=True):
+        """Scroll ``selector`` into view as a visitor would, check the result, status, Undo and Cancel are in view
+        too, then click it. Returns its box."""
+        page = self.page
+        control = page.locator(selector).first
+        control.scroll_into_view_if_needed()
+        time.sleep(0.2)
+        height, width = page.viewport_size["height"], page.viewport_size["width"]
+        for shown in ("#result", "#status", "#undo", "#cancel"):
+            box = page.locator(shown).bounding_box()
+            inside = box["y"] >= 0 and box["y"] + box["height"] <= height and 0 <= box["x"] <= width
+            assert inside, f"{shown} is out of view ({box}) while {selector} is used at {self.size}"
+            for corner_x, corner_y in ((0.05, 0.1), (0.95, 0.1), (0.5, 0.5)):  # and nothing is drawn over it
+                x, y = box["x"] + box["width"] * corner_x, box["y"] + box["height"] * corner_y
+                on_top = page.evaluate("([x, y, id]) => !!document.elementFromPoint(x, y).closest(id)", [x, y, shown])
+                assert on_top, f"{shown} is covered at ({x:.0f}, {y:.0f}) while {selector} is used at {self.size}"
+        if click:
+            control.click()
+        return control.bounding_box()
+
+    def sketch_twice(self, session):
+        """Strokes added to the mouth, removed, added again: each taken, the canvas cleared and redrawn with the new
+        boundaries after each; "Undo stroke" drops the last stroke; a small brush; the segment stays chosen."""
+        page = self.page
+        self.use("text=2 · Segments")
+        chooser = page.locator("#sketch-segment input")
+        self.use("#sketch-segment input")
+        chooser.fill("mouth")
+        chooser.press("Enter")
+        page.locator("#sketch canvas.sketch-ink").wait_for(timeout=60_000)
+        mouth = session.names.index("mouth")
+        shares = [float(session.state.segmentation.area()[mouth])]
+        for round_, button in enumerate(("add", "remove", "add")):
+            picture = page.get_attribute("#sketch img.sketch-picture", "src")
+            self.stroke(0.40 + 0.02 * round_, 0.62 - 0.02 * round_, 0.78)
+            if round_ == 0:  # a stroke on the forehead, undone: it must not reach the mouth
+                self.stroke(0.3, 0.7, 0.2)
+                self.use("#sketch button.sketch-undo")
+            self.use(f"#{button}")
+            wait_until(lambda button=button: f"Segments: {button} done" in status(page), what=f"the {button}")
+            wait_until(
+                lambda picture=picture: page.get_attribute("#sketch img.sketch-picture", "src") != picture,
+                timeout=30,
+                what="the canvas redrawn with the new boundaries",
+            )
+            assert self.painted_pixels() == 0, "the strokes were not cleared after the change"
+            shares.append(float(session.state.segmentation.area()[mouth]))
+            assert page.locator("#sketch-segment input").input_value() == "mouth"  # the chosen segment is kept
+            self.shot(f"2-sketched-{round_}-{button}")
+        mask = session.state.segmentation.masks[mouth, 0].cpu().numpy()
+        assert mask[: mask.shape[0] * 2 // 5].sum() == 0, "the undone stroke reached the mouth"
+        assert shares[1] > shares[0] and shares[2] < shares[1] and shares[3] > shares[2], shares  # every stroke taken
+        assert shares[1] - shares[0] < 0.05, shares  # a small brush: a stroke, not a blob
+
+    def stroke(self, start: float, end: float, height: float):
+        """One horizontal brush stroke on the sketch canvas, from ``start`` to ``end`` of its width at ``height``."""
+        page = self.page
+        canvas = page.locator("#sketch canvas.sketch-ink")
+        canvas.evaluate("element => element.scrollIntoView({block: 'end'})")  # below a phone's sticky strip
+        time.sleep(0.3)
+        box = canvas.bounding_box()
+        x, y = box["x"] + box["width"] * start, box["y"] + box["height"] * height
+        on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).matches('canvas.sketch-ink')", [x, y])
+        assert on_top, "the stroke's start is hidden under another element"
+        painted = self.painted_pixels()
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * end, y, steps=10)
+        page.mouse.up()
+        assert self.painted_pixels() > painted, "the stroke did not show on the canvas"
+
+    def painted_pixels(self) -> int:
+        """How many pixels of the sketch canvas are painted."""
+        script = """canvas => {
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let count = 0;
+            for (let i = 3; i < data.length; i += 4) count += data[i] > 127;
+            return count;
+        }"""
+        return self.page.locator("#sketch canvas.sketch-ink").evaluate(script)
+
+    def export(self, captions=False) -> dict:
+        """Export (with ``captions`` or not); returns the downloaded files, name -> path."""
+        page = self.page
+        if page.locator("#captions input").is_checked() != captions:
+            self.use("#captions input")
+        charged = app_actions.EXPORT_QUOTA.used("127.0.0.1")  # grows with every export (files of equal content
+        self.use("#export")  # keep their address, so the links need not change)
+        wait_until(lambda: app_actions.EXPORT_QUOTA.used("127.0.0.1") > charged or "⚠" in status(page), what="export")
+        wait_until(lambda: "Exported" in status(page) or "⚠" in status(page), what="the export's status")
+        assert "⚠" not in status(page), status(page)
+        time.sleep(0.5)  # the links arrive with the status
+        self.exports += 1
+        files = {}
+        for name in ("edited.png", "comparison.png"):
+            with page.expect_download() as download:
+                page.locator(f"#downloads a[download='{name}']").click()
+            files[name] = self.folder / f"{self.exports}-{name}"
+            download.value.save_as(files[name])
+        return files
+
+    def export_matches_the_screen(self, after: str):
+        shown = image_at(self.page, "#result img")
+        exported = np.asarray(Image.open(self.export()["edited.png"]).convert("RGB"))
+        assert np.array_equal(exported, shown), f"edited.png differs from the screen after the {after} step"
+        self.shot(f"3-{after}")
+
+    def grid_titles_stay_in_their_columns(self):
+        """The captioned grid: every column has a title, and no title reaches into the gap between two columns."""
+        set_number(self.page, "#tile", "256")
+        grid = np.asarray(Image.open(self.export(captions=True)["comparison.png"]).convert("L"))
+        cell, gap = 256, 8
+        columns = (grid.shape[1] - gap) // (cell + gap)
+        header = grid.shape[0] - cell - 2 * gap
+        assert columns >= 3 and header > 0  # the photo, the first inversion, what is shown now
+        for c in range(columns):
+            left = gap + c * (cell + gap)
+            assert (grid[:header, left : left + cell] < 128).any(), f"column {c} has no title"
+            assert (grid[:header, left - gap : left] > 250).all(), f"a title runs into the gap before column {c}"
+        self.shot("4-captioned-grid")
+
+    def reload_mid_job(self, dialogs):
+        """A long job, a reload 2 s in: the page asks first, the job stops, the work comes back, and the next job
+        starts without waiting."""
+        page = self.page
+        self.use("text=Best")
+        set_number(page, "#steps", "5000")
+        self.use("#invert")
+        wait_until(lambda: app_actions.JOBS.running() == 1, timeout=30, what="the long job to start")
+        time.sleep(2)
+        assert app_actions.JOBS.running() == 1, "the job ended before the reload: the test would prove nothing"
+        page.reload(wait_until="load")
+        assert "beforeunload" in dialogs  # leaving a page with a result asks first
+        wait_until(lambda: app_actions.JOBS.running() == 0, timeout=5, what="the old job to be cancelled")
+        wait_until(lambda: "Restored your work" in status(page), timeout=30, what="the work to be restored")
+        page.wait_for_selector("#result img", timeout=30_000)
+        self.shot("5-restored")
+        self.use("text=Preview")
+        self.use("text=Advanced")
+        set_number(page, "#steps", "10")
+        self.use("#invert")
+        seen = []
+        wait_until(lambda: seen.append("ahead" in page.inner_text("body")) or "Done:" in status(page), what="a job")
+        assert not any(seen), "the new job waited behind the reloaded tab's job"

@@ -2,6 +2,7 @@
 the sketch layers and the reference photo of a region transfer. Each file is refused with a clear message
 (never the generic one) that changes nothing, or used safely."""
 
+import base64
 from pathlib import Path
 
 import gradio as gr
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import app
+from app_sketch import picture_url
 from chunky import views
 from chunky.config import InversionConfig
 from chunky.editor import ChunkyEditor
@@ -50,7 +52,8 @@ def test_the_corpus_through_the_webcam_sketch_and_reference_paths(page_and_sessi
         if check(page.load_photo(str(path), 0, False), name, "used as an aligned crop"):
             refused["webcam"] += 1
         before = session.state
-        if check(page.change_segments(session, "add", {"layers": [str(path)]}, [], "skin"), name, "add done"):
+        strokes = "data:image/png;base64," + base64.b64encode(data).decode()  # as the canvas sends them
+        if check(page.change_segments(session, "add", strokes, [], "skin"), name, "add done"):
             refused["sketch"] += 1
             assert session.state is before
         else:
@@ -75,20 +78,15 @@ def test_the_corpus_through_the_webcam_sketch_and_reference_paths(page_and_sessi
 
 
 SKETCH_BOMB_SCRIPT = """
-import resource, sys, time
-import app  # sets Pillow's limit, as the server does
+import base64, resource, sys, time
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
-from gradio.components.image_editor import EditorData
-from gradio.data_classes import FileData
-editor = gr.ImageEditor(type="filepath")
-payload = EditorData(background=None, layers=[FileData(path=sys.argv[1])], composite=None)
+import app  # the page's sketch input, as the server checks it
+strokes = "data:image/png;base64," + base64.b64encode(Path(sys.argv[1]).read_bytes()).decode()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 try:
-    editor.preprocess(payload)
+    app.ui.SKETCH.check(strokes)
     print("decoded")
 except Exception as error:
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -96,8 +94,9 @@ except Exception as error:
 """
 
 
-def test_a_huge_sketch_layer_is_refused_from_its_header_before_gradio_decodes_it(tmp_path):
-    """A 12000 x 12000 layer (a small PNG, 144 megapixels): refused in under 2 s, peak memory up by under 100 MB."""
+def test_huge_strokes_are_refused_from_their_header_before_decoding(tmp_path):
+    """Strokes sent as a 12000 x 12000 PNG (small, 144 megapixels): refused in under 2 s, peak memory up by under
+    100 MB, with the app's own message."""
     import subprocess
     import sys
 
@@ -109,8 +108,23 @@ def test_a_huge_sketch_layer_is_refused_from_its_header_before_gradio_decodes_it
         [sys.executable, "-c", SKETCH_BOMB_SCRIPT, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     kind, seconds, grown_kib = done.stdout.split()
-    assert kind == "DecompressionBombError", done.stdout + done.stderr[-2000:]
+    assert kind == "InvalidInputError", done.stdout + done.stderr[-2000:]
     assert float(seconds) < 2.0 and int(grown_kib) < 100 * 1024, (seconds, grown_kib)
+
+
+def test_the_sketch_input_takes_the_canvas_value_and_refuses_anything_else():
+    layer = np.zeros((64, 64, 4), np.uint8)
+    layer[30:34, 20:40] = (255, 0, 0, 255)
+    strokes = picture_url(layer)
+    (decoded,) = app.ui.SKETCH.check(strokes)
+    assert np.array_equal(decoded, layer)
+    assert app.ui.SKETCH.check("") == [] and app.ui.SKETCH.check(None) == []
+    for odd in ("data:image/jpeg;base64,AAAA", "data:image/png;base64,@@@", {"layers": []}, 5, "x" * 20):
+        with pytest.raises(InvalidInputError, match="Sketch on the crop"):
+            app.ui.SKETCH.check(odd)
+    too_long = "data:image/png;base64," + "A" * (90 << 20)  # over the reader's 64 MiB once decoded
+    with pytest.raises(InvalidInputError, match="over"):
+        app.ui.SKETCH.check(too_long)
 
 
 def test_five_clicks_on_the_shown_photo_place_the_face(page_and_session, tmp_path):

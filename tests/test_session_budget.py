@@ -143,7 +143,8 @@ def test_300_api_sessions_over_http_stay_within_the_budget_while_a_normal_client
             normal_statuses.append(normal.predict(7, api_name="/random_face")[at["status"]])
             inverted = normal.predict("W+", "preview", 1, 0, 4, "fp32", ["skin"], False, api_name="/invert")
             normal_statuses.append(inverted[at["status"]])
-            normal_statuses.append(normal.predict([], 64, False, False, False, *sliders, api_name="/export")[at["status"]])
+            exported = normal.predict([], 64, False, False, False, *sliders, api_name="/export")
+            normal_statuses.append(exported[at["status"]])
 
     worker = threading.Thread(target=normal_client)
     try:
