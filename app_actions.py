@@ -45,8 +45,8 @@ SESSIONS = SessionBudget(  # every visitor's work together; idle work is set asi
     idle_s=float(os.environ.get("CHUNKY_SESSION_IDLE_S", "600")),
 )
 # Per visitor (network address) and hour, so that one client cannot fill the disk budgets for everyone.
-# Gradio decodes the sketch editor's images itself, before any handler: Pillow's own guard refuses, from the
-# header, an image of more than twice this many pixels (the reader's MAX_PIXELS) instead of decoding gigabytes.
+# Gradio may decode an image widget's file itself, before any handler: Pillow's own guard refuses, from the header,
+# an image of more than twice this many pixels (the reader's MAX_PIXELS) instead of decoding gigabytes.
 PIL.Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
 ESTIMATES = Estimates()  # each preset's time on this device, measured in the background at start-up (app.main)
 UPLOAD_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_UPLOAD_MB_PER_HOUR", "1024")) << 20, "uploads")

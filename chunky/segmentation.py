@@ -245,7 +245,7 @@ class Segmentation:
         """Add a browser sketch to segment ``name``.
 
         Args:
-            layer: [H, W, 4] uint8 RGBA at the segmentation's size (a `gr.ImageEditor` layer). Its opaque
+            layer: [H, W, 4] uint8 RGBA at the segmentation's size (the page's sketch canvas strokes). Its opaque
                 pixels (alpha > 127) join ``name`` and leave every other segment; transparent pixels
                 change nothing.
         """
