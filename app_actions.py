@@ -16,10 +16,13 @@ import inspect
 import logging
 import os
 import time
+import uuid
+from pathlib import Path
 
 import gradio as gr
 import PIL.Image
 import torch
+from gradio import processing_utils
 from starlette.middleware import Middleware
 
 from app_sketch import show_picture
@@ -48,6 +51,26 @@ SESSIONS = SessionBudget(  # every visitor's work together; idle work is set asi
 # Gradio may decode an image widget's file itself, before any handler: Pillow's own guard refuses, from the header,
 # an image of more than twice this many pixels (the reader's MAX_PIXELS) instead of decoding gigabytes.
 PIL.Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
+
+
+def save_image_to_cache(image: PIL.Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's `processing_utils.save_pil_to_cache`, written safely for concurrent downloads: Gradio names an
+    output image's folder by the hash of its bytes and rewrote the file on every output, truncating it first, so
+    a visitor downloading the same picture meanwhile (every visitor of an example gets the same crop) could get a
+    cut file. Here an existing file of that content is left alone, and a new one is written beside it and renamed
+    into place (a download in progress keeps reading the complete old file). Returns the file's path."""
+    data = processing_utils.encode_pil_to_bytes(image, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    if not (path.is_file() and path.stat().st_size == len(data)):
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return str(path)
+
+
+processing_utils.save_pil_to_cache = save_image_to_cache  # every image Gradio sends goes through it (6.31)
 ESTIMATES = Estimates()  # each preset's time on this device, measured in the background at start-up (app.main)
 UPLOAD_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_UPLOAD_MB_PER_HOUR", "1024")) << 20, "uploads")
 EXPORT_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_EXPORT_MB_PER_HOUR", "512")) << 20, "exports")

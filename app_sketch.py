@@ -2,8 +2,9 @@
 
 A `gr.HTML` with its own script, not Gradio's `gr.ImageEditor`: the editor, given a new picture by an event that
 also read its strokes, stopped taking strokes or showing pictures every other time (Gradio 6.31: "processing"
-for ever). Here the server sets the picture (the ``background`` property, a PNG data URL, with ``value=""``)
-and the page's script only draws; nothing is uploaded until an event reads the canvas.
+for ever). Here the server sets the picture (the ``picture`` property, a PNG data URL, with ``value=""``)
+and the page's script only draws; nothing is uploaded until an event reads the canvas. Its property names
+appear in no quotes in the script (see there).
 
 The canvas's value is what was painted since the picture was set: "" (nothing) or a PNG data URL, [size, size]
 RGBA at the crop's own pixels, painted pixels opaque red (`chunky.inputs.SketchStrokes` reads it).
@@ -22,7 +23,7 @@ TEMPLATE = """
 <div class="sketch-canvas">
   <div class="sketch-label">${label}</div>
   <div class="sketch-stage">
-    <img class="sketch-picture" src="${background}" alt="The aligned crop with its segment boundaries">
+    <img class="sketch-picture" src="${picture}" alt="The aligned crop with its segment boundaries">
     <canvas class="sketch-ink" width="${pixels}" height="${pixels}"></canvas>
   </div>
   <div class="sketch-tools">
@@ -115,16 +116,22 @@ element.addEventListener('click', (event) => {
   draw();
   publish();
 });
-watch(['background', 'value'], () => {
-  if (chosenBrush !== null) {
-    brush().value = chosenBrush;
-    element.querySelector('.sketch-brush-size').textContent = `${chosenBrush} px`;
-  }
+// A new picture from the server comes with an empty value: the strokes go. (Only real attributes of the component
+// may be named in quotes here: Gradio takes any other quoted name for a custom event of the component.)
+watch('value', () => {
   if (props.value === '' && strokes.length) {
     strokes = [];
     draw();
   }
 });
+// A new picture redraws the template, the brush slider with it: the visitor's brush size is put back.
+new MutationObserver(() => {
+  const slider = brush();
+  if (chosenBrush !== null && slider && slider.value !== chosenBrush) {
+    slider.value = chosenBrush;
+    element.querySelector('.sketch-brush-size').textContent = `${chosenBrush} px`;
+  }
+}).observe(element, { childList: true, subtree: true });
 """
 
 
@@ -155,7 +162,7 @@ def canvas_properties(image: np.ndarray) -> dict:
     """The template's properties for a canvas showing ``image`` ([size, size, 3] uint8), all of them: a component
     first shown after an update (inside a closed accordion) gets only the properties that update holds."""
     size = image.shape[0]
-    return {"background": picture_url(image), "pixels": size, "brush": brush_size(size), "max_brush": max(2, size // 4)}
+    return {"picture": picture_url(image), "pixels": size, "brush": brush_size(size), "max_brush": max(2, size // 4)}
 
 
 def picture_url(image: np.ndarray) -> str:

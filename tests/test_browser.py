@@ -267,6 +267,8 @@ class Walk:
         chooser.fill("mouth")
         chooser.press("Enter")
         page.locator("#sketch canvas.sketch-ink").wait_for(timeout=60_000)
+        assert page.locator("#sketch input.sketch-brush").input_value() == "2"  # default: 3% of the 64 px face
+        page.locator("#sketch input.sketch-brush").fill("3")  # the visitor's brush size, kept across redraws
         mouth = session.names.index("mouth")
         shares = [float(session.state.segmentation.area()[mouth])]
         for round_, button in enumerate(("add", "remove", "add")):
@@ -285,6 +287,7 @@ class Walk:
             assert self.painted_pixels() == 0, "the strokes were not cleared after the change"
             shares.append(float(session.state.segmentation.area()[mouth]))
             assert page.locator("#sketch-segment input").input_value() == "mouth"  # the chosen segment is kept
+            assert page.locator("#sketch input.sketch-brush").input_value() == "3"
             self.shot(f"2-sketched-{round_}-{button}")
         mask = session.state.segmentation.masks[mouth, 0].cpu().numpy()
         assert mask[: mask.shape[0] * 2 // 5].sum() == 0, "the undone stroke reached the mouth"

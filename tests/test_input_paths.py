@@ -192,3 +192,20 @@ def test_the_detectors_points_are_proposed_and_a_click_moves_the_nearest(tmp_pat
     assert points == "" and "1 face(s) found, none numbered 1" in hint
     _, points, hint = page.placing(str(path), "", None)  # Clear: nothing proposed
     assert points == "" and hint.startswith("Point 1 of 5")
+
+
+def test_the_canvas_update_is_plain_json_for_the_page_and_the_api():
+    """The update that redraws the canvas goes through Gradio's update processing into JSON (the /call API uses
+    json.dumps): every property is sent as a property, none as an attribute of the component."""
+    import json
+
+    from gradio.blocks import postprocess_update_dict
+
+    from app_sketch import show_picture, sketch_canvas
+
+    with gr.Blocks():
+        canvas = sketch_canvas("Sketch", 64, "sketch")
+    picture = np.zeros((64, 64, 3), np.uint8)
+    sent = postprocess_update_dict(canvas, dict(show_picture(picture)))
+    assert json.loads(json.dumps(sent))["props"]["picture"] == picture_url(picture)
+    assert sent["value"] == ""
