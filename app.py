@@ -159,7 +159,7 @@ class Page:
         progress=gr.Progress(),
     ):
         space = ui.SPACES[space]
-        chosen_precision = app_actions.precision_setting(precision)
+        chosen_precision = app_actions.precision_setting(precision, self.editor)
         config = self.editor.preset(preset, space=space, reg_weight=reg, dilate_px=dilate, **chosen_precision)
         config = config.replace(steps=steps) if steps else config
         result = s.invert(

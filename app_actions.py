@@ -36,7 +36,7 @@ from chunky.images import MAX_PIXELS
 from chunky.inputs import Input, slider_values
 from chunky.jobs import BusyError, JobQueue
 from chunky.parking import Parking, is_token, new_token
-from chunky.quota import ByteQuota, UploadQuota, client_address
+from chunky.quota import BodyLimit, ByteQuota, UploadQuota, client_address
 from chunky.session import KEEP_BY_DEFAULT, Session
 from chunky.session_budget import SessionBudget
 
@@ -65,8 +65,11 @@ def save_image_to_cache(image: PIL.Image.Image, cache_dir: str, name: str = "ima
     path = (folder / f"{name}.{format}").resolve()
     if not (path.is_file() and path.stat().st_size == len(data)):
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)  # only left when writing failed (a full disk)
     return str(path)
 
 
@@ -77,17 +80,18 @@ EXPORT_QUOTA = ByteQuota(int(os.environ.get("CHUNKY_EXPORT_MB_PER_HOUR", "512"))
 # Trusted proxies in front of the server: a Hugging Face Space has one, which adds the visitor to X-Forwarded-For.
 UPLOADS_PARENT = os.environ.get("GRADIO_TEMP_DIR")  # the operator's choice, read before private_uploads sets it
 PARKING = Parking(keep_s=float(os.environ.get("CHUNKY_KEEP_CLOSED_S", "900")))  # a closed tab's work, for a reload
+MAX_REQUEST_BYTES = 16 << 20  # an action's inputs (not uploads): the sketch's strokes are at most 8 MiB
 PROXY_HOPS = int(os.environ.get("CHUNKY_PROXY_HOPS", "1" if os.environ.get("SPACE_ID") else "0"))
 
 
-def precision_setting(choice: str) -> dict:
-    """The ``precision`` field for a config from the page's Precision choice: "fp32" or "bf16" as chosen;
-    "auto" gives the precision measured at start-up (`ESTIMATES`), or nothing (the model's or preset's own)
-    until it is measured."""
-    measured = ESTIMATES.precision
+def precision_setting(choice: str, editor) -> dict:
+    """The ``precision`` field for a config from the page's Precision choice: "fp32" or "bf16" as chosen; "auto"
+    gives the precision measured at start-up (`ESTIMATES`), and until it is measured (or if measuring failed) the
+    model's own (``editor.default_precision``), else bf16 on a CPU and fp32 on a GPU."""
     if choice != "auto":
         return {"precision": choice}
-    return {} if measured is None else {"precision": measured}
+    fallback = editor.default_precision or ("bf16" if editor.device.type == "cpu" else "fp32")
+    return {"precision": ESTIMATES.precision or fallback}
 
 
 def measured_choices() -> tuple:
@@ -96,7 +100,7 @@ def measured_choices() -> tuple:
     precisions = ["auto", *PRECISIONS]
     choice = ESTIMATES.choice
     if choice is not None:
-        speed = f"bf16 {choice.bf16_speedup:.1f}x the speed of fp32 here"
+        speed = f"bf16 {choice.bf16_speedup:.1f}x the speed of fp32 here; bf16 when at least 10% faster"
         precisions = [(f"auto ({choice.precision}: {speed})", "auto")] + precisions[1:]
     return gr.update(choices=ESTIMATES.choices(PRESET_NAMES)), gr.update(choices=precisions)
 
@@ -141,6 +145,8 @@ def park_when_the_tab_closes(demo: gr.Blocks):
     return left
 
 
+RESTORE_WAIT_S = 10.0  # a page load waits this long for the stopped job of the work it restores
+STILL_STOPPING = "Your earlier work is still finishing its last step; reload the page in a moment to get it back."
 RESTORED = "Restored your work from before the page was closed or reloaded (a stopped job: its best so far)."
 
 
@@ -150,19 +156,32 @@ def restore_parked(slider_names):
 
     def restore(token):
         token = token if is_token(token) else new_token()
+        unchanged = [gr.update()] * (len(SCREEN_PARTS) + len(slider_names))
         s = PARKING.take(token)
         if s is None or s.released:
-            return [gr.update()] * (len(SCREEN_PARTS) + len(slider_names)) + [Ticket(token), token]
-        with s.acting(wait=True):  # a job the closing stopped ends at its next step: show what it left
-            parts = screen(slider_names, s, RESTORED)
+            return unchanged + [Ticket(token), token]
+        try:  # a job the closing stopped ends at its next step: show what it left
+            with s.acting(wait=True, timeout=RESTORE_WAIT_S):
+                parts = screen(slider_names, s, RESTORED)
+        except InvalidInputError:  # still busy (or set aside meanwhile): parked again for the next reload
+            PARKING.park(token, s)
+            unchanged[SCREEN_PARTS.index("status")] = STILL_STOPPING
+            return unchanged + [Ticket(token), token]
+        SESSIONS.track(s)  # in use again: the idle clock starts over
         return parts + [Ticket(token), token]
 
     return restore
 
 
 def upload_quota_middleware() -> dict:
-    """`launch`'s ``app_kwargs`` that put `UploadQuota` in front of Gradio's upload route."""
-    return {"middleware": [Middleware(UploadQuota, quota=UPLOAD_QUOTA, proxy_hops=PROXY_HOPS)]}
+    """`launch`'s ``app_kwargs`` that put `UploadQuota` in front of Gradio's upload route and `BodyLimit` in front
+    of every other route."""
+    return {
+        "middleware": [
+            Middleware(UploadQuota, quota=UPLOAD_QUOTA, proxy_hops=PROXY_HOPS),
+            Middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES),
+        ]
+    }
 
 
 SCREEN_PARTS = (

@@ -84,7 +84,7 @@ function point(event) {
 }
 
 element.addEventListener('pointerdown', (event) => {
-  if (!event.target.matches('canvas.sketch-ink')) return;
+  if (current || !event.target.matches('canvas.sketch-ink')) return; // one stroke at a time (one finger)
   event.preventDefault();
   event.target.setPointerCapture(event.pointerId);
   current = { size: Number(brush().value), points: [point(event)] };

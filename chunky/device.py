@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp32", "bf16")
 # bf16 rounds every activation, so it is chosen only where it clearly pays: it must save this share of the
-# fp32 time. Measured fwd+bwd at 256 px, config-f 1024: 2.2x faster on AMD EPYC, 1.2x slower on an Intel Xeon
-# with AMX (docs/speed.md).
+# fp32 time. Measured fwd+bwd at 256 px, config-f 1024: 2.2x faster on an AMD EPYC and 2.6x on an Intel Xeon
+# with AMX, 1.2x slower on another Intel Xeon with avx512_bf16 but no AMX (docs/speed.md).
 BF16_MIN_SAVING = 0.10
 
 
@@ -86,4 +86,5 @@ def choose_precision(
         for precision in PRECISIONS:
             times[precision].append(synthesis_pass_seconds(G, size, precision))
     seconds = {precision: min(values[1:]) for precision, values in times.items()}
+    G.forget_prepared_weights()  # the precision not chosen would keep its copy of the weights for ever
     return PrecisionChoice(pick_precision(seconds, min_saving=min_saving), seconds)

@@ -72,7 +72,8 @@ class ChunkyEditor:
             weights cannot be had and dlib is installed).
         template: how the generator's training images frame a face; photos are cropped to match.
         default_perceptual: the inversion loss this model's presets use ("lpips-vgg", or "none" for L2 only).
-        default_precision: the precision this model's presets use (None: each preset's own).
+        default_precision: the precision this model's presets use (None: each preset's own); the page's "auto" uses
+            the precision measured at start-up instead, once measured.
         direction_names: new names for some of the generator's own directions, by their default name
             ("Component 1" -> "Light from the left"), where what they visibly do is known.
     """

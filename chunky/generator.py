@@ -548,6 +548,24 @@ class Generator(nn.Module):
             raise InvalidInputError(f"resolution must be a power of two in [4, {self.size}], got {resolution}.")
         return log_res - 2
 
+    def prepared_bytes(self) -> int:
+        """Bytes of the weights the modulated convolutions keep prepared (`ModulatedConv2d.prepared_weights`): about
+        a copy of the convolution weights per precision used."""
+        return sum(
+            tensor.numel() * tensor.element_size()
+            for module in self.modules()
+            if isinstance(module, ModulatedConv2d)
+            for _, _, prepared in module._prepared.values()
+            for tensor in prepared
+            if tensor is not None
+        )
+
+    def forget_prepared_weights(self) -> None:
+        """Drop every kept prepared weight (they are made again on the next pass that needs them)."""
+        for module in self.modules():
+            if isinstance(module, ModulatedConv2d):
+                module._prepared = {}
+
     def modulated_layers(self, resolution: int | None) -> list[tuple[int, nn.Module]]:
         """(W+ row, layer) pairs in rendering order, up to ``resolution``."""
         layers = [(0, self.conv1.conv), (1, self.to_rgb1.conv)]

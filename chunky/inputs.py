@@ -9,18 +9,22 @@ rounded silently. `app.py` declares each handler argument's input as its annotat
 from __future__ import annotations
 
 import base64
-import binascii
+import contextlib
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from chunky.config import whole
 from chunky.errors import InvalidInputError
-from chunky.images import MAX_FILE_BYTES, read_image
+from chunky.images import read_image
 
 PNG_DATA_URL = "data:image/png;base64,"
+MAX_STROKES_BYTES = 8 << 20  # a 1024 px canvas's PNG is at most about 4 MiB
+MAX_STROKES_SIDE = 2048
 
 
 class Input:
@@ -110,8 +114,9 @@ class Names(Input):
 @dataclass(frozen=True)
 class SketchStrokes(Input):
     """The sketch canvas's value: "" or None (nothing painted), or a PNG data URL ("data:image/png;base64,...")
-    -> a list of [H, W, 4] uint8 RGBA layers (none, or one), read by `chunky.images.read_image` with its limits
-    (size checked from the header before decoding). Text over the reader's file limit is refused unread."""
+    -> a list of [H, W, 4] uint8 RGBA layers (none, or one), read by `chunky.images.read_image`. The canvas is
+    the crop's size (at most 1024 px), so the text is refused unread over ``MAX_STROKES_BYTES`` once decoded
+    and the picture from its header over ``MAX_STROKES_SIDE`` px."""
 
     label: str
 
@@ -120,13 +125,20 @@ class SketchStrokes(Input):
             return []
         if not isinstance(value, str) or not value.startswith(PNG_DATA_URL):
             self.refuse(value, 'the canvas\'s strokes, "" or a PNG data URL ("data:image/png;base64,...")')
-        if len(value) > len(PNG_DATA_URL) + MAX_FILE_BYTES * 4 // 3 + 4:
-            raise InvalidInputError(f"{self.label}: the strokes are over {MAX_FILE_BYTES >> 20} MiB.")
+        if len(value) > len(PNG_DATA_URL) + MAX_STROKES_BYTES * 4 // 3 + 4:
+            raise InvalidInputError(f"{self.label}: the strokes are over {MAX_STROKES_BYTES >> 20} MiB.")
         try:
             data = base64.b64decode(value[len(PNG_DATA_URL) :], validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error for bad base64, ValueError for text that is not ASCII
             self.refuse(value, "a PNG data URL with valid base64")
-        return [read_image(data, name=f"{self.label} (the strokes)", alpha=True)]
+        name = f"{self.label} (the strokes)"
+        width = height = 0
+        unreadable = (OSError, ValueError, Image.DecompressionBombError)  # the reader refuses them, with its message
+        with contextlib.suppress(*unreadable), Image.open(io.BytesIO(data)) as header:  # the size, not the pixels
+            width, height = header.size
+        if max(width, height) > MAX_STROKES_SIDE:
+            raise InvalidInputError(f"{name}: {width}x{height} px is larger than any canvas.")
+        return [read_image(data, name=name, alpha=True)]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ def new_token() -> str:
 
 def is_token(value) -> bool:
     """Whether ``value`` looks like a token `new_token` made (anything else from a browser is ignored)."""
-    return isinstance(value, str) and len(value) == 22 and value.replace("-", "a").replace("_", "a").isalnum()
+    return (
+        isinstance(value, str)
+        and len(value) == 22
+        and value.isascii()
+        and value.replace("-", "a").replace("_", "a").isalnum()
+    )
 
 
 class Parking:

@@ -135,6 +135,38 @@ class UploadQuota:
         await self.app(scope, receive, send)
 
 
+class BodyLimit:
+    """ASGI middleware: the body of a request to any route but uploads (which `UploadQuota` charges) may hold at
+    most ``max_bytes``: an action's inputs are small (the largest, the sketch canvas's strokes, at most 8 MiB), and
+    Gradio keeps a session's last inputs. A larger declared ``Content-Length`` is answered 413 unread; a body
+    without one is cut off there (the app sees the client leave)."""
+
+    def __init__(self, app, *, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].rstrip("/").endswith("/upload"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _plain_response(send, 413, f"A request may hold at most {self.max_bytes >> 20} MiB.")
+            return
+        received = 0
+
+        async def capped():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, capped, send)
+
+
 async def _plain_response(send, status: int, text: str) -> None:
     body = text.encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]

@@ -169,15 +169,17 @@ class Session:
         return callback
 
     @contextmanager
-    def acting(self, *, wait: bool = False):
+    def acting(self, *, wait: bool = False, timeout: float | None = None):
         """Hold this session for one action, so two actions never interleave (a web page can send several at
         once: a typed slider value and the Export click). A short action (``wait`` False) waits for another
-        short one, but is refused at once while a long job (``wait`` True) holds the session."""
+        short one, but is refused at once while a long job (``wait`` True) holds the session. A long job waits
+        for the session without limit, or ``timeout`` seconds (then refused like a short action)."""
         if self.released:
             raise InvalidInputError(self.released)
         if not wait and self._long_job:
             raise InvalidInputError("Your previous action is still running; wait for it to finish (or press Cancel).")
-        if not self._lock.acquire(timeout=-1 if wait else SHORT_WAIT_S):
+        limit = (-1 if timeout is None else timeout) if wait else SHORT_WAIT_S
+        if not self._lock.acquire(timeout=limit):
             raise InvalidInputError("Your previous action is still running; wait for it to finish (or press Cancel).")
         self._long_job = wait
         try:
@@ -227,9 +229,8 @@ class Session:
             photo
             + history_bytes(self.history + [self.state], None)
             + sum(
-                p.numel() * p.element_size()
+                sum(p.numel() * p.element_size() for p in g.state_dict().values()) + g.prepared_bytes()
                 for g in tuned_generators(self.history + [self.state])
-                for p in g.state_dict().values()
             )
         )
 

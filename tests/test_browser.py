@@ -1,7 +1,7 @@
-"""A real browser (system Chromium driven by Playwright) using the app with the bundled small face model, start to
-finish: load -> invert -> edit -> freeze -> type a slider value and press Enter -> tick a target -> Export -> undo
-(the exported grid's photo column must be the aligned crop and its edited column what the page shows); sketching
-twice; placing the face by hand. Screenshots of each stage are saved in tests/output/browser/."""
+"""A real browser (system Chromium driven by Playwright) using the app with the bundled small face model: one
+visitor's whole journey at a desktop and a phone size (an example, sketching, invert, edits of every kind, freeze,
+variations, a transfer, export, undo, a reload mid-job), and placing a face by hand with five clicks. Screenshots
+of what the visitor sees at each stage are saved in tests/output/browser/."""
 
 import io
 import shutil
@@ -72,8 +72,7 @@ def shot(page, name):
 def image_at(page, selector) -> np.ndarray:
     """The pixels an <img> on the page shows, fetched from its source."""
     source = page.get_attribute(selector, "src")
-    data = page.request.get(source).body() if not source.startswith("data:") else None
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return np.asarray(Image.open(io.BytesIO(page.request.get(source).body())).convert("RGB"))
 
 
 def set_number(page, selector, value: str):
@@ -160,11 +159,12 @@ def sessions_of(demo) -> list:
 
 @pytest.mark.parametrize("width, height", [(1440, 900), (390, 844)])
 def test_the_whole_journey_at_desktop_and_phone_sizes(page_and_editor, tmp_path, width, height):
-    """At 1440x900 and 390x844, one visitor's whole journey: an example photo, two sketch strokes, invert, a slider,
-    a target, a typed value, freeze, variations, a transfer, captions, undo, a reload mid-job. Whenever a control is
-    used, the result, the status, Undo and Cancel are in view; the canvas takes the second stroke; the exported
-    edited.png equals the picture shown after every kind of input; the grid's titles stay inside their columns;
-    after the reload the work is restored and the next job starts at once."""
+    """At 1440x900 and 390x844, one visitor's whole journey: an example photo, three sketch corrections (one stroke
+    undone), invert, a slider, a target, a typed value, freeze, variations, a transfer, captions, undo, a reload
+    mid-job. Whenever a control is used, the result, the status, Undo and Cancel are in view and uncovered; every
+    stroke is taken and the canvas redrawn; the exported edited.png equals the picture shown after every kind of
+    input; the grid's titles stay inside their columns; after the reload the work is restored and the next job
+    starts at once."""
     _, editor, demo = page_and_editor
     page = page_and_editor[0].context.browser.new_page(viewport={"width": width, "height": height})
     dialogs = []
@@ -177,7 +177,7 @@ def test_the_whole_journey_at_desktop_and_phone_sizes(page_and_editor, tmp_path,
         wait_until(lambda: "Face #1" in status(page), what="the example to load")
         walk.shot("1-example")
         session = next(s for s in reversed(sessions_of(demo)) if s.aligned.skipped)
-        walk.sketch_twice(session)
+        walk.sketch_corrections(session)
         walk.use("text=Advanced")
         set_number(page, "#steps", "20")
         walk.use("#invert")
@@ -257,7 +257,7 @@ class Walk:
             control.click()
         return control.bounding_box()
 
-    def sketch_twice(self, session):
+    def sketch_corrections(self, session):
         """Strokes added to the mouth, removed, added again: each taken, the canvas cleared and redrawn with the new
         boundaries after each; "Undo stroke" drops the last stroke; a small brush; the segment stays chosen."""
         page = self.page

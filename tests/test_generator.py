@@ -320,6 +320,27 @@ def test_prepared_weights_are_kept_and_change_nothing(precision):
     assert layer.prepared_weights(dtype)[0].dtype == dtype
 
 
+def test_prepared_weights_are_counted_and_the_precision_not_chosen_keeps_none():
+    """Kept weights cost memory: `prepared_bytes` counts them (about the convolution weights once per precision
+    used), `forget_prepared_weights` drops them, and choosing the precision leaves none of either behind."""
+    from chunky.device import choose_precision
+
+    G = random_generator(seed=3)
+    ws = torch.randn(1, G.n_latent, G.style_dim)
+    assert G.prepared_bytes() == 0
+    with torch.no_grad():
+        G.synthesis(ws)
+        fp32 = G.prepared_bytes()
+        with autocast("bf16"):
+            G.synthesis(ws)
+    conv_bytes = sum(layer.weight.numel() * 4 for _, layer in G.modulated_layers(None))
+    assert conv_bytes <= fp32 < 1.2 * conv_bytes and G.prepared_bytes() > fp32  # a bf16 copy besides
+    G.forget_prepared_weights()
+    assert G.prepared_bytes() == 0
+    choose_precision(G, 16, repeat=1)
+    assert G.prepared_bytes() == 0
+
+
 def test_prepared_weights_follow_in_place_changes_loading_and_dtype():
     G, other = random_generator(seed=3), random_generator(seed=4)
     ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(1))

@@ -30,8 +30,8 @@ def test_an_image_already_cached_is_left_alone_and_a_new_one_gets_its_own_file(t
 
 
 def test_reading_while_the_same_image_is_saved_again_always_gets_the_whole_file(tmp_path):
-    """A reader opening the file 3000 times while a writer saves the same image in a loop (the unpatched writer
-    gave 8 short reads of 3000 here)."""
+    """A reader opening the file 3000 times while a writer saves the same image in a loop (Gradio's own writer
+    rewrote it in place each time: 8 short reads of 3000 here)."""
     path = processing_utils.save_pil_to_cache(noise_image(0), str(tmp_path))
     size = os.path.getsize(path)
     stop = threading.Event()
@@ -51,3 +51,16 @@ def test_reading_while_the_same_image_is_saved_again_always_gets_the_whole_file(
         stop.set()
         writer.join()
     assert short == 0
+
+
+def test_a_file_being_read_is_replaced_not_overwritten(tmp_path):
+    """When the file must be written (here: a stale file of another size in its place), a download already
+    reading it keeps reading the old file whole, and the next one gets the new file whole."""
+    path = processing_utils.save_pil_to_cache(noise_image(0), str(tmp_path))
+    size = os.path.getsize(path)
+    with open(path, "wb") as stale:
+        stale.write(b"x" * 10)
+    with open(path, "rb") as download:
+        processing_utils.save_pil_to_cache(noise_image(0), str(tmp_path))
+        assert download.read() == b"x" * 10
+    assert os.path.getsize(path) == size

@@ -39,8 +39,45 @@ def test_parking_again_replaces_and_odd_tokens_are_ignored():
     parking.park(token, "first")
     parking.park(token, "second")
     assert parking.take(token) == "second"
-    for odd in (None, "", "short", 42, "x" * 22 + "/", "../../etc/passwd", "a b" * 11):
+    for odd in (None, "", "short", 42, "x" * 22 + "/", "../../etc/passwd", "a b" * 11, "é" * 22):
         parking.park(odd, "work")
         assert parking.take(odd) is None
     assert len(parking) == 0
     assert is_token(new_token()) and new_token() != new_token()
+
+
+def test_a_page_load_waits_a_bounded_time_for_a_busy_restored_session(monkeypatch):
+    """Work whose stopped job still holds it: the page load gives up after `RESTORE_WAIT_S` with a message, and the
+    work is parked again for the next reload, which restores it once it is free."""
+    import threading
+    import time
+
+    import app_actions
+    from chunky.editor import ChunkyEditor
+    from chunky.session import Session
+
+    editor = ChunkyEditor.tiny()
+    session = Session.start(editor, editor.random_face(3), skip_alignment=True)
+    monkeypatch.setattr(app_actions, "PARKING", Parking())
+    monkeypatch.setattr(app_actions, "RESTORE_WAIT_S", 0.3)
+    restore = app_actions.restore_parked([])
+    token = new_token()
+    app_actions.PARKING.park(token, session)
+    held, release = threading.Event(), threading.Event()
+
+    def busy():
+        with session.acting(wait=True):
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    held.wait(10)
+    start = time.monotonic()
+    outputs = restore(token)
+    status = outputs[app_actions.SCREEN_PARTS.index("status")]
+    assert time.monotonic() - start < 2 and status == app_actions.STILL_STOPPING
+    release.set()
+    worker.join()
+    outputs = restore(token)
+    assert outputs[app_actions.SCREEN_PARTS.index("status")] == app_actions.RESTORED

@@ -416,16 +416,25 @@ def test_generator_table_puts_the_precisions_side_by_side_and_says_what_calibrat
 
 def test_the_page_runs_auto_at_the_measured_precision_and_says_which(monkeypatch):
     """The page's Precision "auto" (the default) inverts at the precision start-up measured, and its label says
-    which and why; before the measurement it leaves the model's own; "fp32"/"bf16" stay the visitor's choice."""
+    which and why; before the measurement it uses the model's own, else bf16 on a CPU; "fp32"/"bf16" stay the
+    visitor's choice."""
+    import types
+
     import app_actions
     from chunky.calibration import Estimates
 
     estimates = Estimates()
     monkeypatch.setattr(app_actions, "ESTIMATES", estimates)
-    assert app_actions.precision_setting("auto") == {}
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    small = types.SimpleNamespace(default_precision="fp32", device=cpu)
+    ffhq_cpu = types.SimpleNamespace(default_precision=None, device=cpu)
+    ffhq_gpu = types.SimpleNamespace(default_precision=None, device=gpu)
+    assert app_actions.precision_setting("auto", small) == {"precision": "fp32"}
+    assert app_actions.precision_setting("auto", ffhq_cpu) == {"precision": "bf16"}
+    assert app_actions.precision_setting("auto", ffhq_gpu) == {"precision": "fp32"}
     assert app_actions.measured_choices()[1]["choices"] == ["auto", "fp32", "bf16"]
     estimates.choice = PrecisionChoice("fp32", {"fp32": 1.0, "bf16": 1.25})
-    assert app_actions.precision_setting("auto") == {"precision": "fp32"}
-    assert app_actions.precision_setting("bf16") == {"precision": "bf16"}
+    assert app_actions.precision_setting("auto", ffhq_cpu) == {"precision": "fp32"}
+    assert app_actions.precision_setting("bf16", small) == {"precision": "bf16"}
     label, value = app_actions.measured_choices()[1]["choices"][0]
-    assert value == "auto" and label == "auto (fp32: bf16 0.8x the speed of fp32 here)"
+    assert value == "auto" and label.startswith("auto (fp32: bf16 0.8x the speed of fp32 here;"), label

@@ -96,6 +96,50 @@ def test_uploads_past_a_visitors_quota_are_refused_before_they_are_written(serve
     assert httpx.post(url + "gradio_api/queue/join", json={}, headers=first).status_code != 413  # other routes
 
 
+def test_an_action_larger_than_any_input_is_refused_unread(server):
+    """The body of an action (not an upload) over 16 MiB: refused 413 from its declared size; a normal action
+    still passes."""
+    url, _ = server
+    join = url + "gradio_api/queue/join"
+    big = b'{"data": ["' + b"A" * (17 << 20) + b'"]}'
+    refused = httpx.post(join, content=big, headers={"content-type": "application/json"})
+    assert refused.status_code == 413 and "at most 16 MiB" in refused.text
+    assert httpx.post(join, json={}).status_code != 413
+
+
+def test_a_body_without_a_declared_size_is_cut_off_at_the_limit():
+    """`BodyLimit` around an app that reads the whole body: a 3 MiB body streamed in 1 MiB chunks with no
+    Content-Length reaches the app as 2 MiB and then the client leaving; a small one arrives whole."""
+    import asyncio
+
+    from chunky.quota import BodyLimit
+
+    def run(chunks: int) -> tuple[int, bool]:
+        seen = {"bytes": 0, "left": False}
+
+        async def reader(scope, receive, send):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    seen["left"] = True
+                    return
+                seen["bytes"] += len(message["body"])
+                if not message.get("more_body"):
+                    return
+
+        messages = [{"type": "http.request", "body": b"A" * MB, "more_body": i < chunks - 1} for i in range(chunks)]
+
+        async def receive():
+            return messages.pop(0)
+
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/queue/join", "headers": []}
+        asyncio.run(BodyLimit(reader, max_bytes=2 * MB)(scope, receive, None))
+        return seen["bytes"], seen["left"]
+
+    assert run(3) == (2 * MB, True)
+    assert run(1) == (MB, False)
+
+
 def test_exports_past_a_visitors_quota_are_refused_with_when_to_try_again(server, tmp_path):
     from gradio_client import Client
 
