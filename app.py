@@ -274,6 +274,8 @@ class Page:
         )
         app_actions.EXPORT_QUOTA.charge(client, sum(f.stat().st_size for f in done.files))
         rendered = f" The result was rendered at {done.size} px in {done.render_seconds:.1f} s." if full else ""
+        if full and done.size == s.size:
+            rendered = f" The face is no larger than {s.size} px in the photo: the shown picture is its full size."
         message = f"Exported exactly what is shown: download the files below.{rendered}"
         return s, message, [str(f) for f in done.files], done.grid
 

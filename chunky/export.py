@@ -98,8 +98,8 @@ def export_session(
     (the grid, ``tile`` px per cell; with ``slide``, centred on a 16:9 white canvas), ``work.pt`` (re-openable)
     and, with an edit, ``preservation.json`` (how local it is: `chunky.preservation`, with LPIPS and identity
     when ``perceptual`` and ``identity`` are given). With ``high_resolution``, the result is rendered again at
-    `full_size` (`render_at`) for ``pasted_back.png``, the grid's last chunky column and ``edited_<N>px.png``;
-    the shown ``edited.png`` stays as it is."""
+    `full_size` (`render_at`) for ``pasted_back.png``, the grid's last chunky column and ``edited_<N>px.png``
+    (unless the face is no larger than the shown picture); the shown ``edited.png`` stays as it is."""
     tile = whole("the grid tile size", tile, *TILE_RANGE)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def export_session(
         raise InvalidInputError("Run the inversion first (step 3: Invert); there is nothing to export yet.")
     columns = grid_columns(session, captions=captions, perceptual=perceptual)
     best, seconds = shown, 0.0
-    if high_resolution:
+    if high_resolution and full_size(session) > shown.shape[0]:  # (a face no larger than the work size: as shown)
         start = time.perf_counter()
         best = render_at(session, full_size(session))
         seconds = time.perf_counter() - start
@@ -122,7 +122,7 @@ def export_session(
         "edited.png": shown,
         "comparison.png": grid,
     }
-    if high_resolution:
+    if best is not shown:
         images[f"edited_{best.shape[0]}px.png"] = best
     files = []
     for name, image in images.items():

@@ -80,3 +80,14 @@ def test_the_export_pastes_back_the_full_size_render_and_says_so_in_the_grid(ses
     assert np.array_equal(read("full", "edited_32px.png"), render_at(session, 32))
     assert not np.array_equal(read("full", "pasted_back.png"), read("plain", "pasted_back.png"))
     assert not np.array_equal(full.grid, plain.grid)
+
+
+def test_a_face_no_larger_than_the_work_size_is_exported_as_shown(session, tmp_path, monkeypatch):
+    """Full resolution asked for a face whose full size is the work size: nothing is rendered again, and no
+    second edited file claims otherwise."""
+    import chunky.export
+
+    monkeypatch.setattr(chunky.export, "full_size", lambda s: s.size)
+    done = export_session(session, tmp_path / "same", tile=64, high_resolution=True)
+    assert done.size == session.size and done.render_seconds == 0.0
+    assert not [f for f in done.files if f.name.startswith("edited_")]
