@@ -273,8 +273,10 @@ class Page:
             identity=s.editor.identity() if captions else None,
         )
         app_actions.EXPORT_QUOTA.charge(client, sum(f.stat().st_size for f in done.files))
-        rendered = f" The result was rendered at {done.size} px in {done.render_seconds:.1f} s." if full else ""
-        if full and done.size == s.size:
+        rendered = ""
+        if full and done.size > s.size:
+            rendered = f" The result was rendered at {done.size} px in {done.render_seconds:.1f} s."
+        elif full:
             rendered = f" The face is no larger than {s.size} px in the photo: the shown picture is its full size."
         message = f"Exported exactly what is shown: download the files below.{rendered}"
         return s, message, [str(f) for f in done.files], done.grid

@@ -29,7 +29,7 @@ from app_sketch import show_picture
 from chunky import views
 from chunky.calibration import Estimates
 from chunky.config import PRESET_NAMES
-from chunky.device import PRECISIONS
+from chunky.device import BF16_MIN_SAVING, PRECISIONS
 from chunky.errors import ChunkyError, InvalidInputError
 from chunky.export import FolderBudget
 from chunky.images import MAX_PIXELS
@@ -100,7 +100,8 @@ def measured_choices() -> tuple:
     precisions = ["auto", *PRECISIONS]
     choice = ESTIMATES.choice
     if choice is not None:
-        speed = f"bf16 {choice.bf16_speedup:.1f}x the speed of fp32 here; bf16 when at least 10% faster"
+        margin = f"bf16 when at least {BF16_MIN_SAVING:.0%} faster"
+        speed = f"bf16 {choice.bf16_speedup:.1f}x the speed of fp32 here; {margin}"
         precisions = [(f"auto ({choice.precision}: {speed})", "auto")] + precisions[1:]
     return gr.update(choices=ESTIMATES.choices(PRESET_NAMES)), gr.update(choices=precisions)
 

@@ -146,7 +146,7 @@ class Estimates:
     can show it before Invert is pressed; until then (or if measuring failed) there are no figures.
 
     `start` first chooses the precision for this device (`choose_precision`: bf16 only where it is clearly
-    faster), then times the presets at it; ``config(name)`` gives a preset as it was timed.
+    faster), then times the presets at it; ``configs`` holds the presets as they were timed.
 
     Attributes:
         choice: the measured `PrecisionChoice` (None until measured, or if measuring failed).
@@ -164,14 +164,6 @@ class Estimates:
     def precision(self) -> str | None:
         """The precision measured for this device, "fp32" or "bf16"; None until measured (or if that failed)."""
         return None if self.choice is None else self.choice.precision
-
-    def config(self, name: str) -> InversionConfig:
-        """The config given to `start` for preset ``name``, at the measured precision once it is known.
-
-        Raises:
-            KeyError: ``name`` was not given to `start`.
-        """
-        return self.configs[name]
 
     def start(self, editor, configs: Mapping[str, InversionConfig]) -> threading.Thread:
         """`measure` in a daemon thread; a failure is logged and leaves no figures."""

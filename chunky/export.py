@@ -108,9 +108,10 @@ def export_session(
         raise InvalidInputError("Run the inversion first (step 3: Invert); there is nothing to export yet.")
     columns = grid_columns(session, captions=captions, perceptual=perceptual)
     best, seconds = shown, 0.0
-    if high_resolution and full_size(session) > shown.shape[0]:  # (a face no larger than the work size: as shown)
+    size = full_size(session) if high_resolution else shown.shape[0]
+    if size > shown.shape[0]:  # (a face no larger than the work size: exported as shown)
         start = time.perf_counter()
-        best = render_at(session, full_size(session))
+        best = render_at(session, size)
         seconds = time.perf_counter() - start
         at = len(columns) - (2 if columns[-1][0].startswith(ONE_CODE_EDIT) else 1)  # "now" / "edited"
         columns[at] = (f"{columns[at][0]}, {best.shape[0]} px", best)

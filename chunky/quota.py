@@ -119,7 +119,7 @@ class UploadQuota:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = _headers(scope)
         host = scope["client"][0] if scope.get("client") else None
         client = client_address(host, headers.get("x-forwarded-for"), self.proxy_hops)
         declared = headers.get("content-length", "")
@@ -148,7 +148,7 @@ class BodyLimit:
         if scope["type"] != "http" or scope["path"].rstrip("/").endswith("/upload"):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = _headers(scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await _plain_response(send, 413, f"A request may hold at most {self.max_bytes >> 20} MiB.")
@@ -165,6 +165,11 @@ class BodyLimit:
             return message
 
         await self.app(scope, capped, send)
+
+
+def _headers(scope) -> dict[str, str]:
+    """An ASGI request's headers, names in lower case."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 async def _plain_response(send, status: int, text: str) -> None:

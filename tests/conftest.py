@@ -1,6 +1,8 @@
 """Shared test setup: offline Hub, tiny seeded generators, the team's ../shared data (skipped when absent)."""
 
+import contextlib
 import os
+import threading
 
 # Before anything imports huggingface_hub or gradio: they read these at import time. Tests marked
 # real_weights (`CHUNKY_REAL_WEIGHTS=1 python -m pytest -m real_weights`) need the network or
@@ -63,6 +65,26 @@ def parity():
 def tiny_generator():
     """32 px, style_dim 32, 8 W+ rows; seeded. Treat as read-only."""
     return random_generator(seed=0)
+
+
+@contextlib.contextmanager
+def held_by_a_long_job(session):
+    """``session`` held by a long job (`Session.acting` with ``wait``) in another thread until the block ends."""
+    inside, release = threading.Event(), threading.Event()
+
+    def long_job():
+        with session.acting(wait=True):
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=long_job)
+    thread.start()
+    inside.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(10)
 
 
 def write_hf_cache_file(cache_dir: Path, repo: str, filename: str, data: bytes, revision: str = "a" * 40) -> Path:

@@ -1,6 +1,7 @@
 """Work parked when a tab closes: taken back once by the same token, never by another, gone after its time."""
 
 from chunky.parking import Parking, is_token, new_token
+from tests.conftest import held_by_a_long_job
 
 
 class Clock:
@@ -49,7 +50,6 @@ def test_parking_again_replaces_and_odd_tokens_are_ignored():
 def test_a_page_load_waits_a_bounded_time_for_a_busy_restored_session(monkeypatch):
     """Work whose stopped job still holds it: the page load gives up after `RESTORE_WAIT_S` with a message, and the
     work is parked again for the next reload, which restores it once it is free."""
-    import threading
     import time
 
     import app_actions
@@ -63,21 +63,10 @@ def test_a_page_load_waits_a_bounded_time_for_a_busy_restored_session(monkeypatc
     restore = app_actions.restore_parked([])
     token = new_token()
     app_actions.PARKING.park(token, session)
-    held, release = threading.Event(), threading.Event()
-
-    def busy():
-        with session.acting(wait=True):
-            held.set()
-            release.wait(10)
-
-    worker = threading.Thread(target=busy)
-    worker.start()
-    held.wait(10)
-    start = time.monotonic()
-    outputs = restore(token)
-    status = outputs[app_actions.SCREEN_PARTS.index("status")]
-    assert time.monotonic() - start < 2 and status == app_actions.STILL_STOPPING
-    release.set()
-    worker.join()
+    with held_by_a_long_job(session):
+        start = time.monotonic()
+        outputs = restore(token)
+        status = outputs[app_actions.SCREEN_PARTS.index("status")]
+        assert time.monotonic() - start < 2 and status == app_actions.STILL_STOPPING
     outputs = restore(token)
     assert outputs[app_actions.SCREEN_PARTS.index("status")] == app_actions.RESTORED

@@ -24,6 +24,7 @@ from chunky.images import tensor_to_uint8
 from chunky.inversion import render_codes, select_codes, space_of
 from chunky.session import Session
 from chunky.workfile import read_work
+from tests.conftest import held_by_a_long_job
 
 SEQUENCES, ACTIONS = int(os.environ.get("CHUNKY_WALKS", "200")), 8
 FAST = InversionConfig(steps=2, perceptual="none", resolution=32, dilate_px=2)
@@ -210,24 +211,10 @@ def test_nan_strength_and_unknown_names_are_refused_and_change_nothing(editor):
 
 def test_actions_never_interleave_a_short_one_is_refused_while_a_long_one_runs(editor):
     """(A short action waits for another short one: see the browser test's typed value + Export.)"""
-    import threading
-
     s = Session.start(editor, face(editor, 1), skip_alignment=True)
-    inside, release = threading.Event(), threading.Event()
-
-    def long_job():
-        with s.acting(wait=True):
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=long_job)
-    thread.start()
-    inside.wait(10)
-    with pytest.raises(InvalidInputError, match="previous action is still running"):
+    with held_by_a_long_job(s), pytest.raises(InvalidInputError, match="previous action is still running"):
         with s.acting():
             pass
-    release.set()
-    thread.join(10)
     with s.acting():  # free again
         pass
 
