@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from chunky.editor import SMALL_TEMPLATE, ChunkyEditor
+from chunky.evaluate import METHODS, method_config
 from chunky.images import read_image, tensor_to_uint8
 from chunky.metrics import l2_distance
 from tests.conftest import shared_file
@@ -80,21 +81,26 @@ def test_the_student_follows_its_teacher_per_z(editor):
 
 
 def test_per_segment_codes_beat_one_code_on_real_photos(editor):
-    """The paper's claim on real faces, with the same budget for both: lower L2 on every photo. (Identity is
-    reported, not asserted: with this model per-segment codes keep dlib's identity better on only some photos,
-    see docs/small-model.md.)"""
-    l2_ratios = []
+    """The paper's claim on real faces, with the evaluation's recipe and the same number of steps for both: well
+    under the global code's L2 on every photo (issue 21's goal: 0.6x on average), and closer to the photo's
+    identity by dlib's distance on every photo."""
+    l2_ratios, identity_gains = [], []
+    identity = editor.identity()
     for name in ("faces/aligned256/000001.png", "faces/aligned256/000004.png", "faces/aligned1024/16_01.png"):
         aligned = editor.align(read_image(shared_file(name)), skip_alignment=False)  # the small model's own crop
         segments = editor.segment(aligned.crop)
         assert {"skin", "eyes", "mouth"} <= set(segments.names)
-        config = editor.default_config(space="w+", steps=60)
-        chunky = editor.invert(aligned.crop, segments, config=config)
-        single = editor.invert(aligned.crop, None, config=config)
+        chunky = editor.invert(aligned.crop, segments, config=method_config(editor, METHODS["chunky-w+"], 60, "none"))
+        single = editor.invert(aligned.crop, None, config=method_config(editor, METHODS["w+"], 60, "none"))
         l2_ratios.append(
             float(l2_distance(chunky.composite, chunky.target) / l2_distance(single.composite, single.target))
         )
-    assert max(l2_ratios) < 1.0, l2_ratios
+        single_distance = identity.distance(single.composite, single.target)
+        identity_gains.append(float(single_distance - identity.distance(chunky.composite, chunky.target)))
+    # Measured: L2 ratios 0.56, 0.47, 0.50; identity gains 0.082, 0.073, 0.176. With every segment starting at
+    # w_avg instead (no warm start) the gains were 0.024, 0.011, 0.016.
+    assert max(l2_ratios) < 0.7 and np.mean(l2_ratios) < 0.6, l2_ratios
+    assert min(identity_gains) > 0.03, identity_gains
 
 
 def test_the_app_serves_the_small_model_when_the_ffhq_model_cannot_be_had(monkeypatch):

@@ -1,7 +1,8 @@
 """The README's picture: a real photo inverted offline by the bundled small face model.
 
 Columns: the photo (aligned to the small model's crop), one code for the whole image (global W+), one code per
-segment (chunky, W+), and an edit of the mouth's code only. The photo is the astronaut (scikit-image, public
+segment (chunky, W+; the same number of steps as `chunky evaluate` gives them, its first tenth on one code
+that every segment starts from), and an edit of the mouth's code only. The photo is the astronaut (scikit-image, public
 domain): the team's test photos in ../shared may not be copied into the repository, so none is used here.
 Prints the L2 of each inversion.
 
@@ -21,6 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from chunky.editor import ChunkyEditor  # noqa: E402
+from chunky.evaluate import METHODS, method_config  # noqa: E402
 from chunky.grid import comparison_grid  # noqa: E402
 from chunky.images import read_image, tensor_to_uint8  # noqa: E402
 from chunky.metrics import l2_distance  # noqa: E402
@@ -48,9 +50,11 @@ def main() -> None:
     for path in photos:
         aligned = editor.align(read_image(path), skip_alignment=False)
         segments = editor.segment(aligned.crop)
-        config = editor.default_config(space="w+", steps=args.steps)
-        single = editor.invert(aligned.crop, None, config=config)
-        chunky = editor.invert(aligned.crop, segments, config=config)
+        perceptual = editor.default_perceptual
+        single_config = method_config(editor, METHODS["w+"], args.steps, perceptual)
+        single = editor.invert(aligned.crop, None, config=single_config)
+        chunky_config = method_config(editor, METHODS["chunky-w+"], args.steps, perceptual)  # same steps
+        chunky = editor.invert(aligned.crop, segments, config=chunky_config)
         edit = editor.edit(chunky, {direction: args.strength}, ["mouth"], names=segments.names)
         print(
             f"{path.name}: L2 global W+ {float(l2_distance(single.composite, single.target)):.4f}, "
