@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import platform
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -365,6 +367,90 @@ def print_presets_table(rows: list[dict], scale: float = 1.0) -> None:
         print(f"goal preview: <= 45 s ({seconds:.1f} s): {'met' if seconds <= 45 else 'NOT met'}")
 
 
+def astronaut_photo() -> Path:
+    """scikit-image's public-domain astronaut photo (scikit-image is in requirements-dev.txt)."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("needs scikit-image (requirements-dev.txt) for its public-domain astronaut photo")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"
+
+
+def bench_presets_on_faces(images: list[str], limit: int | None = None, scale: float = 1.0) -> list[dict]:
+    """Each preset and today's recipe on real photos with the bundled small face model (offline; 64 px, its
+    own scale): per photo, every segment projected (nothing taken from the photo), beside one global W+ code
+    given 100 steps (`chunky.evaluate`'s baseline). Returns one row per recipe with the means over the photos
+    of wall seconds, composite L2 (MSE on [-1, 1]), dlib identity distance, and the per-segment / global L2
+    ratio; and "photos", how many were used (a photo without a face is skipped)."""
+    import numpy as np
+
+    from chunky.config import PRESET_NAMES
+    from chunky.editor import ChunkyEditor
+    from chunky.errors import ChunkyError
+    from chunky.evaluate import METHODS, method_config, photo_paths
+    from chunky.images import read_image
+    from chunky.metrics import l2_distance
+
+    editor = ChunkyEditor.small()
+    identity = editor.identity()
+    perceptual = editor.default_perceptual
+    recipes = [("today", editor.default_config(space="w+", steps=150))]
+    recipes += [(name, editor.preset(name)) for name in PRESET_NAMES]
+    figures: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label, _ in recipes}
+    for path in photo_paths(images)[:limit]:
+        try:
+            aligned = editor.align(read_image(path, name=path.name), skip_alignment=False)
+        except ChunkyError as error:
+            print(f"skipped {path.name}: {error}")
+            continue
+        segments = editor.segment(aligned.crop)
+        single = editor.invert(aligned.crop, None, config=method_config(editor, METHODS["w+"], 100, perceptual))
+        single_l2 = float(l2_distance(single.composite, single.target)[0])
+        for label, config in recipes:
+            start = time.perf_counter()
+            result = editor.invert(aligned.crop, segments, config=scaled(config, scale))
+            wall = time.perf_counter() - start
+            l2 = float(l2_distance(result.composite, result.target)[0])
+            distance = float(identity.distance(result.composite, result.target)[0])
+            figures[label].append((wall, l2, distance, l2 / single_l2))
+    rows = []
+    for label, config in recipes:
+        values = np.array(figures[label]).reshape(-1, 4)
+        wall, l2, distance, ratio = values.mean(axis=0) if len(values) else [float("nan")] * 4
+        rows.append(
+            {
+                "variant": label,
+                "photos": len(values),
+                "wall_s": float(wall),
+                "l2": float(l2),
+                "identity": float(distance),
+                "ratio": float(ratio),
+                "config": scaled(config, scale),
+            }
+        )
+    return rows
+
+
+def print_presets_on_faces_table(rows: list[dict], scale: float = 1.0) -> None:
+    count = rows[0]["photos"] if rows else 0
+    photos = "1 real photo" if count == 1 else f"{count} real photos"
+    print(
+        f"Presets vs today's recipe (150 per-segment W+ steps from w_avg) on {photos}, small face model "
+        f"(64 px, L2 loss), every segment projected; global W+: one code, 100 steps"
+        f"{'' if scale == 1 else f'; step counts x{scale:g}'} -- {machine_description()}"
+    )
+    print(
+        f"{'preset':<9} | {'wall s':>7} | {'L2':>8} | {'dlib identity':>13} | {'L2 / global W+':>14} | "
+        f"{'time / today':>12} | {'L2 / today':>10}"
+    )
+    base = next((r for r in rows if r["variant"] == "today"), None)
+    for r in rows:
+        ratios = f"{r['wall_s'] / base['wall_s']:>12.3f} | {r['l2'] / base['l2']:>10.3f}" if base else ""
+        print(
+            f"{r['variant']:<9} | {r['wall_s']:>7.2f} | {r['l2']:>8.5f} | {r['identity']:>13.4f} | "
+            f"{r['ratio']:>14.3f} | {ratios}"
+        )
+
+
 def bench_editing(repeat: int = 3, seed: int = 0) -> list[dict]:
     """Slider moves on an 8-segment W+ result (config-f 1024 architecture, random weights, 256 px renders):
     only the edited segments are re-rendered; and a full-resolution export (every segment rendered at
@@ -571,7 +657,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chunky.bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "which",
-        choices=["all", "generator", "inversion", "presets", "faces", "editing", "tuning"],
+        choices=["all", "generator", "inversion", "presets", "presets-faces", "faces", "editing", "tuning"],
         nargs="?",
         default="all",
     )
@@ -587,6 +673,13 @@ def main(argv: list[str] | None = None) -> None:
         "--scale", type=float, default=1.0, help="presets: multiply every step count (e.g. 0.2 for a quick run)"
     )
     parser.add_argument("--quick", action="store_true", help="presets: --scale 0.2")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=[],
+        help="presets-faces: folders of face photos, or photos (default: scikit-image's astronaut)",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="presets-faces: only the first N photos")
     args = parser.parse_args(argv)
     if args.which in ("all", "generator"):
         print_generator_table(bench_generator(args.repeat))
@@ -601,6 +694,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.which == "presets":  # not part of "all": about 21 minutes on 2 CPU cores
         scale = 0.2 if args.quick else args.scale
         print_presets_table(bench_presets(scale, only=args.only), scale)
+    if args.which == "presets-faces":  # not part of "all": about 40 s per photo on 2 CPU cores
+        scale = 0.2 if args.quick else args.scale
+        images = args.images or [str(astronaut_photo())]
+        print_presets_on_faces_table(bench_presets_on_faces(images, args.limit, scale), scale)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Usage: python tools/readme_figure.py [--out docs/images/small-model-result.png] 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -21,18 +20,12 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from chunky.bench import astronaut_photo  # noqa: E402
 from chunky.editor import ChunkyEditor  # noqa: E402
 from chunky.evaluate import METHODS, method_config  # noqa: E402
 from chunky.grid import comparison_grid  # noqa: E402
 from chunky.images import read_image, tensor_to_uint8  # noqa: E402
 from chunky.metrics import l2_distance  # noqa: E402
-
-
-def astronaut() -> Path:
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("needs scikit-image (requirements-dev.txt) for its public-domain astronaut photo")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"
 
 
 def main() -> None:
@@ -45,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     editor = ChunkyEditor.small()
     direction = args.direction or editor.directions()[0].name
-    photos = [astronaut()]
+    photos = [astronaut_photo()]
     rows = []
     for path in photos:
         aligned = editor.align(read_image(path), skip_alignment=False)
