@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from chunky.config import InversionConfig
 from chunky.device import BF16_MIN_SAVING, PRECISIONS, autocast, default_device, pick_precision
-from chunky.generator import ModulatedConv2d, config_f_channels, random_generator
+from chunky.generator import ModulatedConv2d, StyleMix, config_f_channels, random_generator
 
 BF16_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what bf16 speed depends on
 
@@ -62,9 +62,13 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def _per_sample_weight_forward(self: ModulatedConv2d, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+def _per_sample_weight_forward(
+    self: ModulatedConv2d, x: torch.Tensor, style: torch.Tensor, mix: StyleMix | None = None
+) -> torch.Tensor:
     """The textbook formulation the reference port uses: one modulated weight per sample, grouped conv.
-    Used only to measure what the shared-weight formulation saves."""
+    Used only to measure what the shared-weight formulation saves (it has no per-pixel styles: no ``mix``)."""
+    if mix is not None:
+        raise NotImplementedError("the per-sample-weight formulation has one style per sample, not a StyleMix")
     n, c_in, h, w = x.shape
     weight = self.weight * self.scale * style[:, None, :, None, None]  # [N, out, in, k, k]
     if self.demodulate:
@@ -280,14 +284,22 @@ def preset_scene(G, size: int = 256, seed: int = 0, truncation: float = 0.7) -> 
     return (renders * masks).sum(dim=0, keepdim=True).clamp(-1, 1), masks
 
 
+# An opt-in recipe, in no preset: balanced's warm start, shortened, then every code fitted in one joint render per
+# step (`InversionConfig.joint_steps`) and no per-segment steps. On the random-weight scene it beats balanced in
+# half its time; on real faces with the small model its segments' own renders drift far from the joint render
+# (docs/speed.md, "Joint steps").
+JOINT_TRIAL = dict(warm_start_steps=20, warm_start_fine_steps=10, joint_steps=90, steps=0, lr=0.07)
+
+
 def scaled(config: InversionConfig, scale: float) -> InversionConfig:
     """``config`` with its step counts multiplied by ``scale`` (for a quick development run)."""
     if scale == 1:
         return config
     return config.replace(
-        steps=max(1, round(config.steps * scale)),
+        steps=max(0 if config.joint_steps else 1, round(config.steps * scale)),
         warm_start_steps=round(config.warm_start_steps * scale),
         warm_start_fine_steps=round(config.warm_start_fine_steps * scale),
+        joint_steps=round(config.joint_steps * scale),
         segment_patience=max(1, round(config.segment_patience * scale)) if config.segment_patience else 0,
     )
 
@@ -307,6 +319,7 @@ def bench_presets(scale: float = 1.0, seed: int = 0, only: str = "") -> list[dic
     metric = build_perceptual("lpips-alex", pretrained_backbone=False).to(device)
     target, masks = (t.to(device) for t in preset_scene(G, 256, seed))
     variants = [("today", TODAY)] + [(name, preset(name)) for name in PRESET_NAMES]
+    variants.append(("joint", preset("balanced", **JOINT_TRIAL)))
     rows = []
     for label, config in variants:
         if only and only not in label:
@@ -395,6 +408,7 @@ def bench_presets_on_faces(images: list[str], limit: int | None = None, scale: f
     perceptual = editor.default_perceptual
     recipes = [("today", editor.default_config(space="w+", steps=150))]
     recipes += [(name, editor.preset(name)) for name in PRESET_NAMES]
+    recipes.append(("joint", editor.preset("balanced", **JOINT_TRIAL)))
     figures: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label, _ in recipes}
     for path in photo_paths(images)[:limit]:
         try:
@@ -673,6 +687,7 @@ def main(argv: list[str] | None = None) -> None:
         "--scale", type=float, default=1.0, help="presets: multiply every step count (e.g. 0.2 for a quick run)"
     )
     parser.add_argument("--quick", action="store_true", help="presets: --scale 0.2")
+    parser.add_argument("--seed", type=int, default=0, help="presets: the scene's weights and codes")
     parser.add_argument(
         "--images",
         nargs="+",
@@ -691,9 +706,9 @@ def main(argv: list[str] | None = None) -> None:
         print_faces_table(bench_faces(args.repeat))
     if args.which in ("all", "inversion"):
         print_inversion_table(bench_inversion(args.steps, only=args.only))
-    if args.which == "presets":  # not part of "all": about 21 minutes on 2 CPU cores
+    if args.which == "presets":  # not part of "all": about 22 minutes on 2 CPU cores
         scale = 0.2 if args.quick else args.scale
-        print_presets_table(bench_presets(scale, only=args.only), scale)
+        print_presets_table(bench_presets(scale, seed=args.seed, only=args.only), scale)
     if args.which == "presets-faces":  # not part of "all": about 40 s per photo on 2 CPU cores
         scale = 0.2 if args.quick else args.scale
         images = args.images or [str(astronaut_photo())]

@@ -25,7 +25,7 @@ from chunky.generator import Generator
 from chunky.inversion import Phase, invert, schedule
 
 log = logging.getLogger(__name__)
-PhaseKind = tuple[bool, int, int, bool]  # (global code, loss resolution, render resolution, perceptual)
+PhaseKind = tuple[bool, bool, int, int, bool]  # (global code, joint, loss resolution, render resolution, perceptual)
 
 
 def face_layout_masks(size: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ def face_layout_masks(size: int) -> torch.Tensor:
 
 
 def phase_kind(phase: Phase) -> PhaseKind:
-    return phase.global_code, phase.resolution, phase.render_resolution, phase.perceptual
+    return phase.global_code, phase.joint, phase.resolution, phase.render_resolution, phase.perceptual
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Rates:
         phases = schedule(config, size, warm_start=segments > 1)
         seconds = segments * self.overhead[phase_kind(phases[-1])]
         for phase in phases:
-            seconds += phase.steps * (1 if phase.global_code else segments) * self.per_step[phase_kind(phase)]
+            seconds += phase.steps * (1 if phase.one_pass else segments) * self.per_step[phase_kind(phase)]
         return seconds
 
 
@@ -103,12 +103,13 @@ def calibrate(
 def _time_phase(
     G, perceptual, target, masks, phase: Phase, config: InversionConfig, segments_per_pass
 ) -> tuple[float, float]:
-    """Seconds of one step of ``phase`` (the second of two) per segment (or of the global code), and the
-    rest of the call's wall time per segment."""
+    """Seconds of one step of ``phase`` (the second of two) per segment (or of the one pass of a global or
+    joint step), and the rest of the call's wall time per segment."""
     one = config.replace(
-        steps=2,
+        steps=0 if phase.joint else 2,
         warm_start_steps=0,
         warm_start_fine_steps=0,
+        joint_steps=2 if phase.joint else 0,
         pixel_only_fraction=float(not phase.perceptual),
         coarse_to_fine=False,
         segment_patience=0,
@@ -117,7 +118,7 @@ def _time_phase(
         full_render_fraction=float(phase.render_resolution > phase.resolution),
     )
     times = []
-    count = 1 if phase.global_code else masks.shape[0]
+    count = 1 if phase.one_pass else masks.shape[0]
     start = time.perf_counter()
     invert(
         G,

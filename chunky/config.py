@@ -21,7 +21,7 @@ class InversionConfig:
 
     Attributes:
         space: "w" (one 512-d code per segment), "w+" (one per layer) or "s" (style space).
-        steps: optimisation steps, 1..5000.
+        steps: per-segment optimisation steps, 1..5000 (0 with ``joint_steps``: the joint codes are the result).
         lr: peak Adam learning rate; it ramps up over the first ``lr_rampup`` fraction of steps and
             down (cosine) over the last ``lr_rampdown`` fraction.
         reg_weight: weight of the pull toward the mean code, normalised as in the authors' tool:
@@ -60,7 +60,17 @@ class InversionConfig:
         warm_start_fine_steps: then this many more global steps at ``resolution``, which fit the W+ rows
             above ``warm_start_resolution`` (a warm start at 64 px leaves them at w_avg, and on the benchmark
             scene the 256 px error of its code was 10x its 64 px error); cheap, since they are one pass each.
-        warm_start_perceptual: whether the warm start uses the LPIPS term (else L2 only).
+        warm_start_perceptual: whether the warm start and the joint steps use the LPIPS term (else L2 only).
+        joint_steps: then this many steps fit every segment's own code in one render per step instead of one
+            per segment (`chunky.generator.StyleMix`: each pixel modulated by its segment's code), judged
+            on the union of the loss regions. Meanwhile the W+ rows (S layers) of resolutions up to
+            ``resolution / joint_shared_scale`` stay one code shared by every segment, so that each segment's
+            own render, which the composite shows, stays close to the joint render: with every row free the
+            two drifted apart (benchmark scene: joint render 0.051, composite 0.095 MSE). W+ and S only (a W
+            code has no rows to share). Where the warm start does not run (one segment, or `invert` given starting
+            codes) they are per-segment steps. In no preset: on real faces with the small model the composite
+            still drifted from the joint render (docs/speed.md, "Joint steps").
+        joint_shared_scale: see ``joint_steps``; a power of two (1 shares every row: a global code).
         segment_patience: a segment whose own loss has not improved by ``min_delta`` for this many
             steps stops (keeps its best code, costs no more passes); 0 runs every segment to the end.
         full_render_fraction: the last fraction of ``steps`` (after the coarse half) renders at the output
@@ -92,6 +102,8 @@ class InversionConfig:
     warm_start_resolution: int = 0
     warm_start_fine_steps: int = 0
     warm_start_perceptual: bool = True
+    joint_steps: int = 0
+    joint_shared_scale: int = 8
     segment_patience: int = 0
     full_render_fraction: float = 1.0
 
@@ -106,8 +118,8 @@ class InversionConfig:
 
         if self.space not in SPACES:
             fail("space", f"one of {SPACES}")
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
-            fail("steps", f"an integer in [1, {MAX_STEPS}]")
+        if not isinstance(self.steps, int) or not (0 if self.joint_steps else 1) <= self.steps <= MAX_STEPS:
+            fail("steps", f"an integer in [1, {MAX_STEPS}] (0 with joint_steps)")
         if not self.lr > 0:
             fail("lr", "> 0")
         for name in ("lr_rampup", "lr_rampdown", "pixel_only_fraction"):
@@ -126,15 +138,20 @@ class InversionConfig:
             fail("resolution", "a power of two >= 8")
         if self.precision not in PRECISIONS:
             fail("precision", f"one of {PRECISIONS}")
-        for name in ("patience", "segment_patience", "warm_start_steps", "warm_start_fine_steps"):
+        for name in ("patience", "segment_patience", "warm_start_steps", "warm_start_fine_steps", "joint_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 fail(name, "an integer >= 0")
-        for name in ("warm_start_steps", "warm_start_fine_steps"):
+        for name in ("warm_start_steps", "warm_start_fine_steps", "joint_steps"):
             if getattr(self, name) > MAX_STEPS:
                 fail(name, f"at most {MAX_STEPS}")
         res = self.warm_start_resolution
         if not isinstance(res, int) or (res != 0 and (res < 8 or res & (res - 1))):
             fail("warm_start_resolution", "0 or a power of two >= 8")
+        scale = self.joint_shared_scale
+        if not isinstance(scale, int) or scale < 1 or scale & (scale - 1):
+            fail("joint_shared_scale", "a power of two >= 1")
+        if self.joint_steps and self.space == "w":
+            fail("joint_steps", "0 in space 'w' (a W code has no rows to share between segments)")
         if not 0 <= self.full_render_fraction <= 1:
             fail("full_render_fraction", "in [0, 1]")
 

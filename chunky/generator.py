@@ -154,14 +154,17 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(blur_taps, pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
         self._prepared: dict = {}  # (dtype, layout, inference mode) -> (weight alias, version, prepared)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, mix: StyleMix | None = None) -> torch.Tensor:
+        """x [N, in, H, W] and style [N, in] -> [N, out, H', W']. With ``mix``, x is one image [1, in, H, W]
+        and style holds one row per code, [K, in]: each pixel is modulated (and demodulated) by its codes'
+        styles weighted by ``mix`` (`StyleMix`)."""
         # A convolution with channels-last activations converts a weight to channels-last too (forward and
         # backward): a kept weight is kept in that layout. Not for other inputs, whose convolution it would change.
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         weight, weight_norms = self.prepared_weights(x.dtype, channels_last)
         # Elementwise work stays in the activations' dtype: under bf16 autocast, mixing in fp32 styles
         # would promote every full-resolution tensor back to fp32.
-        x = x * style[:, :, None, None].to(x.dtype)
+        x = x * _per_pixel(style, x.shape[-1], mix).to(x.dtype)
         if self.upsample:
             out = self.blur(F.conv_transpose2d(x, weight, stride=2))
         else:
@@ -169,7 +172,7 @@ class ModulatedConv2d(nn.Module):
         if self.demodulate:
             # d[n, o] = 1 / sqrt(sum_{i,k} (W[o,i,k] * s[n,i])^2): a tiny matmul instead of a per-sample weight.
             demod = torch.rsqrt(style.square() @ weight_norms + 1e-8)
-            out = out * demod[:, :, None, None].to(out.dtype)
+            out = out * _per_pixel(demod, out.shape[-1], mix).to(out.dtype)
         return out
 
     def prepare_weights(
@@ -211,6 +214,52 @@ class ModulatedConv2d(nn.Module):
     def __getstate__(self) -> dict:
         # copies and pickles (copy.deepcopy, torch.save of the module) start without prepared weights
         return {**super().__getstate__(), "_prepared": {}}
+
+
+class StyleMix:
+    """How K codes share one render (`Generator.synthesis` with ``mix``): every modulated layer scales each
+    pixel by the mean of the K codes' styles there, weighted by the K segment masks area-averaged to that
+    layer's resolution and normalised to sum to 1 (a pixel no mask covers weighs every code equally). It
+    costs about one render instead of K; with one mask covering the whole image it is that code's render.
+    Elsewhere it is not the per-segment composite: a layer's convolution sees its neighbours' styles, so
+    near a boundary, and at coarse layers everywhere, a segment's pixels depend on the other codes too.
+
+    Args:
+        masks: [K, 1, R, R] segment masks in [0, 1]; R at least the render's resolution.
+    """
+
+    def __init__(self, masks: torch.Tensor):
+        if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[-1] != masks.shape[-2]:
+            raise InvalidInputError(f"StyleMix masks must be [K, 1, R, R], got {list(masks.shape)}.")
+        self.masks = masks.float()
+        self._weights: dict[int, torch.Tensor] = {}
+
+    @property
+    def count(self) -> int:
+        return self.masks.shape[0]
+
+    def weights(self, size: int) -> torch.Tensor:
+        """[K, size, size] each code's weight per pixel at ``size`` px (summing to 1 over K); kept between calls."""
+        if size not in self._weights:
+            if size > self.masks.shape[-1]:
+                raise InvalidInputError(f"StyleMix masks are {self.masks.shape[-1]} px; a {size} px layer needs more.")
+            area = F.adaptive_avg_pool2d(self.masks, size)[:, 0]
+            total = area.sum(dim=0, keepdim=True)
+            even = torch.full_like(area, 1.0 / self.count)
+            self._weights[size] = torch.where(total > 1e-6, area / total.clamp_min(1e-6), even)
+        return self._weights[size]
+
+    def spread(self, values: torch.Tensor, size: int) -> torch.Tensor:
+        """[K, C] per-code values -> [1, C, size, size] their weighted mean per pixel, channels-last (as the
+        activations are)."""
+        mixed = torch.einsum("kc,khw->hwc", values.float(), self.weights(size))
+        return mixed.permute(2, 0, 1)[None]
+
+
+def _per_pixel(values: torch.Tensor, size: int, mix: StyleMix | None) -> torch.Tensor:
+    """[N, C] values as a multiplier of [N, C, size, size] activations: [N, C, 1, 1], or with ``mix`` the
+    [1, C, size, size] per-pixel mix of its K rows."""
+    return values[:, :, None, None] if mix is None else mix.spread(values, size)
 
 
 def _same_contents(source: torch.Tensor, version: int, weight: torch.Tensor) -> bool:
@@ -264,8 +313,10 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = BiasedLeakyReLU(out_channels)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None, mix: StyleMix | None = None
+    ) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style, mix), noise))
 
 
 class ToRGB(nn.Module):
@@ -278,11 +329,13 @@ class ToRGB(nn.Module):
         self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None, mix: StyleMix | None = None
+    ) -> torch.Tensor:
         # The RGB path is cheap (3 channels), so it always runs in fp32: under bf16 autocast this keeps
         # the accumulated image accurate.
         with torch.autocast(x.device.type, enabled=False):
-            out = self.conv(x.float(), style.float()) + self.bias
+            out = self.conv(x.float(), style.float(), mix) + self.bias
             return out if skip is None else out + self.upsample(skip.float())
 
 
@@ -481,6 +534,7 @@ class Generator(nn.Module):
         *,
         noise_generator: torch.Generator | None = None,
         window: Window | None = None,
+        mix: StyleMix | None = None,
     ) -> torch.Tensor:
         """Render W ([N, style_dim], broadcast to every layer) or W+ ([N, n_latent, style_dim]) codes.
 
@@ -489,12 +543,20 @@ class Generator(nn.Module):
             noise_mode: "const" (the checkpoint's noise buffers), "random" (needs ``noise_generator``)
                 or "none".
             resolution: output size, a power of two in [4, size]; blocks above it are not computed.
+            window: see `synthesis_from_styles`.
+            mix: draw the N codes into one image, each pixel modulated by its segments' codes (`StyleMix`
+                with N masks).
 
         Returns:
-            [N, 3, R, R] image, nominally in [-1, 1].
+            [N, 3, R, R] image, nominally in [-1, 1]; [1, 3, R, R] with ``mix``.
         """
         return self.synthesis_from_styles(
-            self.styles(ws, resolution), noise_mode, resolution, noise_generator=noise_generator, window=window
+            self.styles(ws, resolution),
+            noise_mode,
+            resolution,
+            noise_generator=noise_generator,
+            window=window,
+            mix=mix,
         )
 
     def synthesis_from_styles(
@@ -505,6 +567,7 @@ class Generator(nn.Module):
         *,
         noise_generator: torch.Generator | None = None,
         window: Window | None = None,
+        mix: StyleMix | None = None,
     ) -> torch.Tensor:
         """Render from style-space vectors (as returned by `styles`); same arguments as `synthesis`.
 
@@ -512,6 +575,8 @@ class Generator(nn.Module):
         [N, 3, R, R]. Blocks above ``window.resolution`` run on the window alone, so a small segment costs
         a fraction of a full render; the output equals the full render's window except within
         ``window_margin`` px of window edges that are inside the image.
+
+        ``mix``: the N style rows are drawn into one [1, 3, R, R] image (`StyleMix`); not with a window.
         """
         blocks = self._num_blocks(resolution)
         expected = 2 + 3 * blocks
@@ -519,9 +584,17 @@ class Generator(nn.Module):
             raise InvalidInputError(
                 f"styles must hold {expected} tensors for resolution {4 * 2**blocks}, got {len(styles)}."
             )
-        noises = self._noises(noise_mode, 1 + 2 * blocks, styles[0], noise_generator)
-        out = self.conv1(self.input(styles[0].shape[0]), styles[0], noises[0])
-        skip = self.to_rgb1(out, styles[1])
+        batch = styles[0].shape[0]
+        if mix is not None:
+            if window is not None or mix.count != batch:
+                raise InvalidInputError(
+                    f"A StyleMix of {mix.count} masks mixes as many codes, without a window; "
+                    f"got {batch} codes{' and a window' if window is not None else ''}."
+                )
+            batch = 1
+        noises = self._noises(noise_mode, 1 + 2 * blocks, styles[0][:batch], noise_generator)
+        out = self.conv1(self.input(batch), styles[0], noises[0], mix)
+        skip = self.to_rgb1(out, styles[1], mix=mix)
         for b in range(blocks):
             s_up, s_conv, s_rgb = styles[2 + 3 * b : 5 + 3 * b]
             block_noises = noises[1 + 2 * b : 3 + 2 * b]
@@ -531,9 +604,9 @@ class Generator(nn.Module):
                 block_noises = [
                     None if n is None else window.crop(n, (8 << b) // window.resolution) for n in block_noises
                 ]
-            out = self.convs[2 * b](out, s_up, block_noises[0])
-            out = self.convs[2 * b + 1](out, s_conv, block_noises[1])
-            skip = self.to_rgbs[b](out, s_rgb, skip)
+            out = self.convs[2 * b](out, s_up, block_noises[0], mix)
+            out = self.convs[2 * b + 1](out, s_conv, block_noises[1], mix)
+            skip = self.to_rgbs[b](out, s_rgb, skip, mix)
         return skip
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", resolution: int | None = None) -> torch.Tensor:

@@ -21,7 +21,7 @@ from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import autocast
 from chunky.errors import InvalidInputError
-from chunky.generator import Generator, Window, window_margin
+from chunky.generator import Generator, StyleMix, Window, window_margin
 from chunky.images import resize_images
 from chunky.losses import build_perceptual, latent_regulariser, latent_spread, lpips_features, segment_losses
 from chunky.segmentation import dilate_masks
@@ -123,6 +123,8 @@ class Phase:
             StyleGAN2-ADA projector's way, so that what is shown at this size is what was optimised).
         global_code: the warm start: one code judged on the union of the segments' loss regions.
         perceptual: whether the LPIPS term is on (else L2 only).
+        joint: every segment's code in one render (`StyleMix`), judged on the union of the loss regions
+            (``InversionConfig.joint_steps``).
     """
 
     steps: int
@@ -130,37 +132,49 @@ class Phase:
     render_resolution: int
     global_code: bool = False
     perceptual: bool = True
+    joint: bool = False
 
     @property
     def name(self) -> str:
         """What this phase does, for a progress display (the loss is not comparable across phases)."""
-        what = "warm start, one code" if self.global_code else "fitting"
+        what = "warm start, one code" if self.global_code else "all codes in one render" if self.joint else "fitting"
         judged = "LPIPS + L2" if self.perceptual else "L2 only"
         return f"{what}, {judged} at {self.resolution} px"
 
+    @property
+    def one_pass(self) -> bool:
+        """Whether a step renders once for all segments (else once per segment)."""
+        return self.global_code or self.joint
+
     def work(self, codes: int) -> float:
         """Relative cost of one step for ``codes`` codes: pixels rendered, doubled by the LPIPS network."""
-        return (1 if self.global_code else codes) * self.render_resolution**2 * (2 if self.perceptual else 1)
+        return (1 if self.one_pass else codes) * self.render_resolution**2 * (2 if self.perceptual else 1)
 
 
 def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = True) -> list[Phase]:
     """The phases an inversion with ``config`` runs for an output of ``render_size`` px: the warm start
-    (``config.warm_start_steps``, then ``warm_start_fine_steps`` at ``resolution``), then ``config.steps``
-    per-segment steps: the first half at half resolution with ``coarse_to_fine``; of the rest, the first
-    ``pixel_only_fraction`` without LPIPS and the last ``full_render_fraction`` rendered at ``render_size``."""
+    (``config.warm_start_steps``, then ``warm_start_fine_steps`` at ``resolution``) and the joint steps,
+    then ``config.steps`` per-segment steps: the first half at half resolution with ``coarse_to_fine``; of
+    the rest, the first ``pixel_only_fraction`` without LPIPS and the last ``full_render_fraction`` rendered
+    at ``render_size``. Without the warm start (``warm_start`` False: one segment, or starting codes) the
+    joint steps are per-segment steps too."""
     resolution = min(config.resolution, render_size)
     lpips = config.perceptual != "none"
     phases = []
     if warm_start:
         warm = min(config.warm_start_resolution or resolution, render_size)
+        shared_lpips = lpips and config.warm_start_perceptual
         for steps, at in ((config.warm_start_steps, warm), (config.warm_start_fine_steps, resolution)):
             if steps:
-                phases.append(Phase(steps, at, at, True, lpips and config.warm_start_perceptual))
-    coarse = config.steps // 2 if config.coarse_to_fine else 0
+                phases.append(Phase(steps, at, at, True, shared_lpips))
+        if config.joint_steps:
+            phases.append(Phase(config.joint_steps, resolution, resolution, perceptual=shared_lpips, joint=True))
+    steps = config.steps if warm_start else config.steps + config.joint_steps
+    coarse = steps // 2 if config.coarse_to_fine else 0
     if coarse:
         half = max(8, resolution // 2)
         phases.append(Phase(coarse, half, half, perceptual=lpips))
-    rest = config.steps - coarse  # each of these is pixel-only before step `pixel`, rendered at full size from `full`
+    rest = steps - coarse  # each of these is pixel-only before step `pixel`, rendered at full size from `full`
     pixel = round(config.pixel_only_fraction * rest)
     full = rest - round(config.full_render_fraction * rest) if render_size > resolution else rest
     cuts = sorted({0, pixel, full, rest})
@@ -233,8 +247,12 @@ def invert(
     warm = [p for p in phases if p.global_code]
     if warm:
         codes = _repeat(run.stage(codes, warm, segments_per_pass), len(projected))
-    if not run.cancelled:
-        codes = run.stage(codes, [p for p in phases if not p.global_code], segments_per_pass)
+    for phase in [p for p in phases if p.joint]:
+        if not run.cancelled:
+            codes = run.joint_stage(codes, phase)
+    per_segment = [p for p in phases if not p.one_pass]
+    if per_segment and not run.cancelled:
+        codes = run.stage(codes, per_segment, segments_per_pass)
     seconds = time.perf_counter() - run.start
     renders = _final_renders(G, codes, target, masks.shape[0], projected, config, segments_per_pass)
     return InversionResult(
@@ -339,7 +357,7 @@ class _Run:
                 optimizer.step()
                 best.update(before, losses)
                 best.restore_stopped(codes)
-                if self._report(losses["objective"].sum(), best) or not best.active.any():
+                if self._report(losses["objective"].sum(), best.total_since) or not best.active.any():
                     break
             self.work_total -= (phase.steps - step - 1) * phase.work(self.codes)  # steps an early stop skipped
             done += phase.steps
@@ -347,6 +365,71 @@ class _Run:
             if self.cancelled:
                 break
         return best.codes
+
+    def joint_stage(self, codes: Codes, phase: Phase) -> Codes:
+        """Optimise every segment's code (W+ [P, n_latent, D] or S) through a joint ``phase``: one render per
+        step (`StyleMix` of the loss regions), judged on their union, with the rows (layers) of
+        `shared_layers` one code for all; returns the codes of the lowest loss seen."""
+        G, config = self.G, self.config
+        shared_count = shared_layers(G, phase.resolution, config.joint_shared_scale, config.space)
+        if isinstance(codes, list):
+            shared = [c.detach().mean(dim=0, keepdim=True) for c in codes[:shared_count]]
+            own = [c.detach().clone() for c in codes[shared_count:]]
+        else:
+            shared = [codes.detach()[:, :shared_count].mean(dim=0, keepdim=True)]
+            own = [codes.detach()[:, shared_count:].clone()]
+        params = [*shared, *own]
+        for p in params:
+            p.requires_grad_(True)
+        count = len(own[0])
+
+        def assemble() -> Codes:
+            if isinstance(codes, list):
+                return [c.expand(count, -1) for c in shared] + own
+            return torch.cat([shared[0].expand(count, -1, -1), own[0]], dim=1)
+
+        optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
+        masks = resize_images(self.loss_masks, phase.render_resolution)
+        mix = StyleMix(masks)
+        union = masks.amax(dim=0, keepdim=True)
+        target = resize_images(self.target, phase.render_resolution)
+        perceptual = self._perceptual(phase)
+        with torch.no_grad(), autocast(config.precision, target.device):
+            features = None if perceptual is None else lpips_features(perceptual, target)
+        self.phase = phase
+        best_codes, best_loss, stalled = _detach(codes), math.inf, 0
+        for step in range(phase.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, phase.steps, config)
+            optimizer.zero_grad(set_to_none=True)
+            current = assemble()
+            with autocast(config.precision, target.device):
+                render = render_codes(G, current, config.space, phase.render_resolution, mix=mix)
+                part = segment_losses(
+                    render,
+                    target,
+                    union,
+                    perceptual=perceptual,
+                    pixel_weight=config.pixel_weight,
+                    target_features=features,
+                )
+            objective = part["total"].sum()
+            if config.reg_weight > 0:
+                objective = objective + config.reg_weight * latent_regulariser(current, self.center, self.spread).sum()
+            objective.backward()
+            optimizer.step()
+            self.passes += 1
+            value = float(objective.detach())
+            if value < best_loss:
+                stalled = 0 if value < best_loss * (1 - config.min_delta) else stalled + 1
+                best_codes, best_loss = _detach(current), value
+            else:
+                stalled += 1
+            if self._report(objective.detach(), stalled):
+                self.work_total -= (phase.steps - step - 1) * phase.work(self.codes)
+                break
+        self.loss = best_loss
+        return best_codes
 
     def _perceptual(self, phase: Phase) -> nn.Module | None:
         return self.perceptual if phase.perceptual else None
@@ -386,9 +469,9 @@ class _Run:
                 losses[name][plan.chunk] = values.detach().float().cpu()
         return losses
 
-    def _report(self, total: torch.Tensor, best: _Best) -> bool:
+    def _report(self, total: torch.Tensor, stalled: int) -> bool:
         """Record a step; True when the run or this phase should end (cancelled, or no improvement for
-        ``config.patience`` steps)."""
+        ``config.patience`` steps: ``stalled`` is the steps since the last)."""
         self.steps_run += 1
         value = float(total)
         if not math.isfinite(value):
@@ -405,7 +488,7 @@ class _Run:
                 self.cancelled = True
                 return True
         patience = self.config.patience
-        if patience and best.total_since >= patience:
+        if patience and stalled >= patience:
             log.info(
                 "early stop after %d steps: no %.1e relative improvement in %d steps",
                 self.steps_run,
@@ -614,12 +697,34 @@ def _broadcast(code: torch.Tensor, count: int, name: str) -> torch.Tensor:
     raise InvalidInputError(f"{name} holds {code.shape[0]} codes but {count} segments are projected.")
 
 
-def render_codes(G: Generator, codes: Codes, space: str, resolution: int, window: Window | None = None) -> torch.Tensor:
+def render_codes(
+    G: Generator,
+    codes: Codes,
+    space: str,
+    resolution: int,
+    window: Window | None = None,
+    mix: StyleMix | None = None,
+) -> torch.Tensor:
     """[P, 3, R, R] renders of W [P, D], W+ [P, n_latent, D] or S (list of [P, C_l]) codes at ``resolution``
-    (only ``window`` of it when given)."""
+    (only ``window`` of it when given; with ``mix``, one [1, 3, R, R] render of all of them)."""
     if space == "s":
-        return G.synthesis_from_styles(codes[: G.num_styles_at(resolution)], resolution=resolution, window=window)
-    return G.synthesis(codes, resolution=resolution, window=window)
+        styles = codes[: G.num_styles_at(resolution)]
+        return G.synthesis_from_styles(styles, resolution=resolution, window=window, mix=mix)
+    return G.synthesis(codes, resolution=resolution, window=window, mix=mix)
+
+
+def shared_layers(G: Generator, resolution: int, shared_scale: int, space: str) -> int:
+    """How many leading W+ rows (``space`` "w+") or S layers ("s") the joint steps share between segments: those
+    used only by layers of at most ``resolution / shared_scale`` px."""
+    limit = resolution // shared_scale
+    layers = G.modulated_layers(None)  # (W+ row, layer), in rendering order: 4 px, 4 px, then 3 per block
+    sizes = [4, 4] + [8 << (i // 3) for i in range(len(layers) - 2)]
+    if space == "s":
+        return sum(1 for size in sizes if size <= limit)
+    largest = {}
+    for (row, _), size in zip(layers, sizes):
+        largest[row] = max(largest.get(row, 0), size)
+    return sum(1 for row in range(G.n_latent) if largest[row] <= limit)
 
 
 WINDOW_BLOCKS = 2  # windowed segments run the last two synthesis blocks on their window only

@@ -392,3 +392,49 @@ def test_prepared_weights_after_inference_mode_still_train_codes_and_are_not_cop
         assert set(duplicate.state_dict()) == set(G.state_dict())
         with weights_prepared_every_call():
             assert_all_equal(image_and_grads(duplicate, ws), kept)
+
+
+# ---------------------------------------------------------------------------------- style mix
+def halves(size: int = 32) -> torch.Tensor:
+    """[2, 1, size, size]: the left and the right half."""
+    left = torch.zeros(1, 1, size, size)
+    left[..., : size // 2] = 1
+    return torch.cat([left, 1 - left])
+
+
+def test_a_style_mix_draws_each_code_where_its_mask_is(tiny_generator):
+    """A mask covering everything gives that code's render; equal codes give their common render; codes that
+    differ only in the last block's rows (6, 7: 32 px layers) give each code's own render in its half, except
+    next to the boundary, where the 3x3 convolution sees the other code's pixels."""
+    from chunky.generator import StyleMix
+
+    G = tiny_generator
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(7))
+    own = G.synthesis(ws)
+    everything = torch.zeros(2, 1, 32, 32)
+    everything[1] = 1
+    assert torch.allclose(G.synthesis(ws, mix=StyleMix(everything)), own[1:], atol=1e-5)
+    assert torch.allclose(G.synthesis(ws[:1].expand(2, -1, -1), mix=StyleMix(halves())), own[:1], atol=1e-5)
+    fine = ws[:1].repeat(2, 1, 1)
+    fine[1, 6:] = ws[1, 6:]
+    apart = G.synthesis(fine)
+    mixed = G.synthesis(fine, mix=StyleMix(halves()))
+    assert mixed.shape == (1, 3, 32, 32)
+    assert torch.allclose(mixed[..., :14], apart[:1, ..., :14], atol=1e-5)
+    assert torch.allclose(mixed[..., 18:], apart[1:, ..., 18:], atol=1e-5)
+    assert not torch.allclose(mixed[..., 14:18], apart[:1, ..., 14:18], atol=1e-3)  # the boundary mixes
+
+
+def test_a_style_mix_takes_one_code_per_mask_and_no_window(tiny_generator):
+    from chunky.generator import StyleMix
+
+    G = tiny_generator
+    ws = torch.randn(3, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(8))
+    with pytest.raises(InvalidInputError, match="StyleMix of 2 masks mixes as many codes"):
+        G.synthesis(ws, mix=StyleMix(halves()))
+    with pytest.raises(InvalidInputError, match="without a window"):
+        G.synthesis(ws[:2], mix=StyleMix(halves()), window=Window(8, 0, 0, 4, 4))
+    with pytest.raises(InvalidInputError, match=r"StyleMix masks must be \[K, 1, R, R\]"):
+        StyleMix(torch.ones(2, 32, 32))
+    with pytest.raises(InvalidInputError, match="a 32 px layer needs more"):
+        G.synthesis(ws[:2], mix=StyleMix(halves(16)))

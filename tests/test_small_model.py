@@ -153,7 +153,7 @@ def test_the_presets_bench_on_faces_ranks_the_recipes_on_a_real_photo(capsys):
 
     rows = bench_presets_on_faces([str(astronaut_photo())], scale=0.2)
     by_name = {row["variant"]: row for row in rows}
-    assert list(by_name) == ["today", "preview", "balanced", "best"]
+    assert list(by_name) == ["today", "preview", "balanced", "best", "joint"]
     for row in rows:
         assert row["photos"] == 1 and row["wall_s"] > 0 and 0 < row["l2"] < 1 and 0 < row["identity"] < 2
     assert by_name["best"]["l2"] < by_name["balanced"]["l2"] < by_name["preview"]["l2"]
@@ -162,4 +162,4 @@ def test_the_presets_bench_on_faces_ranks_the_recipes_on_a_real_photo(capsys):
     print_presets_on_faces_table(rows, 0.2)
     out = capsys.readouterr().out
     assert "on 1 real photo, small face model" in out and "step counts x0.2" in out
-    assert out.count("\n") == 6
+    assert out.count("\n") == 7
