@@ -205,8 +205,7 @@ def invert(
     """Project ``target`` into ``G``, one code per segment (``masks``) or one for the whole image.
 
     Runs the phases of `schedule`: an optional warm start (one global code, then every segment starts
-    from it), then the per-segment steps; with ``config.segment_patience`` a segment whose loss stopped
-    improving keeps its best code and costs no more passes.
+    from it), joint steps, then the per-segment steps (a converged segment stops: ``segment_patience``).
 
     Args:
         G: the generator (not modified).
@@ -247,12 +246,10 @@ def invert(
     warm = [p for p in phases if p.global_code]
     if warm:
         codes = _repeat(run.stage(codes, warm, segments_per_pass), len(projected))
-    for phase in [p for p in phases if p.joint]:
-        if not run.cancelled:
-            codes = run.joint_stage(codes, phase)
-    per_segment = [p for p in phases if not p.one_pass]
-    if per_segment and not run.cancelled:
-        codes = run.stage(codes, per_segment, segments_per_pass)
+    for phase in [p for p in phases if p.joint and not run.cancelled]:
+        codes = run.joint_stage(codes, phase)
+    if not run.cancelled and not all(p.one_pass for p in phases):
+        codes = run.stage(codes, [p for p in phases if not p.one_pass], segments_per_pass)
     seconds = time.perf_counter() - run.start
     renders = _final_renders(G, codes, target, masks.shape[0], projected, config, segments_per_pass)
     return InversionResult(
