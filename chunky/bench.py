@@ -409,6 +409,7 @@ def bench_presets_on_faces(images: list[str], limit: int | None = None, scale: f
     recipes = [("today", editor.default_config(space="w+", steps=150))]
     recipes += [(name, editor.preset(name)) for name in PRESET_NAMES]
     recipes.append(("joint", editor.preset("balanced", **JOINT_TRIAL)))
+    recipes = [(label, scaled(config, scale)) for label, config in recipes]
     figures: dict[str, list[tuple[float, float, float, float]]] = {label: [] for label, _ in recipes}
     for path in photo_paths(images)[:limit]:
         try:
@@ -421,7 +422,7 @@ def bench_presets_on_faces(images: list[str], limit: int | None = None, scale: f
         single_l2 = float(l2_distance(single.composite, single.target)[0])
         for label, config in recipes:
             start = time.perf_counter()
-            result = editor.invert(aligned.crop, segments, config=scaled(config, scale))
+            result = editor.invert(aligned.crop, segments, config=config)
             wall = time.perf_counter() - start
             l2 = float(l2_distance(result.composite, result.target)[0])
             distance = float(identity.distance(result.composite, result.target)[0])
@@ -438,7 +439,7 @@ def bench_presets_on_faces(images: list[str], limit: int | None = None, scale: f
                 "l2": float(l2),
                 "identity": float(distance),
                 "ratio": float(ratio),
-                "config": scaled(config, scale),
+                "config": config,
             }
         )
     return rows

@@ -388,11 +388,10 @@ class _Run:
         optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
         masks = resize_images(self.loss_masks, phase.render_resolution)
         mix = StyleMix(masks)
-        union = masks.amax(dim=0, keepdim=True)
         target = resize_images(self.target, phase.render_resolution)
         perceptual = self._perceptual(phase)
-        with torch.no_grad(), autocast(config.precision, target.device):
-            features = None if perceptual is None else lpips_features(perceptual, target)
+        # one pass judged on the union of the loss regions, as a warm-start step is
+        (plan,) = plan_passes([slice(0, count)], target, masks.amax(dim=0, keepdim=True), perceptual, config)
         self.phase = phase
         best_codes, best_loss, stalled = _detach(codes), math.inf, 0
         for step in range(phase.steps):
@@ -404,11 +403,11 @@ class _Run:
                 render = render_codes(G, current, config.space, phase.render_resolution, mix=mix)
                 part = segment_losses(
                     render,
-                    target,
-                    union,
+                    plan.target,
+                    plan.masks,
                     perceptual=perceptual,
                     pixel_weight=config.pixel_weight,
-                    target_features=features,
+                    target_features=plan.features,
                 )
             objective = part["total"].sum()
             if config.reg_weight > 0:
