@@ -1,6 +1,6 @@
 """This device's inversion speed, measured once (at start-up), for honest time estimates of each preset.
 
-`calibrate` runs two steps of every kind of phase the given configs use (warm start, per-segment steps at
+`calibrate` runs three steps of every kind of phase the given configs use (warm start, per-segment steps at
 each resolution) on the average FFHQ face layout, and times the second; `Rates.estimate_seconds` adds
 them up for a config. Per-segment convergence can only make a run shorter, so estimates are upper
 bounds of the optimisation (plus the final render). `Estimates` first chooses the precision for the device
@@ -49,7 +49,8 @@ class Rates:
         per_step: phase kind -> seconds of one warm-start step (global code) or of one segment's step
             (the mean over the face layout's segments, windows included).
         overhead: phase kind -> seconds per segment outside the steps of a run whose last phase is of
-            that kind (the target's features, the first step's set-up, the final render and losses).
+            that kind (the target's features, the first step's set-up, the final render and losses), less
+            what its last step saves by only judging (so it can be below 0 on a small model).
     """
 
     per_step: dict[PhaseKind, float]
@@ -103,13 +104,14 @@ def calibrate(
 def _time_phase(
     G, perceptual, target, masks, phase: Phase, config: InversionConfig, segments_per_pass
 ) -> tuple[float, float]:
-    """Seconds of one step of ``phase`` (the second of two) per segment (or of the one pass of a global or
-    joint step), and the rest of the call's wall time per segment."""
+    """Seconds of one step of ``phase`` (the second of three) per segment (or of the one pass of a global or
+    joint step), and the rest of the call's wall time per segment: the set-up, the final render and what
+    the last step saves (it only judges, `chunky.inversion.JUDGE_LAST_STEP_ONLY`)."""
     one = config.replace(
-        steps=0 if phase.joint else 2,
+        steps=0 if phase.joint else 3,
         warm_start_steps=0,
         warm_start_fine_steps=0,
-        joint_steps=2 if phase.joint else 0,
+        joint_steps=3 if phase.joint else 0,
         pixel_only_fraction=float(not phase.perceptual),
         coarse_to_fine=False,
         segment_patience=0,
@@ -131,7 +133,7 @@ def _time_phase(
     )
     wall = time.perf_counter() - start
     step = times[1] - times[0]
-    return step / count, (wall - 2 * step) / count
+    return step / count, (wall - 3 * step) / count
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -59,7 +59,8 @@ class InversionResult:
             `chunky.tuning`); every other segment renders with the shared generator.
         segment_steps: per projected segment, the per-segment steps it ran (fewer when it converged
             early, ``config.segment_patience``).
-        passes: generator passes run (forward + backward), the warm start's included.
+        passes: generator passes run (forward + backward; forward only in the last step of a stage, which only
+            judges), the warm start's included.
     """
 
     codes: Codes
@@ -350,8 +351,10 @@ class _Run:
                 before = _detach(codes)  # the losses below belong to these codes, not to the stepped ones
                 if not phase.global_code:
                     self.segment_steps = [n + int(a) for n, a in zip(self.segment_steps, best.active)]
-                losses = self._losses(codes, plans, phase, best)
-                optimizer.step()
+                judge_only = JUDGE_LAST_STEP_ONLY and phase is phases[-1] and step == phase.steps - 1
+                losses = self._losses(codes, plans, phase, best, backward=not judge_only)
+                if not judge_only:
+                    optimizer.step()
                 best.update(before, losses)
                 best.restore_stopped(codes)
                 if self._report(losses["objective"].sum(), best.total_since) or not best.active.any():
@@ -398,22 +401,26 @@ class _Run:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, phase.steps, config)
             optimizer.zero_grad(set_to_none=True)
-            current = assemble()
-            with autocast(config.precision, target.device):
-                render = render_codes(G, current, config.space, phase.render_resolution, mix=mix)
-                part = segment_losses(
-                    render,
-                    plan.target,
-                    plan.masks,
-                    perceptual=perceptual,
-                    pixel_weight=config.pixel_weight,
-                    target_features=plan.features,
-                )
-            objective = part["total"].sum()
-            if config.reg_weight > 0:
-                objective = objective + config.reg_weight * latent_regulariser(current, self.center, self.spread).sum()
-            objective.backward()
-            optimizer.step()
+            judge_only = JUDGE_LAST_STEP_ONLY and step == phase.steps - 1
+            with torch.set_grad_enabled(not judge_only):
+                current = assemble()
+                with autocast(config.precision, target.device):
+                    render = render_codes(G, current, config.space, phase.render_resolution, mix=mix)
+                    part = segment_losses(
+                        render,
+                        plan.target,
+                        plan.masks,
+                        perceptual=perceptual,
+                        pixel_weight=config.pixel_weight,
+                        target_features=plan.features,
+                    )
+                objective = part["total"].sum()
+                if config.reg_weight > 0:
+                    regulariser = latent_regulariser(current, self.center, self.spread).sum()
+                    objective = objective + config.reg_weight * regulariser
+            if not judge_only:
+                objective.backward()
+                optimizer.step()
             self.passes += 1
             value = float(objective.detach())
             if value < best_loss:
@@ -430,9 +437,12 @@ class _Run:
     def _perceptual(self, phase: Phase) -> nn.Module | None:
         return self.perceptual if phase.perceptual else None
 
-    def _losses(self, codes: Codes, plans: list[Pass], phase: Phase, best: _Best) -> dict[str, torch.Tensor]:
-        """Back-propagate every running segment's loss (one pass per plan); returns {"lpips", "l2", "total",
-        "objective"} -> [P] (objective = total + regulariser; a stopped segment keeps its best values)."""
+    def _losses(
+        self, codes: Codes, plans: list[Pass], phase: Phase, best: _Best, backward: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Every running segment's loss (one pass per plan), back-propagated unless ``backward`` is False;
+        returns {"lpips", "l2", "total", "objective"} -> [P] (objective = total + regulariser; a stopped segment
+        keeps its best values)."""
         losses = {name: values.clone() for name, values in best.values.items()}
         # Segment i's loss depends on code i only, so passes over groups of segments accumulate the exact
         # gradient; on a CPU small passes are faster than one big batch (less memory traffic).
@@ -440,26 +450,28 @@ class _Run:
             if not best.active[plan.chunk].any():
                 continue
             chunk_codes = select_codes(codes, plan.chunk)
-            with autocast(self.config.precision, self.target.device):
-                renders = render_codes(
-                    self.G, chunk_codes, self.config.space, phase.render_resolution, window=plan.window
-                )
-                if plan.loss_scale > 1:
-                    renders = F.avg_pool2d(renders, plan.loss_scale)
-                part = segment_losses(
-                    renders,
-                    plan.target,
-                    plan.masks,
-                    perceptual=self._perceptual(phase),
-                    pixel_weight=self.config.pixel_weight,
-                    target_features=plan.features,
-                )
-            objective = part["total"]
-            if self.config.reg_weight > 0:
-                objective = objective + self.config.reg_weight * latent_regulariser(
-                    chunk_codes, self.center, self.spread
-                )
-            objective.sum().backward()
+            with torch.set_grad_enabled(backward):
+                with autocast(self.config.precision, self.target.device):
+                    renders = render_codes(
+                        self.G, chunk_codes, self.config.space, phase.render_resolution, window=plan.window
+                    )
+                    if plan.loss_scale > 1:
+                        renders = F.avg_pool2d(renders, plan.loss_scale)
+                    part = segment_losses(
+                        renders,
+                        plan.target,
+                        plan.masks,
+                        perceptual=self._perceptual(phase),
+                        pixel_weight=self.config.pixel_weight,
+                        target_features=plan.features,
+                    )
+                objective = part["total"]
+                if self.config.reg_weight > 0:
+                    objective = objective + self.config.reg_weight * latent_regulariser(
+                        chunk_codes, self.center, self.spread
+                    )
+            if backward:
+                objective.sum().backward()
             self.passes += 1
             for name, values in (*part.items(), ("objective", objective)):
                 losses[name][plan.chunk] = values.detach().float().cpu()
@@ -723,6 +735,9 @@ def shared_layers(G: Generator, resolution: int, shared_scale: int, space: str) 
     return sum(1 for row in range(G.n_latent) if largest[row] <= limit)
 
 
+# A stage returns the best codes it judged, never the codes its last step's update makes: so that step only
+# judges (a forward pass without gradients). False steps there too, for a test that the result is the same.
+JUDGE_LAST_STEP_ONLY = True
 WINDOW_BLOCKS = 2  # windowed segments run the last two synthesis blocks on their window only
 WINDOW_MAX_SHARE = 0.75  # a window covering more of the image than this is not worth it
 WINDOW_MIN_PX = 32  # LPIPS backbones (AlexNet's strided pooling) need at least this many pixels

@@ -164,6 +164,37 @@ def test_coarse_to_fine_runs_the_first_half_at_half_resolution(tiny_generator, t
     assert result.segment_steps == [40, 40] and result.passes == 40
 
 
+@pytest.mark.parametrize("joint_steps", [0, 4])
+def test_the_last_step_of_each_stage_only_judges_and_changes_nothing(
+    tiny_generator, two_code_scene, monkeypatch, joint_steps
+):
+    """A stage returns the best codes it judged, so its last step renders without gradients; the result is
+    the one of a run that back-propagates (and steps) there too."""
+    import chunky.inversion as inversion
+
+    target, masks = two_code_scene
+    config = FAST.replace(steps=6, warm_start_steps=5, warm_start_resolution=16, joint_steps=joint_steps)
+    grads = []
+    real_synthesis = tiny_generator.synthesis
+
+    def spy(ws, *args, **kwargs):
+        grads.append(torch.is_grad_enabled())
+        return real_synthesis(ws, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_generator, "synthesis", spy)
+    judged = invert(tiny_generator, target, masks, config=config, segments_per_pass=2)
+    # warm start 5 steps, joint steps, 6 per-segment steps, then the final render (no gradients)
+    stages = [5] + ([joint_steps] if joint_steps else []) + [6]
+    expected = [flag for steps in stages for flag in [True] * (steps - 1) + [False]] + [False]
+    assert grads == expected
+
+    monkeypatch.setattr(inversion, "JUDGE_LAST_STEP_ONLY", False)
+    stepped = invert(tiny_generator, target, masks, config=config, segments_per_pass=2)
+    assert judged.history == stepped.history
+    torch.testing.assert_close(judged.codes, stepped.codes, atol=0, rtol=0)
+    torch.testing.assert_close(judged.composite, stepped.composite, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("space", ["w+", "s"])
 def test_one_pass_per_segment_gives_the_same_result_as_one_batch(tiny_generator, two_code_scene, space):
     target, masks = two_code_scene

@@ -239,7 +239,9 @@ def test_calibration_measures_every_phase_kind_of_the_presets(tiny_generator):
         (False, True, 32, 32, False),
         (False, False, 32, 32, False),
     }
-    assert all(seconds > 0 for seconds in [*rates.per_step.values(), *rates.overhead.values()])
+    assert all(seconds > 0 for seconds in rates.per_step.values())
+    # the overhead holds what the last step saves (it only judges): it may be negative, never a whole step
+    assert all(rates.overhead[kind] + seconds > 0 for kind, seconds in rates.per_step.items())
     assert rates.estimate_seconds(configs[1], 8, 32) > rates.estimate_seconds(configs[0], 8, 32)
 
 
