@@ -178,7 +178,10 @@ PRESET_NAMES = ("preview", "balanced", "best")
 # Every preset starts with a global warm start on L2 alone (as good as with LPIPS, cheaper), at 128 px
 # unless it says otherwise.
 _PRESETS = {
-    "preview": dict(steps=3, lr=0.05, warm_start_steps=20, warm_start_resolution=64, warm_start_fine_steps=16),
+    # preview: one per-segment update at the full learning rate (no warm-up), then a step that only judges it
+    "preview": dict(
+        steps=2, lr=0.05, lr_rampup=0.0, warm_start_steps=20, warm_start_resolution=64, warm_start_fine_steps=16
+    ),
     "balanced": dict(
         steps=40,
         lr=0.05,
