@@ -91,6 +91,21 @@ def set_number(page, selector, value: str):
     wait_until(holds, timeout=40, what=f"{selector} = {value}")
 
 
+def choose(page, selector, value: str):
+    """Pick ``value`` in a dropdown by typing it and pressing Enter, until the dropdown shows it (under load an
+    Enter can land before the typed filter has narrowed the list, and choose the first option)."""
+    box = page.locator(f"{selector} input")
+    box.wait_for()
+
+    def holds():
+        box.fill(value)
+        box.press("Enter")
+        time.sleep(0.5)
+        return box.input_value() == value
+
+    wait_until(holds, timeout=40, what=f"{selector} = {value}")
+
+
 def status(page) -> str:
     return page.inner_text("#status")
 
@@ -262,10 +277,8 @@ class Walk:
         boundaries after each; "Undo stroke" drops the last stroke; a small brush; the segment stays chosen."""
         page = self.page
         self.use("text=2 · Segments")
-        chooser = page.locator("#sketch-segment input")
         self.use("#sketch-segment input")
-        chooser.fill("mouth")
-        chooser.press("Enter")
+        choose(page, "#sketch-segment", "mouth")
         page.locator("#sketch canvas.sketch-ink").wait_for(timeout=60_000)
         assert page.locator("#sketch input.sketch-brush").input_value() == "2"  # default: 3% of the 64 px face
         page.locator("#sketch input.sketch-brush").fill("3")  # the visitor's brush size, kept across redraws
