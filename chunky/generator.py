@@ -371,6 +371,27 @@ class Window:
         ]
 
 
+@dataclass(frozen=True)
+class Trunk:
+    """The lower synthesis blocks rendered once (`Generator.trunk`), reused by renders of codes that share their
+    styles there, which then run only the blocks above.
+
+    Attributes:
+        blocks: how many upsampling blocks it ran (its output is ``4 << blocks`` px).
+        features: [N, C, r, r] the last block's features (r = ``resolution``), before its RGB layer, which
+            each render runs with its own style (a W+ row feeds that layer and the next block's first one).
+        skip: [N, 3, r / 2, r / 2] the RGB image of the blocks below (fp32); None when ``blocks`` is 0.
+    """
+
+    blocks: int
+    features: torch.Tensor
+    skip: torch.Tensor | None
+
+    @property
+    def resolution(self) -> int:
+        return 4 << self.blocks
+
+
 def window_margin(blocks_above: int) -> int:
     """Output pixels next to an inner window edge that may differ from the full render, when the window
     starts ``blocks_above`` blocks below the output resolution: zero padding at the cut reaches 3 more
@@ -535,6 +556,7 @@ class Generator(nn.Module):
         noise_generator: torch.Generator | None = None,
         window: Window | None = None,
         mix: StyleMix | None = None,
+        trunk: Trunk | None = None,
     ) -> torch.Tensor:
         """Render W ([N, style_dim], broadcast to every layer) or W+ ([N, n_latent, style_dim]) codes.
 
@@ -546,6 +568,7 @@ class Generator(nn.Module):
             window: see `synthesis_from_styles`.
             mix: draw the N codes into one image, each pixel modulated by its segments' codes (`StyleMix`
                 with N masks).
+            trunk: see `synthesis_from_styles`.
 
         Returns:
             [N, 3, R, R] image, nominally in [-1, 1]; [1, 3, R, R] with ``mix``.
@@ -557,6 +580,7 @@ class Generator(nn.Module):
             noise_generator=noise_generator,
             window=window,
             mix=mix,
+            trunk=trunk,
         )
 
     def synthesis_from_styles(
@@ -568,6 +592,7 @@ class Generator(nn.Module):
         noise_generator: torch.Generator | None = None,
         window: Window | None = None,
         mix: StyleMix | None = None,
+        trunk: Trunk | None = None,
     ) -> torch.Tensor:
         """Render from style-space vectors (as returned by `styles`); same arguments as `synthesis`.
 
@@ -577,6 +602,10 @@ class Generator(nn.Module):
         ``window_margin`` px of window edges that are inside the image.
 
         ``mix``: the N style rows are drawn into one [1, 3, R, R] image (`StyleMix`); not with a window.
+
+        ``trunk``: the blocks up to ``trunk.resolution`` as `trunk` rendered them for one code, whose styles there
+        these styles must share (only the blocks above run, and gradients stop at the trunk); a window must
+        start at or above it. The result is the full render's.
         """
         blocks = self._num_blocks(resolution)
         expected = 2 + 3 * blocks
@@ -593,9 +622,15 @@ class Generator(nn.Module):
                 )
             batch = 1
         noises = self._noises(noise_mode, 1 + 2 * blocks, styles[0][:batch], noise_generator)
-        out = self.conv1(self.input(batch), styles[0], noises[0], mix)
-        skip = self.to_rgb1(out, styles[1], mix=mix)
-        for b in range(blocks):
+        if trunk is None:
+            trunk = self._run_trunk(styles, 0, noises, mix, batch)
+        else:
+            self._check_trunk(trunk, blocks, window, mix)
+        first = trunk.blocks
+        out = trunk.features.expand(batch, -1, -1, -1)
+        skip = None if trunk.skip is None else trunk.skip.expand(batch, -1, -1, -1)
+        skip = self._rgb_layer(first)(out, styles[1 + 3 * first], skip, mix)
+        for b in range(first, blocks):
             s_up, s_conv, s_rgb = styles[2 + 3 * b : 5 + 3 * b]
             block_noises = noises[1 + 2 * b : 3 + 2 * b]
             if window is not None and (4 << b) >= window.resolution:  # this block's input is 4 << b px
@@ -611,6 +646,51 @@ class Generator(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", resolution: int | None = None) -> torch.Tensor:
         return self.synthesis(ws, noise_mode, resolution)
+
+    def trunk(self, styles: Sequence[torch.Tensor], resolution: int, noise_mode: str = "const") -> Trunk:
+        """The synthesis blocks up to ``resolution`` px (a power of two in [8, size / 2]) for the codes of
+        ``styles`` (as returned by `styles`, for at least that resolution; usually one code), for renders whose
+        styles share theirs up to there (`synthesis_from_styles` with ``trunk``). Gradients flow as in any
+        render; compute it under ``torch.no_grad()`` to fit only the layers above."""
+        blocks = self._num_blocks(resolution)
+        if not 1 <= blocks < self._num_blocks(None):
+            raise InvalidInputError(f"A trunk's resolution must be in [8, {self.size // 2}], got {resolution}.")
+        if noise_mode == "random":
+            raise InvalidInputError('A trunk is shared between renders, so its noise_mode must be "const" or "none".')
+        noises = self._noises(noise_mode, 1 + 2 * blocks, styles[0], None)
+        return self._run_trunk(styles, blocks, noises, None, styles[0].shape[0])
+
+    def _run_trunk(
+        self,
+        styles: Sequence[torch.Tensor],
+        blocks: int,
+        noises: Sequence[torch.Tensor | None],
+        mix: StyleMix | None,
+        batch: int,
+    ) -> Trunk:
+        """The constant input, its convolution and the first ``blocks`` blocks, each block's RGB layer but the
+        last's (which the caller runs, with its own style)."""
+        out = self.conv1(self.input(batch), styles[0], noises[0], mix)
+        skip = None
+        for b in range(blocks):
+            skip = self._rgb_layer(b)(out, styles[1 + 3 * b], skip, mix)
+            out = self.convs[2 * b](out, styles[2 + 3 * b], noises[1 + 2 * b], mix)
+            out = self.convs[2 * b + 1](out, styles[3 + 3 * b], noises[2 + 2 * b], mix)
+        return Trunk(blocks, out, skip)
+
+    def _rgb_layer(self, blocks: int) -> ToRGB:
+        """The RGB layer of the features after ``blocks`` blocks (0: the constant input's)."""
+        return self.to_rgb1 if blocks == 0 else self.to_rgbs[blocks - 1]
+
+    def _check_trunk(self, trunk: Trunk, blocks: int, window: Window | None, mix: StyleMix | None) -> None:
+        if trunk.blocks >= blocks:
+            raise InvalidInputError(f"A trunk of {trunk.resolution} px leaves nothing to render at {4 << blocks} px.")
+        if mix is not None:
+            raise InvalidInputError("A trunk is one code's; it does not mix codes (StyleMix).")
+        if window is not None and window.resolution < trunk.resolution:
+            raise InvalidInputError(
+                f"A window from {window.resolution} px starts inside a trunk of {trunk.resolution} px."
+            )
 
     # ----------------------------------------------------------------------------------- helpers
     def _num_blocks(self, resolution: int | None) -> int:

@@ -288,6 +288,76 @@ def test_windowed_synthesis_matches_the_full_render_away_from_inner_edges(size, 
     assert (part - expected).abs().max() > 1e-3  # and the cut edges do differ: the window really is computed alone
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("trunk_px", [8, 16, 32])
+def test_a_render_from_a_shared_trunk_is_the_full_render_and_its_gradient(precision, trunk_px):
+    G = random_generator(64, 32, 2, seed=1)
+    blocks_above = int(math.log2(64 // trunk_px))
+    shared = G.n_latent - 2 * blocks_above - 1  # the W+ rows used only up to trunk_px
+    ws = torch.randn(3, G.n_latent, 32, generator=torch.Generator().manual_seed(0))
+    ws[:, :shared] = ws[:1, :shared]
+    with torch.no_grad(), autocast(precision):
+        trunk = G.trunk(G.styles(ws[:1]), trunk_px)
+    for k in range(3):  # batch 1, as a CPU renders segments: the same kernels, so the same bits
+        code = ws[k : k + 1].clone().requires_grad_(True)
+        from_trunk = ws[k : k + 1].clone().requires_grad_(True)
+        with autocast(precision):
+            full = G.synthesis(code)
+            part = G.synthesis(from_trunk, trunk=trunk)
+        weights = torch.linspace(-1, 1, full.numel()).reshape(full.shape)
+        (full.float() * weights).sum().backward()
+        (part.float() * weights).sum().backward()
+        assert torch.equal(part, full)
+        assert torch.equal(from_trunk.grad[:, shared:], code.grad[:, shared:])
+        assert from_trunk.grad[:, :shared].abs().max() == 0  # the trunk was rendered without gradients
+
+
+def test_a_trunk_row_changed_changes_only_the_full_render(tiny_generator):
+    G = tiny_generator
+    ws = torch.randn(1, G.n_latent, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        trunk = G.trunk(G.styles(ws), 8)
+        changed = ws.clone()
+        changed[:, 0] += 1  # the constant input's row: inside the trunk
+        assert not torch.equal(G.synthesis(changed), G.synthesis(ws))
+        assert torch.equal(G.synthesis(changed, trunk=trunk), G.synthesis(ws, trunk=trunk))
+
+
+def test_a_trunk_with_a_window_matches_the_window_without_it():
+    G = random_generator(64, 32, 2, seed=1)
+    ws = torch.randn(2, G.n_latent, 32, generator=torch.Generator().manual_seed(0))
+    ws[1, :5] = ws[0, :5]  # rows 0-4 feed only the layers up to 16 px
+    window = Window(16, 2, 1, 12, 10)
+    with torch.no_grad():
+        trunk = G.trunk(G.styles(ws[:1]), 16)
+        for k in range(2):
+            assert torch.equal(
+                G.synthesis(ws[k : k + 1], trunk=trunk, window=window), G.synthesis(ws[k : k + 1], window=window)
+            )
+
+
+def test_a_trunk_refuses_what_it_cannot_serve(tiny_generator):
+    from chunky.generator import StyleMix
+
+    G = tiny_generator
+    ws = torch.randn(2, G.n_latent, 32, generator=torch.Generator().manual_seed(0))
+    styles = G.styles(ws[:1])
+    for resolution in (4, 32, 12):
+        with pytest.raises(InvalidInputError, match="resolution"):
+            G.trunk(styles, resolution)
+    with pytest.raises(InvalidInputError, match="const"):
+        G.trunk(styles, 8, noise_mode="random")
+    trunk = G.trunk(styles, 16)
+    with pytest.raises(InvalidInputError, match="leaves nothing to render at 16 px"):
+        G.synthesis(ws[:1], resolution=16, trunk=trunk)
+    with pytest.raises(InvalidInputError, match="starts inside a trunk"):
+        G.synthesis(ws[:1], trunk=trunk, window=Window(8, 0, 0, 4, 4))
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[0, :, :16], masks[1, :, 16:] = 1, 1
+    with pytest.raises(InvalidInputError, match="StyleMix"):
+        G.synthesis(ws, trunk=trunk, mix=StyleMix(masks))
+
+
 # ------------------------------------------------------------------------------ prepared weights
 def image_and_grads(G, ws, precision="fp32", dtype=torch.float32):
     """Image, gradient to the codes and (when the weights train) to every modulated weight."""
