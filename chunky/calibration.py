@@ -25,7 +25,7 @@ from chunky.generator import Generator
 from chunky.inversion import Phase, invert, schedule
 
 log = logging.getLogger(__name__)
-PhaseKind = tuple[bool, bool, int, int, bool]  # (global code, joint, loss resolution, render resolution, perceptual)
+PhaseKind = tuple[bool, bool, int, int, bool, int]  # global code, joint, loss and render px, perceptual, trunk px
 
 
 def face_layout_masks(size: int) -> torch.Tensor:
@@ -38,7 +38,14 @@ def face_layout_masks(size: int) -> torch.Tensor:
 
 
 def phase_kind(phase: Phase) -> PhaseKind:
-    return phase.global_code, phase.joint, phase.resolution, phase.render_resolution, phase.perceptual
+    return (
+        phase.global_code,
+        phase.joint,
+        phase.resolution,
+        phase.render_resolution,
+        phase.perceptual,
+        phase.trunk_resolution,
+    )
 
 
 @dataclass(frozen=True)

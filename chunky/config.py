@@ -71,6 +71,13 @@ class InversionConfig:
             codes) they are per-segment steps. In no preset: on real faces with the small model the composite
             still drifted from the joint render (docs/speed.md, "Joint steps").
         joint_shared_scale: see ``joint_steps``; a power of two (1 shares every row: a global code).
+        segment_shared_scale: the per-segment steps keep the W+ rows (S layers) of resolutions up to
+            ``resolution / segment_shared_scale`` one code shared by every segment, as they start (the warm
+            start's code, else w_avg), and fit only the rows above. The blocks up to there are then rendered once
+            for all segments (`chunky.generator.Trunk`) instead of in every segment's every step, and get no
+            backward pass (at 256 px with scale 4, a segment's step runs the 128 and 256 px blocks only). 0: every
+            row is fitted per segment. A power of two >= 2 (>= 4 with ``coarse_to_fine``); ignored where the
+            shared part would be below 8 px, and where `invert` is given starting codes.
         segment_patience: a segment whose own loss has not improved by ``min_delta`` for this many
             steps stops (keeps its best code, costs no more passes); 0 runs every segment to the end.
         full_render_fraction: the last fraction of ``steps`` (after the coarse half) renders at the output
@@ -104,6 +111,7 @@ class InversionConfig:
     warm_start_perceptual: bool = True
     joint_steps: int = 0
     joint_shared_scale: int = 8
+    segment_shared_scale: int = 0
     segment_patience: int = 0
     full_render_fraction: float = 1.0
 
@@ -150,6 +158,13 @@ class InversionConfig:
         scale = self.joint_shared_scale
         if not isinstance(scale, int) or scale < 1 or scale & (scale - 1):
             fail("joint_shared_scale", "a power of two >= 1")
+        scale = self.segment_shared_scale
+        if not isinstance(scale, int) or scale < 0 or scale == 1 or scale & (scale - 1):
+            fail("segment_shared_scale", "0 or a power of two >= 2")
+        if scale and self.space == "w":
+            fail("segment_shared_scale", "0 in space 'w' (a W code has no rows to share between segments)")
+        if scale == 2 and self.coarse_to_fine:
+            fail("segment_shared_scale", ">= 4 with coarse_to_fine (its first steps render at half resolution)")
         if self.joint_steps and self.space == "w":
             fail("joint_steps", "0 in space 'w' (a W code has no rows to share between segments)")
         if not 0 <= self.full_render_fraction <= 1:
@@ -178,9 +193,16 @@ PRESET_NAMES = ("preview", "balanced", "best")
 # Every preset starts with a global warm start on L2 alone (as good as with LPIPS, cheaper), at 128 px
 # unless it says otherwise.
 _PRESETS = {
-    # preview: one per-segment update at the full learning rate (no warm-up), then a step that only judges it
+    # preview: one per-segment update at the full learning rate (no warm-up), then a step that only judges it;
+    # that update fits only the rows above 64 px (at 256 px), so the blocks up to 64 px render once for all segments
     "preview": dict(
-        steps=2, lr=0.05, lr_rampup=0.0, warm_start_steps=20, warm_start_resolution=64, warm_start_fine_steps=16
+        steps=2,
+        lr=0.05,
+        lr_rampup=0.0,
+        warm_start_steps=20,
+        warm_start_resolution=64,
+        warm_start_fine_steps=16,
+        segment_shared_scale=4,
     ),
     "balanced": dict(
         steps=40,

@@ -21,7 +21,7 @@ from chunky.compositing import soft_composite
 from chunky.config import InversionConfig
 from chunky.device import autocast
 from chunky.errors import InvalidInputError
-from chunky.generator import Generator, StyleMix, Window, window_margin
+from chunky.generator import Generator, StyleMix, Trunk, Window, window_margin
 from chunky.images import resize_images
 from chunky.losses import build_perceptual, latent_regulariser, latent_spread, lpips_features, segment_losses
 from chunky.segmentation import dilate_masks
@@ -126,6 +126,8 @@ class Phase:
         perceptual: whether the LPIPS term is on (else L2 only).
         joint: every segment's code in one render (`StyleMix`), judged on the union of the loss regions
             (``InversionConfig.joint_steps``).
+        trunk_resolution: per-segment steps whose codes share the rows up to this resolution, rendered once
+            (`chunky.generator.Trunk`; ``InversionConfig.segment_shared_scale``); 0: none shared.
     """
 
     steps: int
@@ -134,6 +136,7 @@ class Phase:
     global_code: bool = False
     perceptual: bool = True
     joint: bool = False
+    trunk_resolution: int = 0
 
     @property
     def name(self) -> str:
@@ -157,8 +160,9 @@ def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = Tr
     (``config.warm_start_steps``, then ``warm_start_fine_steps`` at ``resolution``) and the joint steps,
     then ``config.steps`` per-segment steps: the first half at half resolution with ``coarse_to_fine``; of
     the rest, the first ``pixel_only_fraction`` without LPIPS and the last ``full_render_fraction`` rendered
-    at ``render_size``. Without the warm start (``warm_start`` False: one segment, or starting codes) the
-    joint steps are per-segment steps too."""
+    at ``render_size``; with ``segment_shared_scale`` their codes share the rows up to ``resolution / scale``
+    (`Phase.trunk_resolution`). Without the warm start (``warm_start`` False: one segment, or starting codes)
+    the joint steps are per-segment steps too, and no rows are shared."""
     resolution = min(config.resolution, render_size)
     lpips = config.perceptual != "none"
     phases = []
@@ -171,10 +175,12 @@ def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = Tr
         if config.joint_steps:
             phases.append(Phase(config.joint_steps, resolution, resolution, perceptual=shared_lpips, joint=True))
     steps = config.steps if warm_start else config.steps + config.joint_steps
+    shared_scale = config.segment_shared_scale if warm_start else 0
+    trunk = resolution // shared_scale if shared_scale and resolution // shared_scale >= 8 else 0
     coarse = steps // 2 if config.coarse_to_fine else 0
     if coarse:
         half = max(8, resolution // 2)
-        phases.append(Phase(coarse, half, half, perceptual=lpips))
+        phases.append(Phase(coarse, half, half, perceptual=lpips, trunk_resolution=trunk))
     rest = steps - coarse  # each of these is pixel-only before step `pixel`, rendered at full size from `full`
     pixel = round(config.pixel_only_fraction * rest)
     full = rest - round(config.full_render_fraction * rest) if render_size > resolution else rest
@@ -186,6 +192,7 @@ def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = Tr
                 resolution,
                 render_size if start >= full else resolution,
                 perceptual=lpips and start >= pixel,
+                trunk_resolution=trunk,
             )
         )
     return phases
@@ -252,7 +259,7 @@ def invert(
     if not run.cancelled and not all(p.one_pass for p in phases):
         codes = run.stage(codes, [p for p in phases if not p.one_pass], segments_per_pass)
     seconds = time.perf_counter() - run.start
-    renders = _final_renders(G, codes, target, masks.shape[0], projected, config, segments_per_pass)
+    renders = _final_renders(G, codes, target, masks.shape[0], projected, config, segments_per_pass, run.trunk)
     return InversionResult(
         codes=codes,
         projected=projected,
@@ -281,13 +288,15 @@ def _final_renders(
     projected: list[int],
     config: InversionConfig,
     segments_per_pass: int | None,
+    trunk: Trunk | None = None,
 ) -> torch.Tensor:
-    """[count, 3, H, W]: each projected segment's render of its codes at the target's size; kept ones are the
-    photo itself."""
+    """[count, 3, H, W]: each projected segment's render of its codes at the target's size (from ``trunk``, the
+    lower blocks the codes share, when given); kept ones are the photo itself."""
     chunks = _chunks(len(projected), segments_per_pass or _default_segments_per_pass(target.device))
+    size = target.shape[-1]
     with torch.no_grad(), autocast(config.precision, target.device):
         segment_renders = torch.cat(
-            [render_codes(G, select_codes(codes, c), config.space, target.shape[-1]).float() for c in chunks]
+            [render_codes(G, select_codes(codes, c), config.space, size, trunk=trunk).float() for c in chunks]
         )
     renders = target.expand(count, -1, -1, -1).clone()
     renders[projected] = segment_renders
@@ -319,15 +328,16 @@ class _Run:
         self.history: list[float] = []
         self.steps_run, self.passes, self.loss, self.cancelled = 0, 0, math.inf, False
         self.segment_steps = [0] * loss_masks.shape[0]
+        self.trunk: Trunk | None = None
         self.start = time.perf_counter()
 
     def stage(self, codes: Codes, phases: list[Phase], segments_per_pass: int | None) -> Codes:
         """Optimise ``codes`` through ``phases`` with one Adam optimiser and one learning-rate schedule;
         returns each code's best value in the last phase run."""
-        codes = _detach(codes)
-        params = codes if isinstance(codes, list) else [codes]
-        for p in params:
-            p.requires_grad_(True)
+        trunk_resolution = phases[0].trunk_resolution
+        codes, params = _fitted(self.G, codes, self.config.space, trunk_resolution)
+        trunk = render_trunk(self.G, codes, self.config, trunk_resolution) if trunk_resolution else None
+        self.trunk = trunk or self.trunk  # the final renders start from it too
         optimizer = torch.optim.Adam(params, lr=self.config.lr, betas=(0.9, 0.999))
         count, total, done = len(params[0]), sum(p.steps for p in phases), 0
         chunks = _chunks(count, segments_per_pass or _default_segments_per_pass(self.target.device))
@@ -340,6 +350,7 @@ class _Run:
                 self._perceptual(phase),
                 self.config,
                 loss_scale=phase.render_resolution // phase.resolution,
+                trunk_resolution=trunk_resolution,
             )
             patience = 0 if phase.global_code else self.config.segment_patience
             best = _Best(codes, count, patience, self.config.min_delta)  # losses at other resolutions do not compare
@@ -352,7 +363,7 @@ class _Run:
                 if not phase.global_code:
                     self.segment_steps = [n + int(a) for n, a in zip(self.segment_steps, best.active)]
                 judge_only = JUDGE_LAST_STEP_ONLY and phase is phases[-1] and step == phase.steps - 1
-                losses = self._losses(codes, plans, phase, best, backward=not judge_only)
+                losses = self._losses(codes, plans, phase, best, backward=not judge_only, trunk=trunk)
                 if not judge_only:
                     optimizer.step()
                 best.update(before, losses)
@@ -438,11 +449,17 @@ class _Run:
         return self.perceptual if phase.perceptual else None
 
     def _losses(
-        self, codes: Codes, plans: list[Pass], phase: Phase, best: _Best, backward: bool = True
+        self,
+        codes: Codes,
+        plans: list[Pass],
+        phase: Phase,
+        best: _Best,
+        backward: bool = True,
+        trunk: Trunk | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Every running segment's loss (one pass per plan), back-propagated unless ``backward`` is False;
-        returns {"lpips", "l2", "total", "objective"} -> [P] (objective = total + regulariser; a stopped segment
-        keeps its best values)."""
+        """Every running segment's loss (one pass per plan, from ``trunk`` when given), back-propagated unless
+        ``backward`` is False; returns {"lpips", "l2", "total", "objective"} -> [P] (objective = total +
+        regulariser; a stopped segment keeps its best values)."""
         losses = {name: values.clone() for name, values in best.values.items()}
         # Segment i's loss depends on code i only, so passes over groups of segments accumulate the exact
         # gradient; on a CPU small passes are faster than one big batch (less memory traffic).
@@ -453,7 +470,12 @@ class _Run:
             with torch.set_grad_enabled(backward):
                 with autocast(self.config.precision, self.target.device):
                     renders = render_codes(
-                        self.G, chunk_codes, self.config.space, phase.render_resolution, window=plan.window
+                        self.G,
+                        chunk_codes,
+                        self.config.space,
+                        phase.render_resolution,
+                        window=plan.window,
+                        trunk=trunk,
                     )
                     if plan.loss_scale > 1:
                         renders = F.avg_pool2d(renders, plan.loss_scale)
@@ -712,13 +734,48 @@ def render_codes(
     resolution: int,
     window: Window | None = None,
     mix: StyleMix | None = None,
+    trunk: Trunk | None = None,
 ) -> torch.Tensor:
     """[P, 3, R, R] renders of W [P, D], W+ [P, n_latent, D] or S (list of [P, C_l]) codes at ``resolution``
-    (only ``window`` of it when given; with ``mix``, one [1, 3, R, R] render of all of them)."""
+    (only ``window`` of it when given; with ``mix``, one [1, 3, R, R] render of all of them; from ``trunk``,
+    the blocks below rendered once for codes that share those rows, when given)."""
     if space == "s":
         styles = codes[: G.num_styles_at(resolution)]
-        return G.synthesis_from_styles(styles, resolution=resolution, window=window, mix=mix)
-    return G.synthesis(codes, resolution=resolution, window=window, mix=mix)
+        return G.synthesis_from_styles(styles, resolution=resolution, window=window, mix=mix, trunk=trunk)
+    return G.synthesis(codes, resolution=resolution, window=window, mix=mix, trunk=trunk)
+
+
+def render_trunk(G: Generator, codes: Codes, config: InversionConfig, resolution: int) -> Trunk:
+    """The blocks up to ``resolution`` px rendered once, without gradients, for the first of ``codes`` (W+ or
+    S, whose rows or layers there every code shares: `_fitted`)."""
+    first = select_codes(codes, slice(0, 1))
+    with torch.no_grad(), autocast(config.precision, G.w_avg.device):
+        styles = first if config.space == "s" else G.styles(first)
+        return G.trunk(styles, resolution)
+
+
+def _fitted(G: Generator, codes: Codes, space: str, trunk_resolution: int) -> tuple[Codes, list[torch.Tensor]]:
+    """A copy of ``codes`` to optimise, and the tensors to give the optimiser. With ``trunk_resolution``, the W+
+    rows (S layers) used only up to there become one code (the segments' mean where they differ, after joint
+    steps; usually they all start from one), which is not fitted: in S those layers are left out of the
+    optimiser; in W+ a gradient hook zeroes their rows, so Adam, whose state starts at zero, leaves them exactly
+    as they are."""
+    codes = _detach(codes)
+    shared = shared_layers(G, trunk_resolution, 1, space) if trunk_resolution else 0
+    if isinstance(codes, list):
+        for layer in codes[:shared]:
+            layer[:] = _one_code(layer)
+        params = codes[shared:]
+    else:
+        codes[:, :shared] = _one_code(codes[:, :shared])
+        params = [codes]
+    for p in params:
+        p.requires_grad_(True)
+    if shared and not isinstance(codes, list):
+        fitted_rows = torch.ones(1, codes.shape[1], 1, dtype=codes.dtype, device=codes.device)
+        fitted_rows[:, :shared] = 0
+        codes.register_hook(lambda grad: grad * fitted_rows)
+    return codes, params
 
 
 def shared_layers(G: Generator, resolution: int, shared_scale: int, space: str) -> int:
@@ -763,14 +820,19 @@ def plan_passes(
     config: InversionConfig,
     *,
     loss_scale: int = 1,
+    trunk_resolution: int = 0,
 ) -> list[Pass]:
     """One `Pass` per chunk of segments: a single segment gets its window (when ``config.window_segments``
-    and it is small enough), with the target and loss masks cropped to it and the target's LPIPS features.
+    and it is small enough, and it starts at or above ``trunk_resolution``), with the target and loss masks
+    cropped to it and the target's LPIPS features (computed once for all the passes without a window).
     ``target`` and ``masks`` are at the render resolution; the loss is computed ``loss_scale`` times lower."""
     plans = []
+    whole_target_features = None
     for chunk in chunks:
         single = chunk.stop - chunk.start == 1
         window = _segment_window(masks[chunk][0, 0], loss_scale) if config.window_segments and single else None
+        if window is not None and window.resolution < trunk_resolution:
+            window = None
         t, m = target, masks[chunk]
         if window is not None:
             scale = target.shape[-1] // window.resolution
@@ -780,8 +842,15 @@ def plan_passes(
                 t, m = window.crop(target, scale), window.crop(m, scale)
         if loss_scale > 1:
             t, m = F.avg_pool2d(t, loss_scale), F.avg_pool2d(m, loss_scale)
-        with torch.no_grad(), autocast(config.precision, target.device):
-            features = None if perceptual is None else lpips_features(perceptual, t)
+        if perceptual is None:
+            features = None
+        elif window is None and whole_target_features is not None:
+            features = whole_target_features
+        else:
+            with torch.no_grad(), autocast(config.precision, target.device):
+                features = lpips_features(perceptual, t)
+            if window is None:
+                whole_target_features = features
         plans.append(Pass(chunk, window, t, m, features, loss_scale))
     return plans
 
@@ -850,6 +919,11 @@ def select_rows(codes: Codes, rows: Sequence[int]) -> Codes:
     """The codes of segments ``rows`` (a copy, in the same space)."""
     rows = list(rows)
     return [c[rows] for c in codes] if isinstance(codes, list) else codes[rows]
+
+
+def _one_code(rows: torch.Tensor) -> torch.Tensor:
+    """[1, ...]: the first of ``rows`` [P, ...] where all are equal (exactly), else their mean."""
+    return rows[:1] if torch.equal(rows, rows[:1].expand_as(rows)) else rows.mean(dim=0, keepdim=True)
 
 
 def _detach(codes: Codes) -> Codes:

@@ -229,6 +229,80 @@ def test_small_segments_render_only_their_window_with_the_same_pixel_loss(monkey
     torch.testing.assert_close(windowed.composite, full.composite, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("space, shared", [("w+", 3), ("s", 5)])
+def test_shared_rows_stay_the_warm_starts_code_and_the_shown_result_is_the_judged_one(
+    tiny_generator, two_code_scene, monkeypatch, space, shared
+):
+    """With segment_shared_scale 4 at 32 px, the rows (S layers) used only up to 8 px stay the warm start's code for
+    every segment; the 8 px trunk is rendered once, and every per-segment render and the final ones start from it."""
+    target, masks = two_code_scene
+    config = FAST.replace(space=space, steps=8, warm_start_steps=5, warm_start_resolution=16, segment_shared_scale=4)
+    warm = invert(tiny_generator, target, masks, config=config.replace(steps=1))  # one step: it only judges
+    trunks, from_trunk = [], []
+    real_trunk, real_styles = tiny_generator.trunk, tiny_generator.synthesis_from_styles
+
+    def spy_trunk(styles, resolution, *args, **kwargs):
+        trunks.append(resolution)
+        return real_trunk(styles, resolution, *args, **kwargs)
+
+    def spy_styles(styles, *args, **kwargs):
+        from_trunk.append(kwargs.get("trunk") is not None)
+        return real_styles(styles, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_generator, "trunk", spy_trunk)
+    monkeypatch.setattr(tiny_generator, "synthesis_from_styles", spy_styles)
+    result = invert(tiny_generator, target, masks, config=config, segments_per_pass=1)
+    assert trunks == [8]
+    assert from_trunk == [False] * 5 + [True] * (8 * 2 + 2)  # warm start; 8 steps x 2 segments; final renders
+
+    layers = lambda codes: list(codes) if space == "s" else [codes[:, row] for row in range(codes.shape[1])]  # noqa: E731
+    for k, (fitted, started) in enumerate(zip(layers(result.codes), layers(warm.codes))):
+        if k < shared:
+            assert torch.equal(fitted, started) and torch.equal(fitted[0], fitted[1])
+        else:
+            assert not torch.equal(fitted, started)
+    assert result.loss < warm.loss * 0.9
+    # each segment's loss as judged (through the trunk) is the loss of its render shown (rendered in full)
+    assert result.loss == pytest.approx(float(result.segment_losses["total"].sum()), rel=1e-5)
+
+
+def test_shared_rows_need_a_common_start_and_are_refused_in_w(tiny_generator, two_code_scene):
+    target, masks = two_code_scene
+    config = FAST.replace(steps=3, segment_shared_scale=4)
+    given = torch.randn(
+        2, tiny_generator.n_latent, tiny_generator.style_dim, generator=torch.Generator().manual_seed(0)
+    )
+    result = invert(tiny_generator, target, masks, config=config, init=given)  # starting codes: nothing shared
+    assert not torch.equal(result.codes[0, 0], result.codes[1, 0])
+    with pytest.raises(InvalidInputError, match="segment_shared_scale must be 0 in space 'w'"):
+        FAST.replace(space="w", segment_shared_scale=4)
+    with pytest.raises(InvalidInputError, match="segment_shared_scale must be >= 4 with coarse_to_fine"):
+        FAST.replace(coarse_to_fine=True, segment_shared_scale=2)
+
+
+def test_passes_without_a_window_share_the_targets_lpips_features_computed_once(monkeypatch):
+    import chunky.inversion as inversion
+    from chunky.inversion import plan_passes
+
+    target = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    masks = torch.zeros(3, 1, 128, 128)
+    masks[0, :, 40:60, 50:70] = 1  # small: a window of its own
+    masks[1, :, :100] = 1  # large: whole renders
+    masks[2] = 1 - masks[0]
+    perceptual = build_perceptual("lpips-alex", pretrained_backbone=False)
+    computed = []
+    real = inversion.lpips_features
+    monkeypatch.setattr(
+        inversion, "lpips_features", lambda net, images: computed.append(images.shape) or real(net, images)
+    )
+    plans = plan_passes([slice(k, k + 1) for k in range(3)], target, masks, perceptual, InversionConfig())
+    assert [p.window is None for p in plans] == [False, True, True]
+    assert computed == [(1, 3, 44, 48), (1, 3, 128, 128)]  # the window's crop, then the whole target once
+    assert plans[1].features is plans[2].features
+    for mine, fresh in zip(plans[1].features, real(perceptual, target)):
+        assert torch.equal(mine, fresh)
+
+
 def test_learning_rate_schedule():
     config = InversionConfig(steps=100, lr=0.1, lr_rampup=0.05, lr_rampdown=0.25)
     lrs = [learning_rate(s, 100, config) for s in range(100)]
@@ -265,6 +339,8 @@ def test_bad_inputs_name_the_argument(tiny_generator, two_code_scene, change, me
         ("resolution", 48, "resolution must be a power of two"),
         ("precision", "fp16", "precision must be one of"),
         ("reg_weight", -1.0, "reg_weight must be >= 0"),
+        ("segment_shared_scale", 1, "segment_shared_scale must be 0 or a power of two >= 2"),
+        ("segment_shared_scale", 6, "segment_shared_scale must be 0 or a power of two >= 2"),
     ],
 )
 def test_config_validation(field, value, message):

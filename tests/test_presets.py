@@ -195,13 +195,13 @@ def test_estimates_add_up_the_calibrated_rates():
     pixel = round(config.pixel_only_fraction * config.steps)
     rates = Rates(
         {
-            (True, False, res, res, False): 0.5,
-            (True, False, 256, 256, False): 0.8,
-            (False, True, 256, 256, False): 1.1,
-            (False, False, 256, 512, False): 1.5,
-            (False, False, 256, 512, True): 2.0,
+            (True, False, res, res, False, 0): 0.5,
+            (True, False, 256, 256, False, 0): 0.8,
+            (False, True, 256, 256, False, 0): 1.1,
+            (False, False, 256, 512, False, 0): 1.5,
+            (False, False, 256, 512, True, 0): 2.0,
         },
-        {(False, False, 256, 512, True): 0.25},
+        {(False, False, 256, 512, True, 0): 0.25},
     )
     joint = config.joint_steps * 1.1  # one pass per step, whatever the number of segments
     expected = 7 * 0.25 + warm * 0.5 + fine * 0.8 + joint + pixel * 7 * 1.5 + (config.steps - pixel) * 7 * 2.0
@@ -224,7 +224,14 @@ def test_calibration_measures_every_phase_kind_of_the_presets(tiny_generator):
             lambda G, target, masks, **k: (
                 timed.append(
                     [
-                        (p.global_code or masks is None, p.joint, p.resolution, p.render_resolution, p.perceptual)
+                        (
+                            p.global_code or masks is None,
+                            p.joint,
+                            p.resolution,
+                            p.render_resolution,
+                            p.perceptual,
+                            p.trunk_resolution,
+                        )
                         for p in schedule(k["config"], 32, warm_start=masks is not None)
                     ]
                 )
@@ -235,9 +242,10 @@ def test_calibration_measures_every_phase_kind_of_the_presets(tiny_generator):
     assert all(len(kinds) == 1 for kinds in timed), timed  # each timing run runs exactly the one kind it times
     assert [kinds[0] for kinds in timed[1:]] == list(rates.per_step)  # the first one twice (set-up)
     assert set(rates.per_step) == {  # no LPIPS: no LPIPS phases
-        (True, False, 32, 32, False),
-        (False, True, 32, 32, False),
-        (False, False, 32, 32, False),
+        (True, False, 32, 32, False, 0),
+        (False, True, 32, 32, False, 0),
+        (False, False, 32, 32, False, 0),
+        (False, False, 32, 32, False, 8),  # preview's per-segment steps: the blocks up to 8 px shared, rendered once
     }
     assert all(seconds > 0 for seconds in rates.per_step.values())
     # the overhead holds what the last step saves (it only judges): it may be negative, never a whole step
@@ -328,7 +336,7 @@ def test_the_preset_labels_follow_the_number_of_segments_of_the_photo(monkeypatc
 
     estimates = Estimates()
     estimates.rates = Rates(
-        {(False, False, 32, 32, False): 1.0}, {(False, False, 32, 32, False): 0.0}
+        {(False, False, 32, 32, False, 0): 1.0}, {(False, False, 32, 32, False, 0): 0.0}
     )  # 1 s a segment's step
     estimates.size = 32
     estimates.configs = {"preview": InversionConfig(steps=10, perceptual="none", resolution=32)}
