@@ -76,8 +76,9 @@ class InversionConfig:
             start's code, else w_avg), and fit only the rows above. The blocks up to there are then rendered once
             for all segments (`chunky.generator.Trunk`) instead of in every segment's every step, and get no
             backward pass (at 256 px with scale 4, a segment's step runs the 128 and 256 px blocks only). 0: every
-            row is fitted per segment. A power of two >= 2 (>= 4 with ``coarse_to_fine``); ignored where the
-            shared part would be below 8 px, and where `invert` is given starting codes.
+            row is fitted per segment. A power of two >= 2 (>= 4 with ``coarse_to_fine``); ignored in space "w"
+            (a W code is one row for every layer), where the shared part would be below 8 px, and where `invert`
+            is given starting codes.
         segment_patience: a segment whose own loss has not improved by ``min_delta`` for this many
             steps stops (keeps its best code, costs no more passes); 0 runs every segment to the end.
         full_render_fraction: the last fraction of ``steps`` (after the coarse half) renders at the output
@@ -161,8 +162,6 @@ class InversionConfig:
         scale = self.segment_shared_scale
         if not isinstance(scale, int) or scale < 0 or scale == 1 or scale & (scale - 1):
             fail("segment_shared_scale", "0 or a power of two >= 2")
-        if scale and self.space == "w":
-            fail("segment_shared_scale", "0 in space 'w' (a W code has no rows to share between segments)")
         if scale == 2 and self.coarse_to_fine:
             fail("segment_shared_scale", ">= 4 with coarse_to_fine (its first steps render at half resolution)")
         if self.joint_steps and self.space == "w":

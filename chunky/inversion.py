@@ -175,7 +175,7 @@ def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = Tr
         if config.joint_steps:
             phases.append(Phase(config.joint_steps, resolution, resolution, perceptual=shared_lpips, joint=True))
     steps = config.steps if warm_start else config.steps + config.joint_steps
-    shared_scale = config.segment_shared_scale if warm_start else 0
+    shared_scale = config.segment_shared_scale if warm_start and config.space != "w" else 0
     trunk = resolution // shared_scale if shared_scale and resolution // shared_scale >= 8 else 0
     coarse = steps // 2 if config.coarse_to_fine else 0
     if coarse:

@@ -7,7 +7,7 @@ from chunky.config import InversionConfig
 from chunky.errors import InvalidInputError
 from chunky.generator import random_generator
 from chunky.images import tensor_to_uint8
-from chunky.inversion import invert, learning_rate
+from chunky.inversion import invert, learning_rate, schedule
 from chunky.losses import build_perceptual
 
 FAST = InversionConfig(space="w+", steps=40, perceptual="none", resolution=32, dilate_px=0, lr=0.05)
@@ -266,7 +266,7 @@ def test_shared_rows_stay_the_warm_starts_code_and_the_shown_result_is_the_judge
     assert result.loss == pytest.approx(float(result.segment_losses["total"].sum()), rel=1e-5)
 
 
-def test_shared_rows_need_a_common_start_and_are_refused_in_w(tiny_generator, two_code_scene):
+def test_shared_rows_need_a_common_start_and_a_code_with_rows(tiny_generator, two_code_scene):
     target, masks = two_code_scene
     config = FAST.replace(steps=3, segment_shared_scale=4)
     given = torch.randn(
@@ -274,8 +274,9 @@ def test_shared_rows_need_a_common_start_and_are_refused_in_w(tiny_generator, tw
     )
     result = invert(tiny_generator, target, masks, config=config, init=given)  # starting codes: nothing shared
     assert not torch.equal(result.codes[0, 0], result.codes[1, 0])
-    with pytest.raises(InvalidInputError, match="segment_shared_scale must be 0 in space 'w'"):
-        FAST.replace(space="w", segment_shared_scale=4)
+    w = invert(tiny_generator, target, masks, config=config.replace(space="w", warm_start_steps=2))  # one row: none
+    assert not torch.equal(w.codes[0], w.codes[1])
+    assert all(p.trunk_resolution == 0 for p in schedule(config.replace(space="w", warm_start_steps=2), 32))
     with pytest.raises(InvalidInputError, match="segment_shared_scale must be >= 4 with coarse_to_fine"):
         FAST.replace(coarse_to_fine=True, segment_shared_scale=2)
 
@@ -352,7 +353,6 @@ def test_progress_names_each_phase_and_its_remaining_time_follows_the_work_left(
     """Coarse steps (16 px) cost a quarter of full ones (32 px), so halfway through the steps most of the work
     is still ahead: the report's ratio of time left to time spent is the work left over the work done (each
     step weighted by what it renders), not the steps left over the steps done; and each phase is named."""
-    from chunky.inversion import schedule
 
     target, masks = two_code_scene
     config = FAST.replace(steps=20, coarse_to_fine=True, warm_start_steps=4)

@@ -8,7 +8,7 @@ import torch
 from chunky.bench import JOINT_TRIAL, TODAY, cpu_description, print_generator_table, print_presets_table, scaled
 from chunky.calibration import Rates, calibrate, face_layout_masks
 from chunky.cli import main
-from chunky.config import PRESET_NAMES, InversionConfig, preset
+from chunky.config import PRESET_NAMES, SPACES, InversionConfig, preset
 from chunky.device import PRECISIONS, PrecisionChoice, choose_precision, pick_precision
 from chunky.errors import InvalidInputError
 from chunky.images import resize_images
@@ -187,6 +187,21 @@ def test_rendering_at_the_shown_size_keeps_the_shown_error_near_a_full_resolutio
     # Measured on this seeded model: rendered at 32 px, 1.00 / 1.18; rendered at 16 px and shown at 32, 56 / 80.
     assert max(consistent) < 1.3, consistent
     assert min(fast_path) > 10, fast_path
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_preset_runs_in_every_space(tiny_generator, name, space):
+    """The page offers each preset in W, W+ and S: each must build and run there (preview shares the lower rows
+    in W+ and S, and nothing in W, whose code is one row)."""
+    config = preset(name, space=space, perceptual="none", precision="fp32", resolution=32)
+    config = scaled(config, 0.1)
+    masks = face_layout_masks(32)
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    result = invert(tiny_generator, target, masks, config=config)
+    assert result.composite.shape == (1, 3, 32, 32) and torch.isfinite(result.composite).all()
+    shared = [p.trunk_resolution for p in schedule(config, 32) if not p.one_pass]
+    assert shared == [8 if space != "w" and config.segment_shared_scale else 0] * len(shared)
 
 
 def test_estimates_add_up_the_calibrated_rates():
