@@ -150,10 +150,6 @@ class Phase:
         """Whether a step renders once for all segments (else once per segment)."""
         return self.global_code or self.joint
 
-    def work(self, codes: int) -> float:
-        """Relative cost of one step for ``codes`` codes: pixels rendered, doubled by the LPIPS network."""
-        return (1 if self.one_pass else codes) * self.render_resolution**2 * (2 if self.perceptual else 1)
-
 
 def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = True) -> list[Phase]:
     """The phases an inversion with ``config`` runs for an output of ``render_size`` px: the warm start
@@ -196,6 +192,24 @@ def schedule(config: InversionConfig, render_size: int, *, warm_start: bool = Tr
             )
         )
     return phases
+
+
+LPIPS_WORK = 1.25  # a step with the LPIPS term costs this much more (8 segments at 256 px: 3.44 s against 2.72 s)
+
+
+def phase_work(G: Generator, phase: Phase, loss_masks: torch.Tensor, config: InversionConfig) -> float:
+    """Relative cost of one step of ``phase``, for the time left a progress report gives: the multiply-accumulates
+    of its renders (`Generator.synthesis_macs`: one render for a warm-start or joint step, else one per segment of
+    ``loss_masks`` [P, 1, H, W], on its window and above the trunk where it has them), times ``LPIPS_WORK`` with
+    the LPIPS term. A 64 px warm-start step then counts about a third of a 256 px one, as it takes."""
+    if phase.one_pass:
+        macs = G.synthesis_macs(phase.render_resolution)
+    else:
+        masks = resize_images(loss_masks, phase.render_resolution)
+        loss_scale = phase.render_resolution // phase.resolution
+        windows = [_pass_window(mask[0], config, loss_scale, phase.trunk_resolution) for mask in masks]
+        macs = sum(G.synthesis_macs(phase.render_resolution, phase.trunk_resolution, w) for w in windows)
+    return macs * (LPIPS_WORK if phase.perceptual else 1.0)
 
 
 def invert(
@@ -248,7 +262,6 @@ def invert(
         perceptual,
         progress,
         phases,
-        len(projected),
     )
     codes = _initial_codes(G, config.space, 1 if phases[0].global_code else len(projected), init, target.device)
     warm = [p for p in phases if p.global_code]
@@ -316,12 +329,12 @@ class _Run:
         perceptual: nn.Module | None,
         progress: ProgressCallback | None,
         phases: list[Phase],
-        codes: int,
     ):
         self.G, self.target, self.loss_masks, self.config = G, target, loss_masks, config
         self.perceptual, self.progress, self.total = perceptual, progress, sum(p.steps for p in phases)
         # the remaining time follows the work left (steps weighted by their cost), not the steps left
-        self.codes, self.work_total, self.work_done = codes, sum(p.steps * p.work(codes) for p in phases), 0.0
+        self.work = {phase: phase_work(G, phase, loss_masks, config) for phase in phases}
+        self.work_total, self.work_done = sum(p.steps * self.work[p] for p in phases), 0.0
         self.phase = phases[0]
         self.center = _initial_codes(G, config.space, 1, None, target.device)
         self.spread = latent_spread(G, config.space) if config.reg_weight > 0 else 1.0
@@ -370,7 +383,7 @@ class _Run:
                 best.restore_stopped(codes)
                 if self._report(losses["objective"].sum(), best.total_since) or not best.active.any():
                     break
-            self.work_total -= (phase.steps - step - 1) * phase.work(self.codes)  # steps an early stop skipped
+            self.work_total -= (phase.steps - step - 1) * self.work[phase]  # steps an early stop skipped
             done += phase.steps
             self.loss = float(best.loss.sum())
             if self.cancelled:
@@ -440,7 +453,7 @@ class _Run:
             else:
                 stalled += 1
             if self._report(objective.detach(), stalled):
-                self.work_total -= (phase.steps - step - 1) * phase.work(self.codes)
+                self.work_total -= (phase.steps - step - 1) * self.work[phase]
                 break
         self.loss = best_loss
         return best_codes
@@ -509,7 +522,7 @@ class _Run:
                 f"The loss became {value} at step {self.steps_run}; lower config.lr or use precision='fp32'."
             )
         self.history.append(value)
-        self.work_done += self.phase.work(self.codes)
+        self.work_done += self.work[self.phase]
         if self.progress is not None:
             elapsed = time.perf_counter() - self.start
             eta = elapsed * max(0.0, self.work_total - self.work_done) / self.work_done
@@ -830,16 +843,11 @@ def plan_passes(
     whole_target_features = None
     for chunk in chunks:
         single = chunk.stop - chunk.start == 1
-        window = _segment_window(masks[chunk][0, 0], loss_scale) if config.window_segments and single else None
-        if window is not None and window.resolution < trunk_resolution:
-            window = None
+        window = _pass_window(masks[chunk][0, 0], config, loss_scale, trunk_resolution) if single else None
         t, m = target, masks[chunk]
         if window is not None:
             scale = target.shape[-1] // window.resolution
-            if (window.height * scale) % loss_scale or (window.width * scale) % loss_scale:
-                window = None
-            else:
-                t, m = window.crop(target, scale), window.crop(m, scale)
+            t, m = window.crop(target, scale), window.crop(m, scale)
         if loss_scale > 1:
             t, m = F.avg_pool2d(t, loss_scale), F.avg_pool2d(m, loss_scale)
         if perceptual is None:
@@ -853,6 +861,19 @@ def plan_passes(
                 whole_target_features = features
         plans.append(Pass(chunk, window, t, m, features, loss_scale))
     return plans
+
+
+def _pass_window(mask: torch.Tensor, config: InversionConfig, loss_scale: int, trunk_resolution: int) -> Window | None:
+    """The window of a pass of one segment (loss region ``mask`` [R, R]): `_segment_window` when
+    ``config.window_segments``, unless it starts below the trunk or its size at R px does not divide by
+    ``loss_scale``."""
+    window = _segment_window(mask, loss_scale) if config.window_segments else None
+    if window is None or window.resolution < trunk_resolution:
+        return None
+    scale = mask.shape[-1] // window.resolution
+    if (window.height * scale) % loss_scale or (window.width * scale) % loss_scale:
+        return None
+    return window
 
 
 def _segment_window(mask: torch.Tensor, loss_scale: int = 1) -> Window | None:
