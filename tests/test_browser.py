@@ -132,6 +132,9 @@ def test_place_the_face_by_hand_with_five_clicks_in_a_browser(page_and_editor, t
     photo = tmp_path / "wide.png"
     Image.fromarray(canvas).save(photo)
     page.set_input_files("#upload input[type=file]", str(photo))
+    # the upload loads at once (detect, align, parse): let it finish, or its status line, written last under
+    # load, replaces the placing hints (CI once timed out here waiting for the first hint)
+    wait_until(lambda: "face(s) found" in status(page) or "No face" in status(page), what="the upload's load")
     page.click("text=…or place the face by hand")
     page.click("#show-photo")
     page.wait_for_selector("#placing img", timeout=60_000)
