@@ -430,14 +430,7 @@ class _Run:
                 current = assemble()
                 with autocast(config.precision, target.device):
                     render = render_codes(G, current, config.space, phase.render_resolution, mix=mix)
-                    part = segment_losses(
-                        render,
-                        plan.target,
-                        plan.masks,
-                        perceptual=perceptual,
-                        pixel_weight=config.pixel_weight,
-                        target_features=plan.features,
-                    )
+                    part = plan.losses(render, perceptual, config.pixel_weight)
                 objective = part["total"].sum()
                 if config.reg_weight > 0:
                     regulariser = latent_regulariser(current, self.center, self.spread).sum()
@@ -490,16 +483,7 @@ class _Run:
                         window=plan.window,
                         trunk=trunk,
                     )
-                    if plan.loss_scale > 1:
-                        renders = F.avg_pool2d(renders, plan.loss_scale)
-                    part = segment_losses(
-                        renders,
-                        plan.target,
-                        plan.masks,
-                        perceptual=self._perceptual(phase),
-                        pixel_weight=self.config.pixel_weight,
-                        target_features=plan.features,
-                    )
+                    part = plan.losses(renders, self._perceptual(phase), self.config.pixel_weight)
                 objective = part["total"]
                 if self.config.reg_weight > 0:
                     objective = objective + self.config.reg_weight * latent_regulariser(
@@ -780,7 +764,8 @@ def _fitted(G: Generator, codes: Codes, space: str, trunk_resolution: int) -> tu
             layer[:] = _one_code(layer)
         params = codes[shared:]
     else:
-        codes[:, :shared] = _one_code(codes[:, :shared])
+        if shared:
+            codes[:, :shared] = _one_code(codes[:, :shared])
         params = [codes]
     for p in params:
         p.requires_grad_(True)
@@ -823,6 +808,22 @@ class Pass:
     masks: torch.Tensor  # [P, 1, h, w] at the loss resolution
     features: list[torch.Tensor] | None
     loss_scale: int = 1  # renders are area-downsampled by this factor for the loss
+
+    def losses(
+        self, renders: torch.Tensor, perceptual: nn.Module | None, pixel_weight: float
+    ) -> dict[str, torch.Tensor]:
+        """`segment_losses` of ``renders`` [P, 3, H, W] (this pass's render: its window when it has one, at the
+        render resolution) against this pass's target and loss masks: {"lpips", "l2", "total"} -> [P]."""
+        if self.loss_scale > 1:
+            renders = F.avg_pool2d(renders, self.loss_scale)
+        return segment_losses(
+            renders,
+            self.target,
+            self.masks,
+            perceptual=perceptual,
+            pixel_weight=pixel_weight,
+            target_features=self.features,
+        )
 
 
 def plan_passes(

@@ -83,14 +83,7 @@ def tune_segment(
         optimizer.zero_grad(set_to_none=True)
         with autocast(config.precision, device):
             render = render_codes(tuned, code, space, resolution, window=plan.window)
-            loss = segment_losses(
-                render,
-                plan.target,
-                plan.masks,
-                perceptual=perceptual,
-                pixel_weight=config.pixel_weight,
-                target_features=plan.features,
-            )["total"].sum()
+            loss = plan.losses(render, perceptual, config.pixel_weight)["total"].sum()
         loss.backward()
         optimizer.step()
         value = float(loss.detach())
