@@ -347,6 +347,12 @@ def bench_presets(scale: float = 1.0, seed: int = 0, only: str = "") -> list[dic
     return rows
 
 
+# The goals on 2 CPU cores, 8 segments at 256 px (issue 24): balanced within this time at most 1.05x the MSE of
+# today's recipe, preview within this time.
+BALANCED_GOAL_S = 60
+PREVIEW_GOAL_S = 15
+
+
 def print_presets_table(rows: list[dict], scale: float = 1.0) -> None:
     print(
         f"Presets vs today's recipe (150 per-segment W+ steps from w_avg, 256 px, bf16): 8-segment face layout, "
@@ -365,13 +371,20 @@ def print_presets_table(rows: list[dict], scale: float = 1.0) -> None:
             f"{r['segment_steps']:>13} | {r['mse']:>8.5f} | {r['lpips']:>6.4f} | {ratios}"
         )
     get = {r["variant"]: r for r in rows}
-    if base and "balanced" in get:
+    if "balanced" in get:
         b = get["balanced"]
-        met = b["mse"] <= 1.05 * base["mse"] and 3 * b["wall_s"] <= base["wall_s"]
-        print(
-            f"goal balanced: MSE <= 1.05 x today ({b['mse'] / base['mse']:.3f}x) in <= 1/3 of its time "
-            f"({b['wall_s'] / base['wall_s']:.3f}x): {'met' if met else 'NOT met'}"
-        )
+        fast = b["wall_s"] <= BALANCED_GOAL_S
+        if base:
+            close = b["mse"] <= 1.05 * base["mse"]
+            print(
+                f"goal balanced: <= {BALANCED_GOAL_S} s ({b['wall_s']:.1f} s) at MSE <= 1.05 x today "
+                f"({b['mse'] / base['mse']:.3f}x): {'met' if fast and close else 'NOT met'}"
+            )
+        else:
+            print(
+                f"goal balanced: <= {BALANCED_GOAL_S} s ({b['wall_s']:.1f} s): {'met' if fast else 'NOT met'}; "
+                f"MSE not compared (today's recipe not run)"
+            )
     if "best" in get and "balanced" in get:
         b = get["best"]
         met = b["wall_s"] <= 900 and b["mse"] < get["balanced"]["mse"]
@@ -381,7 +394,8 @@ def print_presets_table(rows: list[dict], scale: float = 1.0) -> None:
         )
     if "preview" in get:
         seconds = get["preview"]["wall_s"]
-        print(f"goal preview: <= 45 s ({seconds:.1f} s): {'met' if seconds <= 45 else 'NOT met'}")
+        met = "met" if seconds <= PREVIEW_GOAL_S else "NOT met"
+        print(f"goal preview: <= {PREVIEW_GOAL_S} s ({seconds:.1f} s): {met}")
 
 
 def astronaut_photo() -> Path:

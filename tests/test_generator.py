@@ -5,11 +5,21 @@ import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from chunky.bench import per_sample_weights, weights_prepared_every_call
 from chunky.device import autocast
 from chunky.errors import CheckpointError, InvalidInputError
-from chunky.generator import Generator, Window, config_f_channels, random_generator, window_margin
+from chunky.generator import (
+    Generator,
+    Window,
+    _is_channels_last,
+    _PhaseTransposedConv,
+    config_f_channels,
+    phase_kernels,
+    random_generator,
+    window_margin,
+)
 from tests.conftest import shared_file
 
 
@@ -392,7 +402,8 @@ def test_prepared_weights_are_kept_and_change_nothing(precision):
 
 def test_prepared_weights_are_counted_and_the_precision_not_chosen_keeps_none():
     """Kept weights cost memory: `prepared_bytes` counts them (about the convolution weights once per precision
-    used), `forget_prepared_weights` drops them, and choosing the precision leaves none of either behind."""
+    used, the upsampling ones twice), `forget_prepared_weights` drops them, and choosing the precision leaves none
+    of either behind."""
     from chunky.device import choose_precision
 
     G = random_generator(seed=3)
@@ -403,7 +414,9 @@ def test_prepared_weights_are_counted_and_the_precision_not_chosen_keeps_none():
         fp32 = G.prepared_bytes()
         with autocast("bf16"):
             G.synthesis(ws)
-    conv_bytes = sum(layer.weight.numel() * 4 for _, layer in G.modulated_layers(None))
+    layers = [layer for _, layer in G.modulated_layers(None)]
+    # the upsampling layers keep their weight twice: as the transposed convolution's and as its phase kernels
+    conv_bytes = sum(layer.weight.numel() * 4 * (2 if layer.upsample else 1) for layer in layers)
     assert conv_bytes <= fp32 < 1.2 * conv_bytes and G.prepared_bytes() > fp32  # a bf16 copy besides
     G.forget_prepared_weights()
     assert G.prepared_bytes() == 0
@@ -449,6 +462,43 @@ def test_training_the_weights_bypasses_the_prepared_weights():
     stepped = image_and_grads(G, ws)
     with weights_prepared_every_call():
         assert_all_equal(stepped, image_and_grads(G, ws))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_phase_kernels_compute_the_transposed_convolution(dtype, channels_last):
+    """The frozen upsampling path (four ordinary convolutions, `_PhaseTransposedConv`) is conv_transpose2d with
+    stride 2: the same output and gradient to its input (to rounding), in the input's memory layout."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, 5, 7, generator=g).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(6, 4, 3, 3, generator=g).to(dtype)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    expected = F.conv_transpose2d(x1, weight, stride=2)
+    actual = _PhaseTransposedConv.apply(x2, weight, *phase_kernels(weight))
+    grad = torch.randn(expected.shape, generator=g).to(dtype)
+    expected.backward(grad)
+    actual.backward(grad)
+    assert actual.shape == expected.shape == (2, 4, 11, 15) and actual.dtype == dtype
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-2
+    assert relative_error(actual.float(), expected.float()) < tolerance
+    assert relative_error(x2.grad.float(), x1.grad.float()) < tolerance
+    assert _is_channels_last(actual) == channels_last
+    with pytest.raises(InvalidInputError, match="3x3"):
+        phase_kernels(torch.zeros(6, 4, 1, 1))
+
+
+def test_frozen_renders_match_the_transposed_convolution_path():
+    """A frozen generator upsamples through the phase kernels, one whose weights train through
+    conv_transpose2d: the same images and code gradients (to rounding)."""
+    G = random_generator(seed=3)
+    ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(1))
+    frozen = image_and_grads(G, ws)
+    G.requires_grad_(True)
+    training = image_and_grads(G, ws)
+    assert relative_error(frozen[0], training[0]) < 1e-5
+    assert relative_error(frozen[1], training[1]) < 1e-5
 
 
 def test_prepared_weights_after_inference_mode_still_train_codes_and_are_not_copied():

@@ -304,7 +304,11 @@ def test_bench_scales_steps_and_prints_ratios_beside_todays_recipe(capsys):
     assert (
         "balanced  |   180.0 |   100 |    380 |           320 |  0.10400 | 0.0300 |        0.300 |       1.040" in out
     )
-    assert "goal balanced: MSE <= 1.05 x today (1.040x) in <= 1/3 of its time (0.300x): met" in out
+    assert "goal balanced: <= 60 s (180.0 s) at MSE <= 1.05 x today (1.040x): NOT met" in out
+    print_presets_table([dict(rows[1], wall_s=59.0), dict(rows[1], variant="preview", wall_s=16.0)])
+    out = capsys.readouterr().out  # without today's run: balanced's time only
+    assert "goal balanced: <= 60 s (59.0 s): met; MSE not compared (today's recipe not run)" in out
+    assert "goal preview: <= 15 s (16.0 s): NOT met" in out
 
 
 def test_cli_preset_sets_the_recipe_and_options_override_it(tmp_path):
