@@ -322,6 +322,7 @@ def bench_presets(scale: float = 1.0, seed: int = 0, only: str = "") -> list[dic
         loss = build_perceptual("lpips-vgg", pretrained_backbone=False).to(device)
         metric = build_perceptual("lpips-alex", pretrained_backbone=False).to(device)
     target, masks = (t.to(device) for t in preset_scene(G, 256, seed))
+    tails = layer_tails_as_the_app_runs_them(G, 256, "bf16")
     variants = [("today", TODAY)] + [(name, preset(name)) for name in PRESET_NAMES]
     variants.append(("joint", preset("balanced", **JOINT_TRIAL)))
     rows = []
@@ -342,9 +343,28 @@ def bench_presets(scale: float = 1.0, seed: int = 0, only: str = "") -> list[dic
                 "mse": float(l2_distance(result.composite, target)[0]),
                 "lpips": float(lpips_distance(result.composite, target, metric)[0]),
                 "config": config,
+                "layer_tails": tails,
             }
         )
     return rows
+
+
+def layer_tails_as_the_app_runs_them(G, size: int, precision: str) -> str:
+    """Compile the layer tails where that pays, as the app's start-up calibration does (`choose_fusion`, unless
+    ``CHUNKY_FUSION=off``), before anything is timed; returns a line saying what was chosen on what."""
+    from chunky import fusion
+    from chunky.calibration import FUSION_ENV
+    from chunky.device import choose_fusion
+
+    if os.environ.get(FUSION_ENV, "auto") == "off":
+        fusion.use_compiled(False)
+        return f"layer tails: op by op ({FUSION_ENV}=off)"
+    choice = choose_fusion(G, size, precision)
+    passes = ", ".join(f"{seconds:.3f} s {variant}" for variant, seconds in choice.seconds.items())
+    return (
+        f"layer tails: {'compiled' if choice.fused else 'op by op'} (one {size} px {precision} pass: {passes}; "
+        f"compiling took {choice.compile_seconds:.1f} s, not counted below)"
+    )
 
 
 # The goals on 2 CPU cores, 8 segments at 256 px (issue 24): balanced within this time at most 1.05x the MSE of
@@ -363,6 +383,8 @@ def print_presets_table(rows: list[dict], scale: float = 1.0) -> None:
         f"{'preset':<9} | {'wall s':>7} | {'steps':>5} | {'passes':>6} | {'segment-steps':>13} | {'MSE':>8} | "
         f"{'LPIPS':>6} | {'time / today':>12} | {'MSE / today':>11}"
     )
+    if rows and "layer_tails" in rows[0]:
+        print(rows[0]["layer_tails"])
     base = next((r for r in rows if r["variant"] == "today"), None)
     for r in rows:
         ratios = f"{r['wall_s'] / base['wall_s']:>12.3f} | {r['mse'] / base['mse']:>11.3f}" if base else ""
@@ -475,6 +497,8 @@ def print_presets_on_faces_table(rows: list[dict], scale: float = 1.0) -> None:
         f"{'preset':<9} | {'wall s':>7} | {'L2':>8} | {'dlib identity':>13} | {'L2 / global W+':>14} | "
         f"{'time / today':>12} | {'L2 / today':>10}"
     )
+    if rows and "layer_tails" in rows[0]:
+        print(rows[0]["layer_tails"])
     base = next((r for r in rows if r["variant"] == "today"), None)
     for r in rows:
         ratios = f"{r['wall_s'] / base['wall_s']:>12.3f} | {r['l2'] / base['l2']:>10.3f}" if base else ""

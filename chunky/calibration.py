@@ -4,12 +4,14 @@
 each resolution) on the average FFHQ face layout, and times the second; `Rates.estimate_seconds` adds
 them up for a config. Per-segment convergence can only make a run shorter, so estimates are upper
 bounds of the optimisation (plus the final render). `Estimates` first chooses the precision for the device
-(`chunky.device.choose_precision`) and times the presets at it.
+(`chunky.device.choose_precision`) and whether the layers' elementwise tails run compiled
+(`chunky.device.choose_fusion`), then times the presets so.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -20,11 +22,12 @@ import torch
 from torch import nn
 
 from chunky.config import InversionConfig
-from chunky.device import PrecisionChoice, choose_precision
+from chunky.device import FusionChoice, PrecisionChoice, choose_fusion, choose_precision
 from chunky.generator import Generator
 from chunky.inversion import Phase, invert, schedule
 
 log = logging.getLogger(__name__)
+FUSION_ENV = "CHUNKY_FUSION"  # "off": the layer tails stay op by op (no compiling); "auto" (default): measured
 PhaseKind = tuple[bool, bool, int, int, bool, int]  # global code, joint, loss and render px, perceptual, trunk px
 
 
@@ -160,6 +163,8 @@ class Estimates:
 
     Attributes:
         choice: the measured `PrecisionChoice` (None until measured, or if measuring failed).
+        fusion: the measured `FusionChoice`: whether the layer tails run compiled (`chunky.fusion`); None until
+            measured, or with ``CHUNKY_FUSION=off``.
         configs: preset name -> config, with ``precision`` set to the choice once it is made.
         rates: the measured `Rates` (None until measured).
     """
@@ -167,6 +172,7 @@ class Estimates:
     def __init__(self):
         self.rates: Rates | None = None
         self.choice: PrecisionChoice | None = None
+        self.fusion: FusionChoice | None = None
         self.size = 0
         self.configs: dict[str, InversionConfig] = {}
 
@@ -202,10 +208,27 @@ class Estimates:
             seconds["fp32"],
             seconds["bf16"],
         )
+        self.fusion = self._choose_fusion(editor)
         self.configs = {name: config.replace(precision=self.choice.precision) for name, config in configs.items()}
         perceptual = editor.perceptual(next(iter(configs.values())).perceptual)
         timed = list(self.configs.values())
         self.rates = calibrate(editor.generator, perceptual, timed, self.size, device=editor.device)
+
+    def _choose_fusion(self, editor) -> FusionChoice | None:
+        """`choose_fusion` at the chosen precision, unless ``CHUNKY_FUSION`` is "off" (then None)."""
+        wanted = os.environ.get(FUSION_ENV, "auto")
+        if wanted not in ("auto", "off"):
+            log.warning('%s must be "auto" or "off", got %r; measuring as with "auto"', FUSION_ENV, wanted)
+        if wanted == "off":
+            return None
+        choice = choose_fusion(editor.generator, self.size, self.choice.precision)
+        log.info(
+            "compiled layer tails %s: one pass takes %s (compiling took %.1f s)",
+            "in use" if choice.fused else "not used",
+            ", ".join(f"{seconds:.3f} s {variant}" for variant, seconds in choice.seconds.items()),
+            choice.compile_seconds,
+        )
+        return choice
 
     def label(self, name: str, config: InversionConfig, segments: int = 8) -> str:
         """``name`` with its estimate for ``segments`` segments, e.g. "Balanced (~3 min for 8 segments)"."""

@@ -88,3 +88,60 @@ def choose_precision(
     seconds = {precision: min(values[1:]) for precision, values in times.items()}
     G.forget_prepared_weights()  # the precision not chosen would keep its copy of the weights for ever
     return PrecisionChoice(pick_precision(seconds, min_saving=min_saving), seconds)
+
+
+# The compiled layer tail (`chunky.fusion`) is kept only where it saves this share of a synthesis pass.
+FUSION_MIN_SAVING = 0.05
+
+
+@dataclass(frozen=True)
+class FusionChoice:
+    """Whether the synthesis layers' elementwise tails run compiled (`chunky.fusion`), with what it was chosen on.
+
+    Attributes:
+        fused: True when the compiled tail is in use.
+        seconds: "op by op" / "fused" -> seconds of one synthesis forward+backward pass (best of a few); only
+            "op by op" when the compiled tail could not be built.
+        compile_seconds: seconds its first passes took beyond a compiled pass (compiling), 0 without one.
+    """
+
+    fused: bool
+    seconds: dict[str, float]
+    compile_seconds: float
+
+    @property
+    def speedup(self) -> float:
+        """Op-by-op time / fused time (1.0 without a fused time)."""
+        return self.seconds["op by op"] / self.seconds.get("fused", self.seconds["op by op"])
+
+
+def choose_fusion(
+    G: Generator, size: int, precision: str, *, repeat: int = 2, min_saving: float = FUSION_MIN_SAVING
+) -> FusionChoice:
+    """Compile the layer tail (`chunky.fusion.use_compiled`), time `synthesis_pass_seconds` at ``size`` px in
+    ``precision`` op by op and compiled, alternately (the best of ``repeat`` after a first pass of each, which
+    compiles the forward and backward kernels; a forward pass without gradients compiles its own), and keep it
+    compiled only where it saves at least ``min_saving`` of the time. A tail that fails to compile is not used.
+    Compiling takes seconds (about 20 s on 2 CPU cores), so the app spends it in its background calibration.
+    Measured on CPUs only: on a GPU the tail stays op by op."""
+    from chunky import fusion
+
+    fusion.use_compiled(False)
+    first_plain = synthesis_pass_seconds(G, size, precision)
+    if G.w_avg.device.type != "cpu":
+        return FusionChoice(False, {"op by op": first_plain}, 0.0)
+    fusion.use_compiled(True)
+    first_fused = synthesis_pass_seconds(G, size, precision)
+    with torch.no_grad(), autocast(precision, G.w_avg.device):
+        G.synthesis(G.w_avg, resolution=size)  # renders for display compile their own kernel
+    if not fusion.compiled_in_use():  # it failed (and said why)
+        return FusionChoice(False, {"op by op": first_plain}, 0.0)
+    times = {"op by op": [], "fused": []}
+    for _ in range(repeat):
+        for variant, values in times.items():
+            fusion.use_compiled(variant == "fused")
+            values.append(synthesis_pass_seconds(G, size, precision))
+    seconds = {variant: min(values) for variant, values in times.items()}
+    fused = fusion.compiled_in_use() and seconds["fused"] <= (1 - min_saving) * seconds["op by op"]
+    fusion.use_compiled(fused)
+    return FusionChoice(fused, seconds, max(0.0, first_fused - seconds["fused"]))

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from chunky.errors import CheckpointError, InvalidInputError
+from chunky.fusion import layer_tail
 
 SQRT2 = math.sqrt(2.0)
 NOISE_MODES = ("const", "random", "none")
@@ -211,6 +212,15 @@ class ModulatedConv2d(nn.Module):
         """x [N, in, H, W] and style [N, in] -> [N, out, H', W']. With ``mix``, x is one image [1, in, H, W]
         and style holds one row per code, [K, in]: each pixel is modulated (and demodulated) by its codes'
         styles weighted by ``mix`` (`StyleMix`)."""
+        out, demod = self.convolve(x, style, mix)
+        return out if demod is None else out * demod
+
+    def convolve(
+        self, x: torch.Tensor, style: torch.Tensor, mix: StyleMix | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward` before its demodulation: the convolution of the modulated ``x``, [N, out, H', W'], and the
+        demodulation multiplier in its dtype ([N, out, 1, 1]; [1, out, H', W'] with ``mix``), or None without
+        demodulation. A `StyledConv` applies the multiplier in its fused tail (`chunky.fusion`)."""
         # A convolution with channels-last activations converts a weight to channels-last too (forward and
         # backward): a kept weight is kept in that layout. Not for other inputs, whose convolution it would change.
         weight, weight_norms, *phases = self.prepared_weights(x.dtype, _is_channels_last(x))
@@ -226,11 +236,11 @@ class ModulatedConv2d(nn.Module):
             out = self.blur(out)
         else:
             out = F.conv2d(x, weight, padding=self.padding)
-        if self.demodulate:
-            # d[n, o] = 1 / sqrt(sum_{i,k} (W[o,i,k] * s[n,i])^2): a tiny matmul instead of a per-sample weight.
-            demod = torch.rsqrt(style.square() @ weight_norms + 1e-8)
-            out = out * _per_pixel(demod, out.shape[-1], mix).to(out.dtype)
-        return out
+        if not self.demodulate:
+            return out, None
+        # d[n, o] = 1 / sqrt(sum_{i,k} (W[o,i,k] * s[n,i])^2): a tiny matmul instead of a per-sample weight.
+        demod = torch.rsqrt(style.square() @ weight_norms + 1e-8)
+        return out, _per_pixel(demod, out.shape[-1], mix).to(out.dtype)
 
     def prepare_weights(self, dtype: torch.dtype, channels_last: bool = False) -> tuple[torch.Tensor | None, ...]:
         """The scaled weight as the convolution takes it, in ``dtype`` ([out, in, k, k]; [in, out, k, k]
@@ -332,25 +342,19 @@ def _same_contents(source: torch.Tensor, version: int, weight: torch.Tensor) -> 
 
 
 class NoiseInjection(nn.Module):
-    """Adds ``weight * noise`` (a [1, 1, H, W] or [N, 1, H, W] noise image) to its input."""
+    """The strength of the noise a `StyledConv` adds (the checkpoint's ``noise.weight``)."""
 
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return x if noise is None else x + (self.weight * noise).to(x.dtype)
-
 
 class BiasedLeakyReLU(nn.Module):
-    """leaky_relu(x + bias, 0.2) * sqrt(2); the bias is the checkpoint's ``activate.bias``."""
+    """The bias of a `StyledConv`'s leaky ReLU (the checkpoint's ``activate.bias``)."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x + self.bias[None, :, None, None].to(x.dtype), 0.2) * SQRT2
 
 
 class StyledConv(nn.Module):
@@ -371,7 +375,10 @@ class StyledConv(nn.Module):
     def forward(
         self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None, mix: StyleMix | None = None
     ) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style, mix), noise))
+        """leaky_relu(demodulated conv(x) + noise strength * ``noise`` + bias, 0.2) * sqrt(2):
+        `ModulatedConv2d.convolve`, then its elementwise tail (`chunky.fusion.layer_tail`)."""
+        out, demod = self.conv.convolve(x, style, mix)
+        return layer_tail(out, demod, noise, self.noise.weight, self.activate.bias.view(1, -1, 1, 1))
 
 
 class ToRGB(nn.Module):

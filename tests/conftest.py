@@ -12,6 +12,9 @@ if not REAL_WEIGHTS:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.pop("CHUNKY_WEIGHTS_DIR", None)
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# The app's calibration would compile the layer tails (chunky.fusion) in every app a test starts, seconds each:
+# tests/test_fusion.py compiles them on purpose, the others run them op by op.
+os.environ["CHUNKY_FUSION"] = "off"
 
 from pathlib import Path  # noqa: E402
 
