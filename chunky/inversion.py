@@ -207,7 +207,7 @@ def phase_work(G: Generator, phase: Phase, loss_masks: torch.Tensor, config: Inv
     else:
         masks = resize_images(loss_masks, phase.render_resolution)
         loss_scale = phase.render_resolution // phase.resolution
-        windows = [_pass_window(mask[0], config, loss_scale, phase.trunk_resolution) for mask in masks]
+        windows = [_pass_window(G, mask[0], config, loss_scale, phase.trunk_resolution) for mask in masks]
         macs = sum(G.synthesis_macs(phase.render_resolution, phase.trunk_resolution, w) for w in windows)
     return macs * (LPIPS_WORK if phase.perceptual else 1.0)
 
@@ -357,6 +357,7 @@ class _Run:
         for phase in phases:
             masks = self.loss_masks.amax(dim=0, keepdim=True) if phase.global_code else self.loss_masks
             plans = plan_passes(
+                self.G,
                 chunks,
                 resize_images(self.target, phase.render_resolution),
                 resize_images(masks, phase.render_resolution),
@@ -418,7 +419,7 @@ class _Run:
         target = resize_images(self.target, phase.render_resolution)
         perceptual = self._perceptual(phase)
         # one pass judged on the union of the loss regions, as a warm-start step is
-        (plan,) = plan_passes([slice(0, count)], target, masks.amax(dim=0, keepdim=True), perceptual, config)
+        (plan,) = plan_passes(G, [slice(0, count)], target, masks.amax(dim=0, keepdim=True), perceptual, config)
         self.phase = phase
         best_codes, best_loss, stalled = _detach(codes), math.inf, 0
         for step in range(phase.steps):
@@ -793,7 +794,9 @@ def shared_layers(G: Generator, resolution: int, shared_scale: int, space: str) 
 # A stage returns the best codes it judged, never the codes its last step's update makes: so that step only
 # judges (a forward pass without gradients). False steps there too, for a test that the result is the same.
 JUDGE_LAST_STEP_ONLY = True
-WINDOW_BLOCKS = 2  # windowed segments run the last two synthesis blocks on their window only
+# A windowed segment runs the last 2, 3 or 4 synthesis blocks on its window only, whichever costs the fewest
+# multiply-accumulates: starting lower saves the full-size blocks below but widens the margin above.
+WINDOW_BLOCKS = (2, 3, 4)
 WINDOW_MAX_SHARE = 0.75  # a window covering more of the image than this is not worth it
 WINDOW_MIN_PX = 32  # LPIPS backbones (AlexNet's strided pooling) need at least this many pixels
 
@@ -827,6 +830,7 @@ class Pass:
 
 
 def plan_passes(
+    G: Generator,
     chunks: list[slice],
     target: torch.Tensor,
     masks: torch.Tensor,
@@ -836,15 +840,15 @@ def plan_passes(
     loss_scale: int = 1,
     trunk_resolution: int = 0,
 ) -> list[Pass]:
-    """One `Pass` per chunk of segments: a single segment gets its window (when ``config.window_segments``
-    and it is small enough, and it starts at or above ``trunk_resolution``), with the target and loss masks
+    """One `Pass` per chunk of segments: a single segment gets its window (`_pass_window`: when
+    ``config.window_segments`` and one is cheaper for ``G`` than the whole image), with the target and loss masks
     cropped to it and the target's LPIPS features (computed once for all the passes without a window).
     ``target`` and ``masks`` are at the render resolution; the loss is computed ``loss_scale`` times lower."""
     plans = []
     whole_target_features = None
     for chunk in chunks:
         single = chunk.stop - chunk.start == 1
-        window = _pass_window(masks[chunk][0, 0], config, loss_scale, trunk_resolution) if single else None
+        window = _pass_window(G, masks[chunk][0, 0], config, loss_scale, trunk_resolution) if single else None
         t, m = target, masks[chunk]
         if window is not None:
             scale = target.shape[-1] // window.resolution
@@ -864,28 +868,39 @@ def plan_passes(
     return plans
 
 
-def _pass_window(mask: torch.Tensor, config: InversionConfig, loss_scale: int, trunk_resolution: int) -> Window | None:
-    """The window of a pass of one segment (loss region ``mask`` [R, R]): `_segment_window` when
-    ``config.window_segments``, unless it starts below the trunk or its size at R px does not divide by
-    ``loss_scale``."""
-    window = _segment_window(mask, loss_scale) if config.window_segments else None
-    if window is None or window.resolution < trunk_resolution:
+def _pass_window(
+    G: Generator, mask: torch.Tensor, config: InversionConfig, loss_scale: int, trunk_resolution: int
+) -> Window | None:
+    """The window of a pass of one segment (loss region ``mask`` [R, R]) when ``config.window_segments``: of the
+    `_segment_window` starting 2, 3 or 4 blocks below R (`WINDOW_BLOCKS`), the one whose render costs ``G`` the
+    fewest multiply-accumulates (`Generator.synthesis_macs`), leaving out those starting below the trunk or
+    whose size at R px does not divide by ``loss_scale``; None where no window is cheaper than the whole image."""
+    if not config.window_segments:
         return None
-    scale = mask.shape[-1] // window.resolution
-    if (window.height * scale) % loss_scale or (window.width * scale) % loss_scale:
-        return None
-    return window
-
-
-def _segment_window(mask: torch.Tensor, loss_scale: int = 1) -> Window | None:
-    """The window holding a segment's loss region [R, R] plus the margin where a windowed render may
-    differ from the full one (at least ``WINDOW_MIN_PX`` once downsampled by ``loss_scale``), or None
-    when it would cover most of the image."""
     size = mask.shape[-1]
-    coarse = size >> WINDOW_BLOCKS
+    best, best_macs = None, G.synthesis_macs(size, trunk_resolution)
+    for blocks in WINDOW_BLOCKS:
+        window = _segment_window(mask, blocks, loss_scale)
+        if window is None or window.resolution < trunk_resolution:
+            continue
+        scale = size // window.resolution
+        if (window.height * scale) % loss_scale or (window.width * scale) % loss_scale:
+            continue
+        macs = G.synthesis_macs(size, trunk_resolution, window)
+        if macs < best_macs:
+            best, best_macs = window, macs
+    return best
+
+
+def _segment_window(mask: torch.Tensor, blocks: int, loss_scale: int = 1) -> Window | None:
+    """The window, from ``blocks`` blocks below the resolution R of ``mask`` [R, R] (a segment's loss region), that
+    holds the region plus the margin where a windowed render may differ from the full one (at least
+    ``WINDOW_MIN_PX`` once downsampled by ``loss_scale``), or None when it would cover most of the image."""
+    size = mask.shape[-1]
+    coarse = size >> blocks
     if coarse < 8:
         return None
-    scale, margin = size // coarse, window_margin(WINDOW_BLOCKS)
+    scale, margin = size // coarse, window_margin(blocks)
     rows, cols = torch.nonzero(mask.amax(dim=1) > 0).flatten(), torch.nonzero(mask.amax(dim=0) > 0).flatten()
     if len(rows) == 0:  # an empty segment (all of it sketched away): nothing to frame
         return None

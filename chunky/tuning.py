@@ -77,7 +77,7 @@ def tune_segment(
     resolution = min(config.resolution, result.target.shape[-1])
     target = resize_images(result.target, resolution)
     region = resize_images(dilate_masks(result.masks[segment : segment + 1], config.dilate_px), resolution)
-    (plan,) = plan_passes([slice(0, 1)], target, region, perceptual, config)
+    (plan,) = plan_passes(tuned, [slice(0, 1)], target, region, perceptual, config)
     start = time.perf_counter()
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)

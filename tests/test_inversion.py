@@ -296,7 +296,8 @@ def test_passes_without_a_window_share_the_targets_lpips_features_computed_once(
     monkeypatch.setattr(
         inversion, "lpips_features", lambda net, images: computed.append(images.shape) or real(net, images)
     )
-    plans = plan_passes([slice(k, k + 1) for k in range(3)], target, masks, perceptual, InversionConfig())
+    G = random_generator(128, 32, 2, seed=0)
+    plans = plan_passes(G, [slice(k, k + 1) for k in range(3)], target, masks, perceptual, InversionConfig())
     assert [p.window is None for p in plans] == [False, True, True]
     assert computed == [(1, 3, 44, 48), (1, 3, 128, 128)]  # the window's crop, then the whole target once
     assert plans[1].features is plans[2].features
