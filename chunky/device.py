@@ -120,11 +120,13 @@ def choose_fusion(
 ) -> FusionChoice:
     """Compile the layer tail (`chunky.fusion.use_compiled`), time `synthesis_pass_seconds` at ``size`` px in
     ``precision`` op by op and compiled, alternately (the best of ``repeat`` after a first pass of each, which
-    compiles the forward and backward kernels; a forward pass without gradients compiles its own), and keep it
-    compiled only where it saves at least ``min_saving`` of the time. A tail that fails to compile is not used.
-    Compiling takes seconds (about 20 s on 2 CPU cores), so the app spends it in its background calibration.
+    compiles the forward and backward kernels; a forward pass without gradients and a windowed pass compile their
+    own), and keep it compiled only where it saves at least ``min_saving`` of the time. A tail that fails to
+    compile is not used. Compiling takes seconds (on 2 CPU cores about 15 s, 3 s with inductor's on-disk cache),
+    so the app spends it in its background calibration.
     Measured on CPUs only: on a GPU the tail stays op by op."""
     from chunky import fusion
+    from chunky.generator import Window
 
     fusion.use_compiled(False)
     first_plain = synthesis_pass_seconds(G, size, precision)
@@ -134,6 +136,12 @@ def choose_fusion(
     first_fused = synthesis_pass_seconds(G, size, precision)
     with torch.no_grad(), autocast(precision, G.w_avg.device):
         G.synthesis(G.w_avg, resolution=size)  # renders for display compile their own kernel
+    if size >= 32:  # and so do windows (not square, noise cropped): a small segment's pass
+        codes = G.w_avg[:, None, :].expand(1, G.n_latent, -1).clone().requires_grad_(True)
+        with autocast(precision, G.w_avg.device):
+            window = Window(size // 4, 0, 0, size // 8, size // 16)
+            image = G.synthesis(codes, resolution=size, window=window)
+        image.float().square().mean().backward()
     if not fusion.compiled_in_use():  # it failed (and said why)
         return FusionChoice(False, {"op by op": first_plain}, 0.0)
     times = {"op by op": [], "fused": []}
