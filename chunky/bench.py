@@ -350,16 +350,14 @@ def bench_presets(scale: float = 1.0, seed: int = 0, only: str = "") -> list[dic
 
 
 def layer_tails_as_the_app_runs_them(G, size: int, precision: str) -> str:
-    """Compile the layer tails where that pays, as the app's start-up calibration does (`choose_fusion`, unless
-    ``CHUNKY_FUSION=off``), before anything is timed; returns a line saying what was chosen on what."""
-    from chunky import fusion
-    from chunky.calibration import FUSION_ENV
-    from chunky.device import choose_fusion
+    """Compile the layer tails where that pays, as the app's start-up calibration does
+    (`chunky.calibration.choose_fusion_as_configured`), before anything is timed; returns a line saying what was
+    chosen on what."""
+    from chunky.calibration import FUSION_ENV, choose_fusion_as_configured
 
-    if os.environ.get(FUSION_ENV, "auto") == "off":
-        fusion.use_compiled(False)
+    choice = choose_fusion_as_configured(G, size, precision)
+    if choice is None:
         return f"layer tails: op by op ({FUSION_ENV}=off)"
-    choice = choose_fusion(G, size, precision)
     passes = ", ".join(f"{seconds:.3f} s {variant}" for variant, seconds in choice.seconds.items())
     return (
         f"layer tails: {'compiled' if choice.fused else 'op by op'} (one {size} px {precision} pass: {passes}; "
@@ -497,8 +495,6 @@ def print_presets_on_faces_table(rows: list[dict], scale: float = 1.0) -> None:
         f"{'preset':<9} | {'wall s':>7} | {'L2':>8} | {'dlib identity':>13} | {'L2 / global W+':>14} | "
         f"{'time / today':>12} | {'L2 / today':>10}"
     )
-    if rows and "layer_tails" in rows[0]:
-        print(rows[0]["layer_tails"])
     base = next((r for r in rows if r["variant"] == "today"), None)
     for r in rows:
         ratios = f"{r['wall_s'] / base['wall_s']:>12.3f} | {r['l2'] / base['l2']:>10.3f}" if base else ""

@@ -154,6 +154,24 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return out if images.shape[1] == 3 else (out > 0.5).float()
 
 
+def choose_fusion_as_configured(G: Generator, size: int, precision: str) -> FusionChoice | None:
+    """`choose_fusion` for ``G`` at ``size`` px in ``precision``, logged, unless ``CHUNKY_FUSION`` is "off" (then
+    None: the layer tails stay op by op); another value than "auto" or "off" is named in a warning."""
+    wanted = os.environ.get(FUSION_ENV, "auto")
+    if wanted not in ("auto", "off"):
+        log.warning('%s must be "auto" or "off", got %r; measuring as with "auto"', FUSION_ENV, wanted)
+    if wanted == "off":
+        return None
+    choice = choose_fusion(G, size, precision)
+    log.info(
+        "compiled layer tails %s: one pass takes %s (compiling took %.1f s)",
+        "in use" if choice.fused else "not used",
+        ", ".join(f"{seconds:.3f} s {variant}" for variant, seconds in choice.seconds.items()),
+        choice.compile_seconds,
+    )
+    return choice
+
+
 class Estimates:
     """Each preset's expected time on this device: measured once, in the background (`start`), so a page
     can show it before Invert is pressed; until then (or if measuring failed) there are no figures.
@@ -208,27 +226,11 @@ class Estimates:
             seconds["fp32"],
             seconds["bf16"],
         )
-        self.fusion = self._choose_fusion(editor)
+        self.fusion = choose_fusion_as_configured(editor.generator, self.size, self.choice.precision)
         self.configs = {name: config.replace(precision=self.choice.precision) for name, config in configs.items()}
         perceptual = editor.perceptual(next(iter(configs.values())).perceptual)
         timed = list(self.configs.values())
         self.rates = calibrate(editor.generator, perceptual, timed, self.size, device=editor.device)
-
-    def _choose_fusion(self, editor) -> FusionChoice | None:
-        """`choose_fusion` at the chosen precision, unless ``CHUNKY_FUSION`` is "off" (then None)."""
-        wanted = os.environ.get(FUSION_ENV, "auto")
-        if wanted not in ("auto", "off"):
-            log.warning('%s must be "auto" or "off", got %r; measuring as with "auto"', FUSION_ENV, wanted)
-        if wanted == "off":
-            return None
-        choice = choose_fusion(editor.generator, self.size, self.choice.precision)
-        log.info(
-            "compiled layer tails %s: one pass takes %s (compiling took %.1f s)",
-            "in use" if choice.fused else "not used",
-            ", ".join(f"{seconds:.3f} s {variant}" for variant, seconds in choice.seconds.items()),
-            choice.compile_seconds,
-        )
-        return choice
 
     def label(self, name: str, config: InversionConfig, segments: int = 8) -> str:
         """``name`` with its estimate for ``segments`` segments, e.g. "Balanced (~3 min for 8 segments)"."""

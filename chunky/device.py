@@ -12,7 +12,7 @@ import torch
 from chunky.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from chunky.generator import Generator
+    from chunky.generator import Generator, Window
 
 PRECISIONS = ("fp32", "bf16")
 # bf16 rounds every activation, so it is chosen only where it clearly pays: it must save this share of the
@@ -60,14 +60,15 @@ def pick_precision(seconds: dict[str, float], *, min_saving: float = BF16_MIN_SA
     return "bf16" if seconds["bf16"] <= (1 - min_saving) * seconds["fp32"] else "fp32"
 
 
-def synthesis_pass_seconds(G: Generator, size: int, precision: str) -> float:
+def synthesis_pass_seconds(G: Generator, size: int, precision: str, window: Window | None = None) -> float:
     """Seconds of one synthesis pass of ``G`` at ``size`` px on its device: batch 1, W+ codes at ``w_avg``,
-    forward and backward to the codes (the weights stay frozen), as an inversion step runs it."""
+    forward and backward to the codes (the weights stay frozen), as an inversion step runs it (on ``window``
+    only, when given, as a small segment's step)."""
     device = G.w_avg.device
     codes = G.w_avg[:, None, :].expand(1, G.n_latent, -1).clone().requires_grad_(True)  # [1, n_latent, style_dim]
     start = time.perf_counter()
     with autocast(precision, device):
-        image = G.synthesis(codes, resolution=size)
+        image = G.synthesis(codes, resolution=size, window=window)
     image.float().square().mean().backward()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -109,11 +110,6 @@ class FusionChoice:
     seconds: dict[str, float]
     compile_seconds: float
 
-    @property
-    def speedup(self) -> float:
-        """Op-by-op time / fused time (1.0 without a fused time)."""
-        return self.seconds["op by op"] / self.seconds.get("fused", self.seconds["op by op"])
-
 
 def choose_fusion(
     G: Generator, size: int, precision: str, *, repeat: int = 2, min_saving: float = FUSION_MIN_SAVING
@@ -137,11 +133,7 @@ def choose_fusion(
     with torch.no_grad(), autocast(precision, G.w_avg.device):
         G.synthesis(G.w_avg, resolution=size)  # renders for display compile their own kernel
     if size >= 32:  # and so do windows (not square, noise cropped): a small segment's pass
-        codes = G.w_avg[:, None, :].expand(1, G.n_latent, -1).clone().requires_grad_(True)
-        with autocast(precision, G.w_avg.device):
-            window = Window(size // 4, 0, 0, size // 8, size // 16)
-            image = G.synthesis(codes, resolution=size, window=window)
-        image.float().square().mean().backward()
+        synthesis_pass_seconds(G, size, precision, Window(size // 4, 0, 0, size // 8, size // 16))
     if not fusion.compiled_in_use():  # it failed (and said why)
         return FusionChoice(False, {"op by op": first_plain}, 0.0)
     times = {"op by op": [], "fused": []}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from chunky import fusion
-from chunky.calibration import Estimates
+from chunky.calibration import Estimates, choose_fusion_as_configured
 from chunky.config import preset
 from chunky.device import FusionChoice, autocast, choose_fusion
 from chunky.generator import random_generator
@@ -103,20 +103,14 @@ def test_choose_fusion_measures_both_and_renders_the_same():
 
 def test_calibration_honours_chunky_fusion(monkeypatch, caplog):
     """CHUNKY_FUSION=off skips the measurement (as the test suite sets it); another value is named and measured."""
-    estimates = Estimates()
-    estimates.size = 16
-
-    class Editor:
-        generator = random_generator(seed=3)
-
+    G = random_generator(seed=3)
     measured = FusionChoice(False, {"op by op": 1.0, "fused": 1.0}, 0.0)
     monkeypatch.setattr("chunky.calibration.choose_fusion", lambda G, size, precision: measured)
-    estimates.choice = type("Choice", (), {"precision": "fp32"})()
     monkeypatch.setenv("CHUNKY_FUSION", "off")
-    assert estimates._choose_fusion(Editor()) is None
+    assert choose_fusion_as_configured(G, 16, "fp32") is None
     monkeypatch.setenv("CHUNKY_FUSION", "yes please")
     with caplog.at_level(logging.WARNING, logger="chunky.calibration"):
-        assert estimates._choose_fusion(Editor()) is measured
+        assert choose_fusion_as_configured(G, 16, "fp32") is measured
     assert 'CHUNKY_FUSION must be "auto" or "off", got \'yes please\'' in caplog.text
 
 
