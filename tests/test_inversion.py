@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from chunky import inversion
 from chunky.compositing import poisson_stitch, soft_composite
 from chunky.config import InversionConfig, preset
 from chunky.errors import InvalidInputError
@@ -204,6 +205,37 @@ def test_one_pass_per_segment_gives_the_same_result_as_one_batch(tiny_generator,
     batched = invert(tiny_generator, target, masks, config=config, perceptual=perceptual, segments_per_pass=2)
     assert one_by_one.history == pytest.approx(batched.history, rel=1e-4)
     torch.testing.assert_close(one_by_one.composite, batched.composite, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("space", ["w", "w+", "s"])
+def test_lower_blocks_in_one_batch_give_the_result_of_rendering_each_pass_whole(monkeypatch, space):
+    """Three segments, one pass each (two windowed): the blocks up to 16 px run once per step for all three
+    (`LowerBlocks`), and the losses, codes and composite are those of three whole passes."""
+    G = random_generator(64, 32, 2, seed=0)
+    target = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    masks = torch.zeros(3, 1, 64, 64)
+    masks[0, :, 10:20, 10:25] = 1
+    masks[1, :, 30:40, 30:50] = 1
+    masks[2] = 1 - masks[0] - masks[1]
+    config = InversionConfig(space=space, steps=6, perceptual="lpips-alex", resolution=64, lr=0.05, reg_weight=0.5)
+    perceptual = build_perceptual("lpips-alex", pretrained_backbone=False)
+    batches = []
+    real_trunk = G.trunk
+
+    def spy_trunk(styles, resolution, *args, **kwargs):
+        batches.append((styles[0].shape[0], resolution))
+        return real_trunk(styles, resolution, *args, **kwargs)
+
+    monkeypatch.setattr(G, "trunk", spy_trunk)
+    batched = invert(G, target, masks, config=config, perceptual=perceptual, segments_per_pass=1)
+    assert batches == [(3, 16)] * 6
+    monkeypatch.setattr(inversion, "LOWER_BLOCKS_PX", 0)
+    whole = invert(G, target, masks, config=config, perceptual=perceptual, segments_per_pass=1)
+    assert len(batches) == 6
+    assert batched.history == pytest.approx(whole.history, rel=1e-5)
+    for a, b in zip(*(r.codes if space == "s" else [r.codes] for r in (batched, whole))):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched.composite, whole.composite, atol=1e-5, rtol=0)
 
 
 def test_small_segments_render_only_their_window_with_the_same_pixel_loss(monkeypatch):
