@@ -60,12 +60,14 @@ def pick_precision(seconds: dict[str, float], *, min_saving: float = BF16_MIN_SA
     return "bf16" if seconds["bf16"] <= (1 - min_saving) * seconds["fp32"] else "fp32"
 
 
-def synthesis_pass_seconds(G: Generator, size: int, precision: str, window: Window | None = None) -> float:
-    """Seconds of one synthesis pass of ``G`` at ``size`` px on its device: batch 1, W+ codes at ``w_avg``,
+def synthesis_pass_seconds(
+    G: Generator, size: int, precision: str, window: Window | None = None, batch: int = 1
+) -> float:
+    """Seconds of one synthesis pass of ``G`` at ``size`` px on its device: ``batch`` W+ codes at ``w_avg``,
     forward and backward to the codes (the weights stay frozen), as an inversion step runs it (on ``window``
     only, when given, as a small segment's step)."""
     device = G.w_avg.device
-    codes = G.w_avg[:, None, :].expand(1, G.n_latent, -1).clone().requires_grad_(True)  # [1, n_latent, style_dim]
+    codes = G.w_avg[:, None, :].expand(batch, G.n_latent, -1).clone().requires_grad_(True)  # [batch, n_latent, D]
     start = time.perf_counter()
     with autocast(precision, device):
         image = G.synthesis(codes, resolution=size, window=window)
@@ -116,10 +118,10 @@ def choose_fusion(
 ) -> FusionChoice:
     """Compile the layer tail (`chunky.fusion.use_compiled`), time `synthesis_pass_seconds` at ``size`` px in
     ``precision`` op by op and compiled, alternately (the best of ``repeat`` after a first pass of each, which
-    compiles the forward and backward kernels; a forward pass without gradients and a windowed pass compile their
-    own), and keep it compiled only where it saves at least ``min_saving`` of the time. A tail that fails to
-    compile is not used. Compiling takes seconds (on 2 CPU cores about 15 s, 3 s with inductor's on-disk cache),
-    so the app spends it in its background calibration.
+    compiles the forward and backward kernels; passes without gradients, windowed ones and batches of several codes
+    compile their own, so an inversion after it compiles nothing more), and keep it compiled only where it saves at
+    least ``min_saving`` of the time. A tail that fails to compile is not used. Compiling takes seconds (on 2 CPU
+    cores about 15 s, 3 s with inductor's on-disk cache), so the app spends it in its background calibration.
     Measured on CPUs only: on a GPU the tail stays op by op."""
     from chunky import fusion
     from chunky.generator import Window
@@ -130,10 +132,19 @@ def choose_fusion(
         return FusionChoice(False, {"op by op": first_plain}, 0.0)
     fusion.use_compiled(True)
     first_fused = synthesis_pass_seconds(G, size, precision)
+    # renders without gradients (for display, a stage's last step that only judges) compile their own kernels,
+    # and so do windows (not square, noise cropped: a small segment's pass) and batches (the lower blocks of a
+    # step's passes, `chunky.inversion.LowerBlocks`)
+    window = Window(size // 4, 0, 0, size // 8, size // 16) if size >= 32 else None
+    lower = min(size, 32)
+    synthesis_pass_seconds(G, lower, precision, batch=2)
+    if window is not None:
+        synthesis_pass_seconds(G, size, precision, window)
     with torch.no_grad(), autocast(precision, G.w_avg.device):
-        G.synthesis(G.w_avg, resolution=size)  # renders for display compile their own kernel
-    if size >= 32:  # and so do windows (not square, noise cropped): a small segment's pass
-        synthesis_pass_seconds(G, size, precision, Window(size // 4, 0, 0, size // 8, size // 16))
+        G.synthesis(G.w_avg, resolution=size)
+        G.synthesis(G.w_avg.expand(2, -1), resolution=lower)
+        if window is not None:
+            G.synthesis(G.w_avg, resolution=size, window=window)
     if not fusion.compiled_in_use():  # it failed (and said why)
         return FusionChoice(False, {"op by op": first_plain}, 0.0)
     times = {"op by op": [], "fused": []}

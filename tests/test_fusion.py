@@ -8,9 +8,10 @@ import torch
 
 from chunky import fusion
 from chunky.calibration import Estimates, choose_fusion_as_configured
-from chunky.config import preset
+from chunky.config import InversionConfig, preset
 from chunky.device import FusionChoice, autocast, choose_fusion
 from chunky.generator import random_generator
+from chunky.inversion import invert
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +129,25 @@ def test_the_background_calibration_compiles_and_chooses(monkeypatch, tiny_gener
     assert estimates.rates is not None, "the calibration failed (see the log)"
     assert set(estimates.fusion.seconds) == {"op by op", "fused"}
     assert fusion.compiled_in_use() == estimates.fusion.fused
+
+
+def test_after_choose_fusion_an_inversion_compiles_nothing_more():
+    """`choose_fusion` compiles every kind of input an inversion gives the tail (with and without gradients,
+    windows, several segments' lower blocks in one batch), so a visitor's first inversion waits for no compiler."""
+    from torch._dynamo.utils import counters
+
+    G = random_generator(64, 32, 2, seed=0)
+    target = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    masks = torch.zeros(3, 1, 64, 64)
+    masks[0, :, 10:20, 10:25] = 1
+    masks[1, :, 30:40, 30:50] = 1
+    masks[2] = 1 - masks[0] - masks[1]
+    choose_fusion(G, 64, "bf16", repeat=1)
+    fusion.use_compiled(True)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    config = InversionConfig(
+        steps=3, perceptual="none", resolution=64, precision="bf16", warm_start_steps=2, warm_start_resolution=32
+    )
+    invert(G, target, masks, config=config, segments_per_pass=1)
+    assert counters["stats"]["unique_graphs"] == graphs
