@@ -29,6 +29,15 @@ def two_code_scene(tiny_generator):
     return target, masks
 
 
+def seeded_alex():
+    """LPIPS-Alex with a random backbone drawn from a fixed seed, for tests that compare two ways of running one
+    inversion: drawn from whatever state earlier tests left, some backbones make a near-tie between two steps'
+    losses, and rounding then picks another best step (one in 12 seeds: composites 7e-3 apart either way)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build_perceptual("lpips-alex", pretrained_backbone=False)
+
+
 def mse(a, b):
     return (a - b).square().mean().item()
 
@@ -200,7 +209,7 @@ def test_the_last_step_of_each_stage_only_judges_and_changes_nothing(
 def test_one_pass_per_segment_gives_the_same_result_as_one_batch(tiny_generator, two_code_scene, space):
     target, masks = two_code_scene
     config = FAST.replace(space=space, steps=10, perceptual="lpips-alex", reg_weight=0.5)
-    perceptual = build_perceptual("lpips-alex", pretrained_backbone=False)
+    perceptual = seeded_alex()
     one_by_one = invert(tiny_generator, target, masks, config=config, perceptual=perceptual, segments_per_pass=1)
     batched = invert(tiny_generator, target, masks, config=config, perceptual=perceptual, segments_per_pass=2)
     assert one_by_one.history == pytest.approx(batched.history, rel=1e-4)
@@ -217,8 +226,12 @@ def test_lower_blocks_in_one_batch_give_the_result_of_rendering_each_pass_whole(
     masks[0, :, 10:20, 10:25] = 1
     masks[1, :, 30:40, 30:50] = 1
     masks[2] = 1 - masks[0] - masks[1]
-    config = InversionConfig(space=space, steps=6, perceptual="lpips-alex", resolution=64, lr=0.05, reg_weight=0.5)
-    perceptual = build_perceptual("lpips-alex", pretrained_backbone=False)
+    # no learning-rate warm-up: with it (a first step at rate 0), rounding grew to 1e-5 in the S codes and 7e-4 in
+    # the composite over the 6 steps (1e-6 without)
+    config = InversionConfig(
+        space=space, steps=6, perceptual="lpips-alex", resolution=64, lr=0.05, lr_rampup=0.0, reg_weight=0.5
+    )
+    perceptual = seeded_alex()
     batches = []
     real_trunk = G.trunk
 
