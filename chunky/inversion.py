@@ -603,9 +603,11 @@ class LowerBlocks:
 
     def backward(self) -> None:
         """Back-propagate the gradients the passes left at ``cut`` through the batch (once for all of them)."""
-        pairs = [(self.rendered.features, self.cut.features), (self.rendered.skip, self.cut.skip)]
-        outputs = [out for out, leaf in pairs if leaf is not None and leaf.grad is not None]
-        grads = [leaf.grad for out, leaf in pairs if leaf is not None and leaf.grad is not None]
+        outputs, grads = [], []
+        for out, leaf in ((self.rendered.features, self.cut.features), (self.rendered.skip, self.cut.skip)):
+            if leaf is not None and leaf.grad is not None:
+                outputs.append(out)
+                grads.append(leaf.grad)
         if outputs:
             torch.autograd.backward(outputs, grads)
 

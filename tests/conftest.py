@@ -70,6 +70,19 @@ def tiny_generator():
     return random_generator(seed=0)
 
 
+@pytest.fixture
+def windowed_scene():
+    """(G, target, masks): a 64 px generator (style_dim 32), a noise target [1, 3, 64, 64] in [-1, 1] and 3 masks
+    [3, 1, 64, 64], two small segments with windows of their own and the rest. Seeded."""
+    G = random_generator(64, 32, 2, seed=0)
+    target = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    masks = torch.zeros(3, 1, 64, 64)
+    masks[0, :, 10:20, 10:25] = 1
+    masks[1, :, 30:40, 30:50] = 1
+    masks[2] = 1 - masks[0] - masks[1]
+    return G, target, masks
+
+
 @contextlib.contextmanager
 def held_by_a_long_job(session):
     """``session`` held by a long job (`Session.acting` with ``wait``) in another thread until the block ends."""

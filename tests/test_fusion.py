@@ -131,17 +131,12 @@ def test_the_background_calibration_compiles_and_chooses(monkeypatch, tiny_gener
     assert fusion.compiled_in_use() == estimates.fusion.fused
 
 
-def test_after_choose_fusion_an_inversion_compiles_nothing_more():
+def test_after_choose_fusion_an_inversion_compiles_nothing_more(windowed_scene):
     """`choose_fusion` compiles every kind of input an inversion gives the tail (with and without gradients,
     windows, several segments' lower blocks in one batch), so a visitor's first inversion waits for no compiler."""
     from torch._dynamo.utils import counters
 
-    G = random_generator(64, 32, 2, seed=0)
-    target = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    masks = torch.zeros(3, 1, 64, 64)
-    masks[0, :, 10:20, 10:25] = 1
-    masks[1, :, 30:40, 30:50] = 1
-    masks[2] = 1 - masks[0] - masks[1]
+    G, target, masks = windowed_scene
     choose_fusion(G, 64, "bf16", repeat=1)
     fusion.use_compiled(True)
     graphs = counters["stats"]["unique_graphs"]

@@ -218,15 +218,10 @@ def test_one_pass_per_segment_gives_the_same_result_as_one_batch(tiny_generator,
 
 
 @pytest.mark.parametrize("space", ["w", "w+", "s"])
-def test_lower_blocks_in_one_batch_give_the_result_of_rendering_each_pass_whole(monkeypatch, space):
+def test_lower_blocks_in_one_batch_give_the_result_of_rendering_each_pass_whole(monkeypatch, windowed_scene, space):
     """Three segments, one pass each (two windowed): the blocks up to 16 px run once per step for all three
     (`LowerBlocks`), and the losses, codes and composite are those of three whole passes."""
-    G = random_generator(64, 32, 2, seed=0)
-    target = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    masks = torch.zeros(3, 1, 64, 64)
-    masks[0, :, 10:20, 10:25] = 1
-    masks[1, :, 30:40, 30:50] = 1
-    masks[2] = 1 - masks[0] - masks[1]
+    G, target, masks = windowed_scene
     # no learning-rate warm-up: with it (a first step at rate 0), rounding grew to 1e-5 in the S codes and 7e-4 in
     # the composite over the 6 steps (1e-6 without)
     config = InversionConfig(
