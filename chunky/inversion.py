@@ -559,18 +559,19 @@ LOWER_BLOCKS_PX = 32
 @dataclass
 class LowerBlocks:
     """The synthesis blocks up to ``rendered.resolution`` px rendered in one batch for the segments of several
-    passes, each of which continues from its own rows (`of`). The passes back-propagate to ``cut`` (the batch's
-    output, detached); `backward` then takes the gradients gathered there through the batch once.
+    passes, each of which continues from its own rows (`of`). Each pass back-propagates to its own cut (its rows
+    of the batch's output, detached); `backward` then takes the gradients gathered there through the batch once.
 
     Attributes:
         rendered: the batch's output ([N, C, r, r] features, [N, 3, r/2, r/2] RGB), in the autograd graph.
-        cut: the same tensors detached (leaves that collect the passes' gradients when ``rendered`` has any).
-        rows: a pass's chunk start -> its first row in the batch.
+        cuts: a pass's chunk start -> its rows of ``rendered``, detached (leaves that collect the pass's
+            gradients when ``rendered`` has any), in the batch's order. One leaf per pass, not slices of one:
+            a slice's gradient is a zero-filled tensor of the whole batch, added up once per pass (measured
+            9 ms a pass at [8, 512, 32, 32], bf16, 2 Xeon cores).
     """
 
     rendered: Trunk
-    cut: Trunk
-    rows: dict[int, int]
+    cuts: dict[int, Trunk]
 
     @classmethod
     def render(
@@ -587,27 +588,31 @@ class LowerBlocks:
         chosen = select_rows(codes, segments)
         styles = chosen[: G.num_styles_at(resolution)] if space == "s" else G.styles(chosen, resolution)
         rendered = G.trunk(styles, resolution)
-        cut = Trunk(rendered.blocks, _leaf(rendered.features), None if rendered.skip is None else _leaf(rendered.skip))
-        rows, row = {}, 0
+        cuts, row = {}, 0
         for plan in plans:
-            rows[plan.chunk.start] = row
-            row += plan.chunk.stop - plan.chunk.start
-        return cls(rendered, cut, rows)
+            rows = slice(row, row + plan.chunk.stop - plan.chunk.start)
+            skip = None if rendered.skip is None else _leaf(rendered.skip[rows])
+            cuts[plan.chunk.start] = Trunk(rendered.blocks, _leaf(rendered.features[rows]), skip)
+            row = rows.stop
+        return cls(rendered, cuts)
 
     def of(self, chunk: slice) -> Trunk:
         """The rows of the segments ``chunk`` (a pass's), as a `Trunk` for `render_codes`."""
-        start = self.rows[chunk.start]
-        stop = start + chunk.stop - chunk.start
-        skip = None if self.cut.skip is None else self.cut.skip[start:stop]
-        return Trunk(self.cut.blocks, self.cut.features[start:stop], skip)
+        return self.cuts[chunk.start]
 
     def backward(self) -> None:
-        """Back-propagate the gradients the passes left at ``cut`` through the batch (once for all of them)."""
+        """Back-propagate the gradients the passes left at their cuts through the batch (once for all of them);
+        a pass that left none there (it did not run, or its loss did not reach its rows) contributes zeros."""
+        cuts = list(self.cuts.values())
         outputs, grads = [], []
-        for out, leaf in ((self.rendered.features, self.cut.features), (self.rendered.skip, self.cut.skip)):
-            if leaf is not None and leaf.grad is not None:
-                outputs.append(out)
-                grads.append(leaf.grad)
+        for out, leaves in (
+            (self.rendered.features, [cut.features for cut in cuts]),
+            (self.rendered.skip, [cut.skip for cut in cuts]),
+        ):
+            if out is None or all(leaf.grad is None for leaf in leaves):
+                continue
+            outputs.append(out)
+            grads.append(torch.cat([torch.zeros_like(leaf) if leaf.grad is None else leaf.grad for leaf in leaves]))
         if outputs:
             torch.autograd.backward(outputs, grads)
 
