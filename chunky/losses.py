@@ -6,6 +6,7 @@ weighted mean over its mask, so it is zero outside the segment's (dilated) regio
 
 from __future__ import annotations
 
+import copy
 import warnings
 import weakref
 
@@ -70,12 +71,53 @@ def masked_mean(values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return (values * masks).sum(dim=(1, 2, 3)) / weight.clamp(min=1e-8)
 
 
+_prepared_copies: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[list[int], nn.Module]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def prepared_for(perceptual: nn.Module, inputs: torch.Tensor) -> nn.Module:
+    """``perceptual``, or a copy whose convolution weights and biases are already as a convolution of ``inputs``
+    takes them: in autocast's dtype under autocast on their device, channels-last where ``inputs`` are (not
+    contiguous). Kept while ``perceptual``'s parameters are unchanged (their in-place versions).
+
+    A convolution casts a float32 weight on every call under autocast unless the weight requires gradients,
+    which a frozen backbone's do not, and converts it to channels-last on every call (forward and backward) for
+    channels-last inputs, as the generator's renders are: for LPIPS-VGG that was about 0.1 s of each 8-segment
+    step (bf16, 2 Xeon cores). The copy's convolutions get the tensors those casts gave, so the results are the
+    same; the rest (the scaling layer's shift and scale) stays float32, as autocast leaves it."""
+    device = inputs.device
+    autocast = torch.is_autocast_enabled(device.type)
+    channels_last = inputs.dim() == 4 and not inputs.is_contiguous() and _is_channels_last(inputs)
+    if not autocast and not channels_last:
+        return perceptual
+    dtype = torch.get_autocast_dtype(device.type) if autocast else None
+    # inference-mode tensors cannot be saved for a later backward pass: they get their own copy
+    key = (dtype, device, channels_last, torch.is_inference_mode_enabled())
+    versions = [p._version for p in perceptual.parameters()]
+    copies = _prepared_copies.setdefault(perceptual, {})
+    if key not in copies or copies[key][0] != versions:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        with torch.no_grad():
+            module = copy.deepcopy(perceptual)
+            for layer in module.modules():
+                if isinstance(layer, nn.Conv2d):
+                    layer.to(device=device, dtype=dtype or layer.weight.dtype, memory_format=layout)
+        copies[key] = (versions, module)
+    return copies[key][1]
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last)
+
+
 def lpips_features(perceptual: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
     """The unit-normalised backbone features LPIPS compares, for [N, 3, H, W] images in [-1, 1].
 
     Computing the target's features once per run (instead of once per step and segment) is what
     `segment_losses` takes ``target_features`` for."""
-    outputs = perceptual.net(perceptual.scaling_layer(images))
+    module = prepared_for(perceptual, images)
+    outputs = module.net(module.scaling_layer(images))
     return [feature / (feature.square().sum(dim=1, keepdim=True).sqrt() + 1e-10) for feature in outputs]
 
 
@@ -84,7 +126,8 @@ def lpips_map(
 ) -> torch.Tensor:
     """Spatial LPIPS [N, 1, *size] from two feature lists (as `lpips.LPIPS(spatial=True)` computes it)."""
     total = 0
-    for lin, a, b in zip(perceptual.lins, features, target_features):
+    lins = prepared_for(perceptual, features[0]).lins
+    for lin, a, b in zip(lins, features, target_features):
         total = total + F.interpolate(lin((a - b).square()), size=size, mode="bilinear", align_corners=False)
     return total
 

@@ -12,6 +12,7 @@ from chunky.losses import (
     lpips_features,
     lpips_map,
     masked_mean,
+    prepared_for,
     segment_losses,
 )
 
@@ -40,6 +41,52 @@ def test_lpips_judges_the_render_pasted_into_the_photo(perceptual):
     torch.testing.assert_close(
         segment_losses(changed, target, masks, perceptual=perceptual, pixel_weight=0.0)["lpips"], value, atol=0, rtol=0
     )
+
+
+def lpips_and_gradient(perceptual, images, target, monkeypatch, *, prepared: bool):
+    """The LPIPS map of ``images`` [N, 3, H, W] against ``target`` under bf16 autocast, and its gradient to them;
+    with ``prepared`` False, every convolution casts and converts its weights itself (no `prepared_for` copy)."""
+    if not prepared:
+        monkeypatch.setattr("chunky.losses.prepared_for", lambda module, inputs: module)
+    images = images.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = lpips_features(perceptual, images)
+        distance = lpips_map(perceptual, features, lpips_features(perceptual, target), images.shape[-2:])
+    distance.float().square().sum().backward()
+    monkeypatch.undo()
+    return distance, images.grad
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lpips_weights_prepared_once_give_the_same_losses_and_gradients(perceptual, monkeypatch, channels_last):
+    """Under autocast (and for channels-last renders, as the generator's are) LPIPS runs a copy of its backbone
+    with the weights already cast and laid out (`prepared_for`): bit for bit what the casts on every call gave,
+    kept between calls, and made again when a weight changes in place."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 48, 48, generator=g) * 2 - 1
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    target = torch.rand(1, 3, 48, 48, generator=g) * 2 - 1
+    expected = lpips_and_gradient(perceptual, images, target, monkeypatch, prepared=False)
+    actual = lpips_and_gradient(perceptual, images, target, monkeypatch, prepared=True)
+    assert all(torch.equal(a, e) for a, e in zip(actual, expected))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        copy = prepared_for(perceptual, images)
+        assert copy is not perceptual and prepared_for(perceptual, images) is copy  # kept
+        assert copy.net.slice1[0].weight.dtype == torch.bfloat16
+        assert copy.net.slice1[0].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert prepared_for(perceptual, images.contiguous()) is perceptual  # plain float32: nothing to prepare
+    layer = perceptual.net.slice1[0]
+    with torch.no_grad():
+        layer.weight.mul_(2)
+    try:
+        doubled = lpips_and_gradient(perceptual, images, target, monkeypatch, prepared=True)
+        assert not torch.equal(doubled[0], actual[0])
+        expected = lpips_and_gradient(perceptual, images, target, monkeypatch, prepared=False)
+        assert all(torch.equal(a, e) for a, e in zip(doubled, expected))
+    finally:
+        with torch.no_grad():
+            layer.weight.div_(2)
 
 
 def test_regulariser_value_and_gradient_by_hand():
