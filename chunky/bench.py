@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from chunky.config import InversionConfig
 from chunky.device import BF16_MIN_SAVING, PRECISIONS, autocast, default_device, pick_precision
-from chunky.generator import ModulatedConv2d, StyleMix, config_f_channels, random_generator
+from chunky.generator import EqualLinear, ModulatedConv2d, StyleMix, config_f_channels, random_generator
 
 BF16_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what bf16 speed depends on
 
@@ -95,15 +95,16 @@ def per_sample_weights():
 
 @contextlib.contextmanager
 def weights_prepared_every_call():
-    """Switch off `ModulatedConv2d.prepared_weights`' cache: every pass rescales, casts and squares the weights
-    again and leaves them in the default layout, as before the cache. Used only to measure (and test) what
-    the cache saves."""
-    cached = ModulatedConv2d.prepared_weights
+    """Switch off the kept weights (`ModulatedConv2d.prepared_weights`, `EqualLinear.scaled_parameters`): every
+    pass rescales, casts and squares the weights again and leaves them in the default layout, as before they
+    were kept. Used only to measure (and test) what keeping them saves."""
+    cached, scaled = ModulatedConv2d.prepared_weights, EqualLinear.scaled_parameters
     ModulatedConv2d.prepared_weights = lambda self, dtype, channels_last=False: self.prepare_weights(dtype)
+    EqualLinear.scaled_parameters = lambda self, device: (self.weight * self.scale, self.bias * self.lr_mul)
     try:
         yield
     finally:
-        ModulatedConv2d.prepared_weights = cached
+        ModulatedConv2d.prepared_weights, EqualLinear.scaled_parameters = cached, scaled
 
 
 GENERATOR_VARIANTS = (  # (label, output px, context it runs in)

@@ -402,12 +402,14 @@ def test_prepared_weights_are_kept_and_change_nothing(precision):
 
 def test_prepared_weights_are_counted_and_the_precision_not_chosen_keeps_none():
     """Kept weights cost memory: `prepared_bytes` counts them (about the convolution weights once per precision
-    used, the upsampling ones twice), `forget_prepared_weights` drops them, and choosing the precision leaves none
-    of either behind."""
+    used, the upsampling ones twice, and the modulations' linear weights), `forget_prepared_weights` drops them,
+    and choosing the precision leaves none of either behind."""
     from chunky.device import choose_precision
 
     G = random_generator(seed=3)
     ws = torch.randn(1, G.n_latent, G.style_dim)
+    assert G.prepared_bytes() > 0  # the mapping's linear layers, from finding w_avg
+    G.forget_prepared_weights()
     assert G.prepared_bytes() == 0
     with torch.no_grad():
         G.synthesis(ws)
@@ -416,8 +418,9 @@ def test_prepared_weights_are_counted_and_the_precision_not_chosen_keeps_none():
             G.synthesis(ws)
     layers = [layer for _, layer in G.modulated_layers(None)]
     # the upsampling layers keep their weight twice: as the transposed convolution's and as its phase kernels
-    conv_bytes = sum(layer.weight.numel() * 4 * (2 if layer.upsample else 1) for layer in layers)
-    assert conv_bytes <= fp32 < 1.2 * conv_bytes and G.prepared_bytes() > fp32  # a bf16 copy besides
+    kept = sum(layer.weight.numel() * 4 * (2 if layer.upsample else 1) for layer in layers)
+    kept += sum((layer.modulation.weight.numel() + layer.modulation.bias.numel()) * 4 for layer in layers)
+    assert kept <= fp32 < 1.2 * kept and G.prepared_bytes() > fp32  # a bf16 copy besides
     G.forget_prepared_weights()
     assert G.prepared_bytes() == 0
     choose_precision(G, 16, repeat=1)
@@ -428,12 +431,14 @@ def test_prepared_weights_follow_in_place_changes_loading_and_dtype():
     G, other = random_generator(seed=3), random_generator(seed=4)
     ws = torch.randn(2, G.n_latent, G.style_dim, generator=torch.Generator().manual_seed(1))
     before = image_and_grads(G, ws)
-    with torch.no_grad():
-        G.convs[0].conv.weight.add_(1)
-    changed = image_and_grads(G, ws)
-    assert not torch.equal(changed[0], before[0])
-    with weights_prepared_every_call():
-        assert_all_equal(changed, image_and_grads(G, ws))
+    for parameter in (G.convs[0].conv.weight, G.convs[1].conv.modulation.weight, G.to_rgbs[0].conv.modulation.bias):
+        with torch.no_grad():
+            parameter.add_(1)
+        changed = image_and_grads(G, ws)
+        assert not torch.equal(changed[0], before[0])
+        with weights_prepared_every_call():
+            assert_all_equal(changed, image_and_grads(G, ws))
+        before = changed
     G.load_state_dict(other.state_dict())
     assert_all_equal(image_and_grads(G, ws), image_and_grads(other, ws))
     G.double()  # new storage, new dtype
@@ -444,6 +449,7 @@ def test_prepared_weights_follow_in_place_changes_loading_and_dtype():
     assert_all_equal(image_and_grads(G, ws), image_and_grads(other, ws))
     # one entry per dtype, stale ones dropped: the memory held stays bounded
     assert all(len(layer._prepared) == 1 for _, layer in G.modulated_layers(None))
+    assert all(len(layer.modulation._scaled) == 1 for _, layer in G.modulated_layers(None))
 
 
 def test_training_the_weights_bypasses_the_prepared_weights():
