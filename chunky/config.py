@@ -43,6 +43,12 @@ class InversionConfig:
         pixel_only_fraction: the first fraction of the per-segment steps after the coarse half judge by the
             pixel loss alone (no LPIPS pass: a 256 px step costs about 0.8x on a CPU); the rest add the
             perceptual term back. 0 uses ``perceptual`` on every step.
+        lpips_on_composite: the per-segment steps judge the LPIPS term once per step on the composite of every
+            running segment's render (each inside its loss region, the photo elsewhere), each segment's term the
+            mean of that one distance map over its loss region, instead of once per segment on its render pasted
+            into the photo (the authors' way, the default). One backbone pass per step instead of one per
+            segment, and the term judges what is shown; near a boundary a segment's term then also sees its
+            neighbours' renders (docs/speed.md, "LPIPS on the composite"). The L2 term is the same either way.
         window_segments: render a small segment's window only (its loss region plus a margin) for the
             last two synthesis blocks; much cheaper for eyes, brows, nose, mouth. L2 is unchanged; LPIPS
             then compares that window instead of the whole image.
@@ -101,6 +107,7 @@ class InversionConfig:
     resolution: int = 256
     coarse_to_fine: bool = False
     pixel_only_fraction: float = 0.0
+    lpips_on_composite: bool = False
     window_segments: bool = True
     precision: str = "fp32"
     seed: int = 0

@@ -23,7 +23,15 @@ from chunky.device import autocast
 from chunky.errors import InvalidInputError
 from chunky.generator import Generator, StyleMix, Trunk, Window, window_margin
 from chunky.images import resize_images
-from chunky.losses import build_perceptual, latent_regulariser, latent_spread, lpips_features, segment_losses
+from chunky.losses import (
+    build_perceptual,
+    latent_regulariser,
+    latent_spread,
+    lpips_features,
+    lpips_map,
+    masked_mean,
+    segment_losses,
+)
 from chunky.segmentation import dilate_masks
 
 log = logging.getLogger(__name__)
@@ -342,6 +350,7 @@ class _Run:
         self.steps_run, self.passes, self.loss, self.cancelled = 0, 0, math.inf, False
         self.segment_steps = [0] * loss_masks.shape[0]
         self.trunk: Trunk | None = None
+        self._target_features: dict = {}
         self.start = time.perf_counter()
 
     def stage(self, codes: Codes, phases: list[Phase], segments_per_pass: int | None) -> Codes:
@@ -361,7 +370,7 @@ class _Run:
                 chunks,
                 resize_images(self.target, phase.render_resolution),
                 resize_images(masks, phase.render_resolution),
-                self._perceptual(phase),
+                None if self._on_composite(phase) else self._perceptual(phase),
                 self.config,
                 loss_scale=phase.render_resolution // phase.resolution,
                 trunk_resolution=trunk_resolution,
@@ -455,6 +464,10 @@ class _Run:
     def _perceptual(self, phase: Phase) -> nn.Module | None:
         return self.perceptual if phase.perceptual else None
 
+    def _on_composite(self, phase: Phase) -> bool:
+        """Whether ``phase``'s LPIPS term is judged on the composite (`InversionConfig.lpips_on_composite`)."""
+        return self.config.lpips_on_composite and self._perceptual(phase) is not None and not phase.one_pass
+
     def _losses(
         self,
         codes: Codes,
@@ -473,6 +486,9 @@ class _Run:
         if trunk is None:
             with torch.set_grad_enabled(backward), autocast(self.config.precision, self.target.device):
                 lower = LowerBlocks.render(self.G, codes, self.config.space, running, phase.render_resolution)
+        if self._on_composite(phase):
+            self._composite_losses(codes, running, phase, losses, backward, trunk, lower)
+            return losses
         # Segment i's loss depends on code i only, so passes over groups of segments accumulate the exact
         # gradient; on a CPU small passes are faster than one big batch (less memory traffic).
         for plan in running:
@@ -501,6 +517,63 @@ class _Run:
         if backward and lower is not None:
             lower.backward()
         return losses
+
+    def _composite_losses(
+        self,
+        codes: Codes,
+        running: list[Pass],
+        phase: Phase,
+        losses: dict[str, torch.Tensor],
+        backward: bool,
+        trunk: Trunk | None,
+        lower: LowerBlocks | None,
+    ) -> None:
+        """`_losses` with the LPIPS term judged once on the composite of the running segments' renders (each
+        inside its loss region, the photo where none is: `composite_at`) instead of once per pass; each segment's
+        term is the mean of that distance map over its loss region. Writes into ``losses``; back-propagates the
+        sum of every running segment's objective once, unless ``backward`` is False."""
+        config, perceptual, size = self.config, self._perceptual(phase), phase.resolution
+        target = resize_images(self.target, size)
+        masks = resize_images(self.loss_masks, size)
+        if size not in self._target_features:
+            with torch.no_grad(), autocast(config.precision, target.device):
+                self._target_features[size] = lpips_features(perceptual, target)
+        pieces, parts = [], []
+        with torch.set_grad_enabled(backward):
+            for plan in running:
+                chunk_codes = select_codes(codes, plan.chunk)
+                with autocast(config.precision, target.device):
+                    renders = render_codes(
+                        self.G,
+                        chunk_codes,
+                        config.space,
+                        phase.render_resolution,
+                        window=plan.window,
+                        trunk=trunk if lower is None else lower.of(plan.chunk),
+                    )
+                renders = F.avg_pool2d(renders, plan.loss_scale) if plan.loss_scale > 1 else renders
+                renders = renders.float()
+                l2 = masked_mean((renders - plan.target.float()).square(), plan.masks)
+                regulariser = latent_regulariser(chunk_codes, self.center, self.spread) if config.reg_weight > 0 else 0
+                parts.append((plan, l2, config.reg_weight * regulariser))
+                pieces.append((plan.window, renders, plan.masks))
+                self.passes += 1
+            with autocast(config.precision, target.device):
+                lpips_values = lpips_of_composite(
+                    perceptual, composite_at(pieces, target), self._target_features[size], masks
+                )
+            objective_sum = 0
+            for plan, l2, regulariser in parts:
+                lpips_value = lpips_values[plan.chunk]
+                total = lpips_value + config.pixel_weight * l2
+                objective = total + regulariser
+                objective_sum = objective_sum + objective.sum()
+                for name, values in (("lpips", lpips_value), ("l2", l2), ("total", total), ("objective", objective)):
+                    losses[name][plan.chunk] = values.detach().float().cpu()
+        if backward:
+            objective_sum.backward()
+            if lower is not None:
+                lower.backward()
 
     def _report(self, total: torch.Tensor, stalled: int) -> bool:
         """Record a step; True when the run or this phase should end (cancelled, or no improvement for
@@ -535,14 +608,28 @@ class _Run:
         """{"lpips", "l2", "total"} -> [K] of the renders that are shown (area-downsampled to the optimisation
         resolution, inside each segment's loss region); 0 for kept segments."""
         resolution = min(self.config.resolution, renders.shape[-1])
+        shown = resize_images(renders[projected], resolution)
+        target = resize_images(self.target, resolution)
+        masks = resize_images(self.loss_masks, resolution)
+        on_composite = self.config.lpips_on_composite and self.perceptual is not None
         with torch.no_grad(), autocast(self.config.precision, self.target.device):
             part = segment_losses(
-                resize_images(renders[projected], resolution),
-                resize_images(self.target, resolution),
-                resize_images(self.loss_masks, resolution),
-                perceptual=self.perceptual,
+                shown,
+                target,
+                masks,
+                perceptual=None if on_composite else self.perceptual,
                 pixel_weight=self.config.pixel_weight,
             )
+            if on_composite:  # as the per-segment steps judged it
+                features = lpips_features(self.perceptual, target)
+                lpips_value = lpips_of_composite(
+                    self.perceptual, composite_at([(None, shown, masks)], target), features, masks
+                )
+                part = {
+                    "lpips": lpips_value,
+                    "l2": part["l2"],
+                    "total": lpips_value + self.config.pixel_weight * part["l2"],
+                }
         out = {name: torch.zeros(renders.shape[0]) for name in part}
         for name, values in part.items():
             out[name][projected] = values.float().cpu()
@@ -615,6 +702,36 @@ class LowerBlocks:
             grads.append(torch.cat([torch.zeros_like(leaf) if leaf.grad is None else leaf.grad for leaf in leaves]))
         if outputs:
             torch.autograd.backward(outputs, grads)
+
+
+def composite_at(pieces: list[tuple[Window | None, torch.Tensor, torch.Tensor]], photo: torch.Tensor) -> torch.Tensor:
+    """[1, 3, R, R]: renders composited over ``photo`` [1, 3, R, R]. ``pieces`` are (window, renders [P, 3, h, w],
+    loss regions [P, 1, h, w]), each at R px: the whole image where the window is None, else that window of it.
+    Where regions overlap their renders are averaged by weight; where they cover less than 1 the photo fills in."""
+    size = photo.shape[-1]
+    painted = torch.zeros_like(photo)
+    coverage = torch.zeros_like(photo[:, :1])
+    for window, renders, regions in pieces:
+        paint = (renders * regions).sum(dim=0, keepdim=True)
+        weight = regions.sum(dim=0, keepdim=True)
+        if window is not None:
+            scale = size // window.resolution
+            top, left = window.top * scale, window.left * scale
+            bottom, right = size - top - window.height * scale, size - left - window.width * scale
+            paint, weight = F.pad(paint, (left, right, top, bottom)), F.pad(weight, (left, right, top, bottom))
+        painted = painted + paint
+        coverage = coverage + weight
+    return (painted + photo * (1 - coverage).clamp(min=0)) / coverage.clamp(min=1)
+
+
+def lpips_of_composite(
+    perceptual: nn.Module, composite: torch.Tensor, target_features: list[torch.Tensor], regions: torch.Tensor
+) -> torch.Tensor:
+    """[K] float32: the mean over each loss region ``regions`` [K, 1, R, R] of one LPIPS distance map of
+    ``composite`` [1, 3, R, R] against the photo whose `lpips_features` are ``target_features``."""
+    size = tuple(composite.shape[-2:])
+    distance = lpips_map(perceptual, lpips_features(perceptual, composite), target_features, size).float()
+    return masked_mean(distance.expand(len(regions), -1, -1, -1), regions)
 
 
 def _leaf(tensor: torch.Tensor) -> torch.Tensor:

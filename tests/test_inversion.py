@@ -9,7 +9,7 @@ from chunky.errors import InvalidInputError
 from chunky.generator import Window, config_f_channels, random_generator
 from chunky.images import tensor_to_uint8
 from chunky.inversion import invert, learning_rate, schedule
-from chunky.losses import build_perceptual
+from chunky.losses import build_perceptual, lpips_features, lpips_map, masked_mean
 
 FAST = InversionConfig(space="w+", steps=40, perceptual="none", resolution=32, dilate_px=0, lr=0.05)
 
@@ -206,10 +206,13 @@ def test_the_last_step_of_each_stage_only_judges_and_changes_nothing(
     torch.testing.assert_close(judged.composite, stepped.composite, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("on_composite", [False, True])
 @pytest.mark.parametrize("space", ["w+", "s"])
-def test_one_pass_per_segment_gives_the_same_result_as_one_batch(tiny_generator, two_code_scene, space):
+def test_one_pass_per_segment_gives_the_same_result_as_one_batch(tiny_generator, two_code_scene, space, on_composite):
     target, masks = two_code_scene
-    config = FAST.replace(space=space, steps=10, perceptual="lpips-alex", reg_weight=0.5)
+    config = FAST.replace(
+        space=space, steps=10, perceptual="lpips-alex", reg_weight=0.5, lpips_on_composite=on_composite
+    )
     perceptual = seeded_alex()
     one_by_one = invert(tiny_generator, target, masks, config=config, perceptual=perceptual, segments_per_pass=1)
     batched = invert(tiny_generator, target, masks, config=config, perceptual=perceptual, segments_per_pass=2)
@@ -217,15 +220,24 @@ def test_one_pass_per_segment_gives_the_same_result_as_one_batch(tiny_generator,
     torch.testing.assert_close(one_by_one.composite, batched.composite, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("space", ["w", "w+", "s"])
-def test_lower_blocks_in_one_batch_give_the_result_of_rendering_each_pass_whole(monkeypatch, windowed_scene, space):
+@pytest.mark.parametrize(("space", "on_composite"), [("w", False), ("w+", False), ("s", False), ("w+", True)])
+def test_lower_blocks_in_one_batch_give_the_result_of_rendering_each_pass_whole(
+    monkeypatch, windowed_scene, space, on_composite
+):
     """Three segments, one pass each (two windowed): the blocks up to 16 px run once per step for all three
     (`LowerBlocks`), and the losses, codes and composite are those of three whole passes."""
     G, target, masks = windowed_scene
     # no learning-rate warm-up: with it (a first step at rate 0), rounding grew to 1e-5 in the S codes and 7e-4 in
     # the composite over the 6 steps (1e-6 without)
     config = InversionConfig(
-        space=space, steps=6, perceptual="lpips-alex", resolution=64, lr=0.05, lr_rampup=0.0, reg_weight=0.5
+        space=space,
+        steps=6,
+        perceptual="lpips-alex",
+        resolution=64,
+        lr=0.05,
+        lr_rampup=0.0,
+        reg_weight=0.5,
+        lpips_on_composite=on_composite,
     )
     perceptual = seeded_alex()
     batches = []
@@ -245,6 +257,49 @@ def test_lower_blocks_in_one_batch_give_the_result_of_rendering_each_pass_whole(
     for a, b in zip(*(r.codes if space == "s" else [r.codes] for r in (batched, whole))):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     torch.testing.assert_close(batched.composite, whole.composite, atol=1e-5, rtol=0)
+
+
+def test_lpips_on_the_composite_is_one_map_of_the_composite_averaged_per_segment(windowed_scene):
+    """With ``lpips_on_composite`` a step's LPIPS term is one distance map of the composite of the segments' renders
+    (two of them windowed here), averaged over each loss region: the judged objective and the displayed per-segment
+    LPIPS equal those computed by hand from whole renders, and differ from the default's (each render pasted into
+    the photo)."""
+    G, target, masks = windowed_scene
+    codes = G.mapping(torch.randn(3, G.style_dim, generator=torch.Generator().manual_seed(2)), truncation_psi=0.7)
+    codes = codes[:, None].expand(-1, G.n_latent, -1).contiguous()
+    perceptual = seeded_alex()
+    config = InversionConfig(steps=1, perceptual="lpips-alex", resolution=64, lpips_on_composite=True)
+    judged = invert(G, target, masks, config=config, perceptual=perceptual, init=codes, segments_per_pass=1)
+    with torch.no_grad():
+        renders = G.synthesis(codes)
+        composite = inversion.composite_at([(None, renders, masks)], target)
+        features = lpips_features(perceptual, composite)
+        distance = lpips_map(perceptual, features, lpips_features(perceptual, target), (64, 64))
+    lpips_values = masked_mean(distance.expand(3, -1, -1, -1), masks)
+    l2_values = masked_mean((renders - target).square(), masks)
+    assert judged.history == pytest.approx([float((lpips_values + l2_values).sum())], rel=1e-5)
+    # what is displayed per segment is what the step judged
+    torch.testing.assert_close(judged.segment_losses["lpips"], lpips_values, rtol=1e-5, atol=1e-7)
+    default = config.replace(lpips_on_composite=False)
+    pasted = invert(G, target, masks, config=default, perceptual=perceptual, init=codes)
+    assert pasted.history[0] != pytest.approx(judged.history[0], rel=1e-3)
+
+
+def test_composite_at_places_windows_averages_overlaps_and_fills_in_the_photo():
+    photo = torch.full((1, 3, 8, 8), -1.0)
+    whole = torch.ones(1, 3, 8, 8)
+    left = torch.zeros(1, 1, 8, 8)
+    left[..., :4] = 1
+    window = Window(4, 1, 2, 2, 1)  # rows 2-5, columns 4-5 at 8 px
+    patch = torch.full((1, 3, 4, 2), 0.5)
+    region = torch.ones(1, 1, 4, 2)
+    out = inversion.composite_at([(None, whole, left), (window, patch, region)], photo)
+    expected = photo.clone()
+    expected[..., :4] = 1.0
+    expected[..., 2:6, 4:6] = 0.5
+    torch.testing.assert_close(out, expected)
+    overlap = inversion.composite_at([(None, whole, left), (None, -whole, left * 0.5)], photo)
+    torch.testing.assert_close(overlap[..., 0, 0], torch.full((1, 3), 0.5 / 1.5))  # (1 * 1 - 1 * 0.5) / 1.5
 
 
 def test_small_segments_render_only_their_window_with_the_same_pixel_loss(monkeypatch):
