@@ -211,13 +211,14 @@ _PRESETS = {
         segment_shared_scale=4,
     ),
     "balanced": dict(
-        steps=40,
+        steps=50,
         lr=0.05,
         lr_rampup=0.2,
         warm_start_steps=50,
         warm_start_resolution=64,
-        warm_start_fine_steps=26,
+        warm_start_fine_steps=16,
         pixel_only_fraction=0.5,
+        lpips_on_composite=True,
     ),
     "best": dict(steps=120, warm_start_steps=60, segment_patience=20),
 }
