@@ -189,7 +189,7 @@ class _PhaseTransposedConv(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, *phases: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(weight)
         n, _, h, w = x.shape
-        layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         size = (n, weight.shape[1], 2 * h + 1, 2 * w + 1)
         out = torch.empty(size, dtype=x.dtype, device=x.device, memory_format=layout)
         for (rows, cols, _, _, padding), kernel in zip(_PHASES, phases):
@@ -202,7 +202,7 @@ class _PhaseTransposedConv(torch.autograd.Function):
         return (F.conv2d(grad, weight.to(grad.dtype), stride=2), None, *([None] * len(_PHASES)))
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
     """Whether ``x`` [N, C, H, W] is stored channels-last (and not also plain contiguous, as 1x1 images are)."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
@@ -252,7 +252,7 @@ class ModulatedConv2d(nn.Module):
         demodulation. A `StyledConv` applies the multiplier in its fused tail (`chunky.fusion`)."""
         # A convolution with channels-last activations converts a weight to channels-last too (forward and
         # backward): a kept weight is kept in that layout. Not for other inputs, whose convolution it would change.
-        weight, weight_norms, *phases = self.prepared_weights(x.dtype, _is_channels_last(x))
+        weight, weight_norms, *phases = self.prepared_weights(x.dtype, is_channels_last(x))
         # Elementwise work stays in the activations' dtype: under bf16 autocast, mixing in fp32 styles
         # would promote every full-resolution tensor back to fp32.
         x = x * _per_pixel(style, x.shape[-1], mix).to(x.dtype)

@@ -494,21 +494,10 @@ class _Run:
         for plan in running:
             chunk_codes = select_codes(codes, plan.chunk)
             with torch.set_grad_enabled(backward):
+                renders = self._render_pass(chunk_codes, plan, phase, trunk, lower)
                 with autocast(self.config.precision, self.target.device):
-                    renders = render_codes(
-                        self.G,
-                        chunk_codes,
-                        self.config.space,
-                        phase.render_resolution,
-                        window=plan.window,
-                        trunk=trunk if lower is None else lower.of(plan.chunk),
-                    )
                     part = plan.losses(renders, self._perceptual(phase), self.config.pixel_weight)
-                objective = part["total"]
-                if self.config.reg_weight > 0:
-                    objective = objective + self.config.reg_weight * latent_regulariser(
-                        chunk_codes, self.center, self.spread
-                    )
+                objective = part["total"] + self._regulariser(chunk_codes)
             if backward:
                 objective.sum().backward()
             self.passes += 1
@@ -532,35 +521,23 @@ class _Run:
         inside its loss region, the photo where none is: `composite_at`) instead of once per pass; each segment's
         term is the mean of that distance map over its loss region. Writes into ``losses``; back-propagates the
         sum of every running segment's objective once, unless ``backward`` is False."""
-        config, perceptual, size = self.config, self._perceptual(phase), phase.resolution
+        config, size = self.config, phase.resolution
         target = resize_images(self.target, size)
         masks = resize_images(self.loss_masks, size)
-        if size not in self._target_features:
-            with torch.no_grad(), autocast(config.precision, target.device):
-                self._target_features[size] = lpips_features(perceptual, target)
         pieces, parts = [], []
         with torch.set_grad_enabled(backward):
             for plan in running:
                 chunk_codes = select_codes(codes, plan.chunk)
-                with autocast(config.precision, target.device):
-                    renders = render_codes(
-                        self.G,
-                        chunk_codes,
-                        config.space,
-                        phase.render_resolution,
-                        window=plan.window,
-                        trunk=trunk if lower is None else lower.of(plan.chunk),
-                    )
+                renders = self._render_pass(chunk_codes, plan, phase, trunk, lower)
                 renders = F.avg_pool2d(renders, plan.loss_scale) if plan.loss_scale > 1 else renders
                 renders = renders.float()
                 l2 = masked_mean((renders - plan.target.float()).square(), plan.masks)
-                regulariser = latent_regulariser(chunk_codes, self.center, self.spread) if config.reg_weight > 0 else 0
-                parts.append((plan, l2, config.reg_weight * regulariser))
+                parts.append((plan, l2, self._regulariser(chunk_codes)))
                 pieces.append((plan.window, renders, plan.masks))
                 self.passes += 1
             with autocast(config.precision, target.device):
                 lpips_values = lpips_of_composite(
-                    perceptual, composite_at(pieces, target), self._target_features[size], masks
+                    self.perceptual, composite_at(pieces, target), self._target_features_at(size), masks
                 )
             objective_sum = 0
             for plan, l2, regulariser in parts:
@@ -574,6 +551,35 @@ class _Run:
             objective_sum.backward()
             if lower is not None:
                 lower.backward()
+
+    def _render_pass(
+        self, chunk_codes: Codes, plan: Pass, phase: Phase, trunk: Trunk | None, lower: LowerBlocks | None
+    ) -> torch.Tensor:
+        """[P, 3, h, w]: one pass's renders of ``chunk_codes`` at ``phase``'s render resolution (its window where it
+        has one), from ``trunk`` or its rows of ``lower`` where given, under the run's autocast."""
+        with autocast(self.config.precision, self.target.device):
+            return render_codes(
+                self.G,
+                chunk_codes,
+                self.config.space,
+                phase.render_resolution,
+                window=plan.window,
+                trunk=trunk if lower is None else lower.of(plan.chunk),
+            )
+
+    def _regulariser(self, chunk_codes: Codes) -> torch.Tensor | float:
+        """[P]: ``reg_weight`` times the pull of ``chunk_codes`` toward the mean code (0 without one)."""
+        if self.config.reg_weight <= 0:
+            return 0.0
+        return self.config.reg_weight * latent_regulariser(chunk_codes, self.center, self.spread)
+
+    def _target_features_at(self, size: int) -> list[torch.Tensor]:
+        """The photo's LPIPS features at ``size`` px (computed once per run and size)."""
+        if size not in self._target_features:
+            with torch.no_grad(), autocast(self.config.precision, self.target.device):
+                target = resize_images(self.target, size)
+                self._target_features[size] = lpips_features(self.perceptual, target)
+        return self._target_features[size]
 
     def _report(self, total: torch.Tensor, stalled: int) -> bool:
         """Record a step; True when the run or this phase should end (cancelled, or no improvement for
@@ -621,10 +627,9 @@ class _Run:
                 pixel_weight=self.config.pixel_weight,
             )
             if on_composite:  # as the per-segment steps judged it
-                features = lpips_features(self.perceptual, target)
-                lpips_value = lpips_of_composite(
-                    self.perceptual, composite_at([(None, shown, masks)], target), features, masks
-                )
+                composite = composite_at([(None, shown, masks)], target)
+                features = self._target_features_at(resolution)
+                lpips_value = lpips_of_composite(self.perceptual, composite, features, masks)
                 part = {
                     "lpips": lpips_value,
                     "l2": part["l2"],

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from chunky.errors import CheckpointError
+from chunky.generator import is_channels_last
 
 # torchvision's ImageNet files for the LPIPS backbones, by registry name (weights/registry.toml).
 LPIPS_BACKBONES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
@@ -88,7 +89,7 @@ def prepared_for(perceptual: nn.Module, inputs: torch.Tensor) -> nn.Module:
     same; the rest (the scaling layer's shift and scale) stays float32, as autocast leaves it."""
     device = inputs.device
     autocast = torch.is_autocast_enabled(device.type)
-    channels_last = inputs.dim() == 4 and not inputs.is_contiguous() and _is_channels_last(inputs)
+    channels_last = inputs.dim() == 4 and is_channels_last(inputs)
     if not autocast and not channels_last:
         return perceptual
     dtype = torch.get_autocast_dtype(device.type) if autocast else None
@@ -105,10 +106,6 @@ def prepared_for(perceptual: nn.Module, inputs: torch.Tensor) -> nn.Module:
                     layer.to(device=device, dtype=dtype or layer.weight.dtype, memory_format=layout)
         copies[key] = (versions, module)
     return copies[key][1]
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last)
 
 
 def lpips_features(perceptual: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:

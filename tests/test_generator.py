@@ -13,9 +13,9 @@ from chunky.errors import CheckpointError, InvalidInputError
 from chunky.generator import (
     Generator,
     Window,
-    _is_channels_last,
     _PhaseTransposedConv,
     config_f_channels,
+    is_channels_last,
     phase_kernels,
     random_generator,
     window_margin,
@@ -490,7 +490,7 @@ def test_phase_kernels_compute_the_transposed_convolution(dtype, channels_last):
     tolerance = 1e-12 if dtype == torch.float64 else 1e-2
     assert relative_error(actual.float(), expected.float()) < tolerance
     assert relative_error(x2.grad.float(), x1.grad.float()) < tolerance
-    assert _is_channels_last(actual) == channels_last
+    assert is_channels_last(actual) == channels_last
     with pytest.raises(InvalidInputError, match="3x3"):
         phase_kernels(torch.zeros(6, 4, 1, 1))
 
