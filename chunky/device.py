@@ -125,7 +125,6 @@ def choose_fusion(
     Measured on CPUs only: on a GPU the tail stays op by op."""
     from chunky import fusion
     from chunky.generator import Window
-    from chunky.inversion import LOWER_BLOCKS_PX
 
     fusion.use_compiled(False)
     first_plain = synthesis_pass_seconds(G, size, precision)
@@ -137,7 +136,7 @@ def choose_fusion(
     # and so do windows (not square, noise cropped: a small segment's pass) and batches (the lower blocks of a
     # step's passes, `chunky.inversion.LowerBlocks`)
     window = Window(size // 4, 0, 0, size // 8, size // 16) if size >= 32 else None
-    lower = min(size, LOWER_BLOCKS_PX)
+    lower = min(size, 32)  # chunky.inversion.LOWER_BLOCKS_PX (inversion imports this module: no import back)
     synthesis_pass_seconds(G, lower, precision, batch=2)
     if window is not None:
         synthesis_pass_seconds(G, size, precision, window)
